@@ -35,6 +35,8 @@ import hashlib
 import os
 import sysconfig
 
+from seqmodels.data.errors import DataError
+
 STDLIB_EXCLUDED_DIRS = frozenset(
     {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 )
@@ -42,9 +44,6 @@ STDLIB_EXCLUDED_DIRS = frozenset(
 # Percent of the stdlib files per split; a `max_chars` cap is shared out the same way.
 STDLIB_SPLIT_PERCENT = {"train": 90, "validation": 5, "test": 5}
 
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file or dataset."""
 
 
 def check_text_file(path: str) -> os.stat_result:

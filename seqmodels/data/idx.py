@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from seqmodels.data.errors import DataError
+
 # IDX type codes and the big-endian dtype each stands for.
 _DTYPES = {
     0x08: np.dtype(">u1"),
@@ -27,9 +29,6 @@ _DTYPES = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file (or config key) at fault."""
 
 
 def _read_bytes(path: pathlib.Path) -> bytes:
