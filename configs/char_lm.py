@@ -1,0 +1,132 @@
+r"""Character-level language modelling (Karpathy, Johnson & Fei-Fei 2015; nanoGPT).
+
+    python -m experiments.char_lm --config=configs/char_lm.py[:VARIANT] --workdir=DIR
+
+Variants (the part after the colon; `lstm` when none is given):
+  lstm      the default: 2-layer LSTM, 256 wide, on the embedded corpus (the Python
+            standard library's own source). Trains in a few minutes on 2 CPU cores.
+  rnn, gru, lnlstm
+            the same size with an Elman, GRU or layer-normalised LSTM cell.
+  gpt       nanoGPT's CPU configuration: 4 layers, 4 heads, 128 wide, context 64.
+  shakespeare_gpt
+            nanoGPT's CPU recipe on Tiny Shakespeare (batch 12, 2,000 iterations,
+            lr 1e-3 with cosine decay to 1e-4, no dropout). nanoGPT reports a
+            validation loss of about 1.88 nats; measured here: see the README.
+  bench_lstm, bench_gpt
+            the benchmark shapes (benchmarks/README.md), on a `text:` file.
+
+Any key can be overridden: --config.model.hidden_size=512 --config.dataset=text:FILE
+"""
+
+import ml_collections
+
+from seqmodels import training
+
+_RNN_CELLS = {'rnn': 'rnn', 'lstm': 'lstm', 'lnlstm': 'lnlstm', 'gru': 'gru'}
+_TINY_SHAKESPEARE = '../shared/data/tinyshakespeare/input.txt'
+
+
+def rnn_model(cell: str = 'lstm', hidden_size: int = 256, num_layers: int = 2,
+              embed_dim: int = 64, dropout: float = 0.0) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name='rnn_lm', vocab_size=0, embed_dim=embed_dim, hidden_size=hidden_size,
+        num_layers=num_layers, cell=cell, dropout=dropout, dropout_kind='standard',
+        forget_bias=1.0, tie_embeddings=False))
+
+
+def gpt_model(num_layers: int = 4, d_model: int = 128, num_heads: int = 4,
+              max_len: int = 64, dropout: float = 0.0) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name='gpt', vocab_size=0, max_len=max_len, d_model=d_model, num_heads=num_heads,
+        d_ff=4 * d_model, num_layers=num_layers, dropout=dropout, attention_dropout=dropout,
+        norm='pre', layer_norm_epsilon=1e-5, scan_layers=True, num_classes=0))
+
+
+def get_config(variant: str = 'lstm') -> ml_collections.ConfigDict:
+    variant = variant or 'lstm'
+    config = training.default_config()
+    config.seed = 0
+
+    # Data. `dataset`: python_stdlib (embedded), text:PATH, or tfds:NAME.
+    config.dataset = 'python_stdlib'
+    config.data_dir = '~/.cache/seqmodels/tfds'
+    config.val_fraction = 0.1     # text:PATH only (the stdlib corpus is split by file)
+    config.max_chars = 0          # 0 = the whole corpus
+    config.seq_len = 128
+    config.num_eval_batches = 16  # 0 = the whole validation split
+
+    # Optimisation (engine keys, see seqmodels.training.config).
+    config.batch_size = 32
+    config.num_train_steps = 1500
+    config.optimizer = 'adam'
+    config.learning_rate = 2e-3
+    config.schedule = 'warmup_cosine'
+    config.warmup_steps = 50
+    config.min_lr_ratio = 0.1
+    config.grad_clip_norm = 1.0
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+
+    # Scheduled sampling (Bengio et al. 2015), RNN models only. 'none' = teacher forcing;
+    # 'linear' uses ss_c (slope), ss_k (start) and ss_min; 'exponential' and
+    # 'inverse_sigmoid' use ss_k.
+    config.scheduled_sampling = 'none'
+    config.ss_k = 1.0
+    config.ss_c = 0.0
+    config.ss_min = 0.0
+
+    # Text generated at every evaluation (and the defaults of --mode=sample).
+    config.sample_chars = 300
+    config.sample_prompt = '\n'
+    config.sample_temperature = 0.8
+
+    config.model = rnn_model()
+    if variant in _RNN_CELLS:
+        config.model.cell = _RNN_CELLS[variant]
+    elif variant == 'gpt':
+        config.model = gpt_model()
+        config.seq_len = 64
+        config.learning_rate = 1e-3
+    elif variant == 'shakespeare_gpt':
+        config.model = gpt_model()
+        config.dataset = f'text:{_TINY_SHAKESPEARE}'
+        config.seq_len = 64
+        config.batch_size = 12
+        config.num_train_steps = 2000
+        config.learning_rate = 1e-3
+        config.warmup_steps = 100
+        config.min_lr_ratio = 0.1
+        config.eval_every_steps = 500
+        config.num_eval_batches = 200
+    elif variant == 'bench_lstm':
+        config.model = rnn_model(hidden_size=512, embed_dim=128)
+        config.dataset = f'text:{_TINY_SHAKESPEARE}'
+        config.batch_size = 64
+        config.num_train_steps = 50
+        config.grad_clip_norm = 0.0
+        config.schedule = 'constant'
+        config.warmup_steps = 0
+        config.log_every_steps = 10
+    elif variant == 'bench_gpt':
+        config.model = gpt_model(num_layers=6, d_model=384, num_heads=6, max_len=256)
+        config.dataset = f'text:{_TINY_SHAKESPEARE}'
+        config.seq_len = 256
+        config.batch_size = 16
+        config.num_train_steps = 30
+        config.optimizer = 'adamw'
+        config.weight_decay = 0.1
+        config.grad_clip_norm = 0.0
+        config.schedule = 'constant'
+        config.warmup_steps = 0
+        config.log_every_steps = 10
+    else:
+        raise ValueError(
+            f'unknown char_lm variant {variant!r}; choose one of rnn, lstm, lnlstm, gru, '
+            'gpt, shakespeare_gpt, bench_lstm, bench_gpt')
+    if variant.startswith('bench_'):
+        config.eval_every_steps = 0
+        config.checkpoint_every_steps = 0
+        config.num_eval_batches = 2
+        config.sample_chars = 0
+    return config
