@@ -1,0 +1,69 @@
+"""The training engine shared by every experiment.
+
+    from seqmodels import training
+
+    config = training.default_config()       # engine keys with defaults
+    config.batch_size, config.num_train_steps = 32, 1000
+    state = training.train_and_evaluate(config, workdir, task)  # resumes if possible
+    params = training.restore_params(workdir)                   # for sampling / eval
+
+`task` implements `training.Task` (see loop.py for the contract). In WORKDIR the
+engine writes config.json, metrics.jsonl, TensorBoard events, samples.txt and
+checkpoints/. Multi-process runs call `training.initialize_distributed(...)`
+before anything else touches JAX.
+"""
+
+from seqmodels.training.checkpoints import Checkpointer, restore_params
+from seqmodels.training.config import (
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    default_config,
+    parse_flags,
+    require,
+    resolve_config,
+    validate_config,
+)
+from seqmodels.training.loop import (
+    NonFiniteError,
+    Task,
+    evaluate,
+    make_eval_step,
+    make_train_step,
+    train_and_evaluate,
+)
+from seqmodels.training.optimizers import make_optimizer, make_schedule
+from seqmodels.training.sharding import (
+    global_batch,
+    initialize_distributed,
+    make_mesh,
+    process_rows,
+)
+from seqmodels.training.state import TrainState, init_train_state
+
+__all__ = [
+    'OPTIMIZERS',
+    'SCHEDULES',
+    'Checkpointer',
+    'ConfigError',
+    'NonFiniteError',
+    'Task',
+    'TrainState',
+    'default_config',
+    'evaluate',
+    'global_batch',
+    'init_train_state',
+    'initialize_distributed',
+    'make_eval_step',
+    'make_mesh',
+    'make_optimizer',
+    'make_schedule',
+    'make_train_step',
+    'parse_flags',
+    'process_rows',
+    'require',
+    'resolve_config',
+    'restore_params',
+    'train_and_evaluate',
+    'validate_config',
+]

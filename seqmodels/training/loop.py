@@ -1,0 +1,355 @@
+"""The training loop: one engine for every experiment.
+
+An experiment hands `train_and_evaluate(config, workdir, task)` a `Task` (see the
+Protocol below for the exact contract) and the engine does the rest: validation
+of the common config keys, the mesh, jit-compiled sharded train and eval steps,
+gradient clipping and accumulation, checkpoints and exact resume, metrics,
+progress. Calling it again on the same workdir resumes from the latest
+checkpoint; `restore_params(workdir)` loads the latest parameters for sampling
+or evaluation.
+
+One update, step s (0-based; the metrics record and checkpoint of its result
+carry step s + 1):
+
+    batch  = task.train_batch(s, process_index, process_count)  # this process's rows
+    key    = fold_in(run_key, s)                                 # dropout etc.
+    loss, grads = mean over grad_accum_steps micro-batches of grad task.loss_fn
+    grads  = clip_by_global_norm(grads, grad_clip_norm)
+    params = optimizer update(params, grads)
+
+Everything a step depends on is a function of (config, seed, s) or of the saved
+state, which is what makes a killed run resume bitwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from seqmodels.training import sharding as sharding_lib
+from seqmodels.training.checkpoints import Checkpointer
+from seqmodels.training.config import validate_config
+from seqmodels.training.metrics import MetricWriter, Progress
+from seqmodels.training.optimizers import make_optimizer
+from seqmodels.training.state import TrainState, init_train_state
+
+Batch = Mapping[str, Any]
+
+# aux entries that count work rather than measure it: summed over micro-batches,
+# turned into throughput, not averaged into train/ metrics.
+_COUNTS = {'num_tokens': 'perf/tokens_per_sec', 'num_examples': 'perf/examples_per_sec'}
+
+
+class Task(Protocol):
+    """What an experiment gives the engine. Methods marked optional may be absent.
+
+    init_params(rng) -> params
+        e.g. `model.init({'params': rng}, *example_inputs)['params']`. Traced
+        under jit: no host side effects.
+    loss_fn(params, batch, rng, deterministic: bool) -> (loss, aux)
+        `loss` the scalar mean over the batch; `aux` a dict of scalars, logged
+        as train/<name> (mean over the steps since the last record). An aux
+        `num_tokens` or `num_examples` (count in this batch) is reported as
+        perf/tokens_per_sec or perf/examples_per_sec instead. `rng` is a typed
+        key for the 'dropout' stream, e.g. `model.apply(..., rngs={'dropout': rng})`.
+        With grad_accum_steps=k the engine averages loss, aux and gradients of
+        k equal micro-batches (counts are summed): the same update as one batch
+        for losses that are plain means over rows.
+    train_batch(step, process_index, process_count) -> dict of numpy arrays
+        This process's rows of global batch `step` (0-based): rows
+        [p*B/P, (p+1)*B/P) of the config.batch_size rows (`sharding.process_rows`).
+        Random access by step is what makes data order resumable. Every array
+        has the batch as leading axis.
+    eval_metrics(params, batch) -> dict[name, (sum, weight)]       (optional)
+        Jit-compiled by the engine; eval/<name> = total sum / total weight over
+        all eval batches. Padding rows get weight 0.
+    eval_batches(process_index, process_count) -> iterable of batches  (optional)
+        This process's rows of each eval batch; every process must yield the same
+        number of batches, each with a row count divisible by its local devices.
+    finalize_eval(metrics: dict[str, float]) -> dict[str, float]    (optional)
+        Turns the means into what is logged, e.g. adds bits per char.
+    on_eval(params, step) -> dict[str, str]                          (optional)
+        Text samples: appended to WORKDIR/samples.txt, shown on the terminal and
+        in TensorBoard.
+    """
+
+    def init_params(self, rng: jax.Array) -> Any: ...
+
+    def loss_fn(self, params: Any, batch: Batch, rng: jax.Array,
+                deterministic: bool) -> tuple[jax.Array, dict]: ...
+
+    def train_batch(self, step: int, process_index: int, process_count: int) -> Batch: ...
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; nothing after it was saved."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float,
+                 last_checkpoint: int | None, directory: str):
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+        where = (f'the last good checkpoint is step {last_checkpoint} in {directory}'
+                 if last_checkpoint is not None else f'no checkpoint was saved in {directory}')
+        super().__init__(f'non-finite loss or gradient at step {step} '
+                         f'(loss={loss}, grad_norm={grad_norm}); {where}')
+
+
+def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
+    """(B, ...) -> (k, B/k, ...) where micro-batch j takes rows j, j+k, j+2k, ...
+
+    Striding keeps each micro-batch's rows on the devices that hold them: every
+    device owns whole groups of k consecutive rows, so no data moves.
+    """
+    spec = NamedSharding(mesh, P(None, sharding_lib.DATA_AXIS))
+
+    def split(x):
+        x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x, spec)
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh,
+                    grad_accum_steps: int = 1):
+    """The jitted update (state, global batch) -> (state, metrics); donates state."""
+
+    def loss_and_grads(params, batch, rng):
+        grad_fn = jax.value_and_grad(
+            lambda p: task.loss_fn(p, batch, rng, deterministic=False), has_aux=True)
+        (loss, aux), grads = grad_fn(params)
+        return loss, dict(aux), grads
+
+    def accumulate(params, batch, rng):
+        micro = _split_micro_batches(batch, grad_accum_steps, mesh)
+        first = jax.tree.map(lambda x: x[0], micro)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                             jax.eval_shape(loss_and_grads, params, first, rng))
+
+        def add_micro_batch(total, inputs):
+            index, batch_j = inputs
+            out = loss_and_grads(params, batch_j, jax.random.fold_in(rng, index))
+            return jax.tree.map(jnp.add, total, out), None
+
+        (loss, aux, grads), _ = jax.lax.scan(
+            add_micro_batch, zeros, (jnp.arange(grad_accum_steps), micro))
+        mean = lambda x: x / grad_accum_steps
+        aux = {k: v if k in _COUNTS else mean(v) for k, v in aux.items()}
+        return mean(loss), aux, jax.tree.map(mean, grads)
+
+    def train_step(state: TrainState, batch: Batch):
+        rng = state.step_key()
+        if grad_accum_steps == 1:
+            loss, aux, grads = loss_and_grads(state.params, batch, rng)
+        else:
+            loss, aux, grads = accumulate(state.params, batch, rng)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**aux, 'loss': loss, 'grad_norm': grad_norm,
+                   'learning_rate': schedule(state.step)}
+        metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    replicated = sharding_lib.replicated(mesh)
+    return jax.jit(train_step, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(task: Task, mesh):
+    replicated = sharding_lib.replicated(mesh)
+    return jax.jit(task.eval_metrics,
+                   in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=replicated)
+
+
+def evaluate(task: Task, eval_step, params, mesh) -> dict[str, float]:
+    """eval/<name> for every metric of task.eval_metrics, summed in float64."""
+    outputs = [eval_step(params, sharding_lib.global_batch(local, mesh, 'eval batch'))
+               for local in task.eval_batches(jax.process_index(), jax.process_count())]
+    sums: dict[str, list[float]] = {}
+    for output in jax.device_get(outputs):
+        for name, (total, weight) in output.items():
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0] += float(np.sum(total, dtype=np.float64))
+            acc[1] += float(np.sum(weight, dtype=np.float64))
+    means = {name: (s / w if w else math.nan) for name, (s, w) in sums.items()}
+    if hasattr(task, 'finalize_eval'):
+        means = dict(task.finalize_eval(means))
+    return means
+
+
+class _Window:
+    """Train metrics since the last record; timing excludes evals and saves."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums: dict[str, float] = {}
+        self.counts = {name: 0.0 for name in _COUNTS}
+        self.steps = 0
+        self.last: dict[str, float] = {}
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def add(self, metrics: dict[str, float]):
+        self.steps += 1
+        self.last = metrics
+        for name, value in metrics.items():
+            if name in _COUNTS:
+                self.counts[name] += value
+            else:
+                self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def scalars(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start - self.paused, 1e-9)
+        out = {f'train/{k}': v / self.steps for k, v in self.sums.items()
+               if k != 'learning_rate'}
+        out['train/learning_rate'] = self.last['learning_rate']
+        out['perf/steps_per_sec'] = self.steps / elapsed
+        for name, perf in _COUNTS.items():
+            if name in self.last:
+                out[perf] = self.counts[name] / elapsed
+        return out
+
+
+def _local_rows(task: Task, step: int, batch_size: int):
+    local = task.train_batch(step, jax.process_index(), jax.process_count())
+    expected = batch_size // jax.process_count()
+    rows = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(local)}
+    if rows != {expected}:
+        raise ValueError(f'train_batch({step}) returned row counts {sorted(rows, key=str)}; '
+                         f'this process must load batch_size / process_count = {expected} '
+                         f'rows of every array')
+    return local
+
+
+def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
+    """Trains `task` as `config` says, in `workdir`; resumes if a checkpoint is there.
+
+    Returns the final TrainState (parameters replicated on all devices). Raises
+    ConfigError before compiling for impossible config values, NonFiniteError
+    when a loss or gradient is nan/inf.
+    """
+    mesh = sharding_lib.make_mesh()
+    config = validate_config(config, num_devices=mesh.size)
+    is_main = jax.process_index() == 0
+    num_steps = config.num_train_steps
+    tx, schedule = make_optimizer(config)
+    replicated = sharding_lib.replicated(mesh)
+    init = jax.jit(lambda: init_train_state(task.init_params, tx, config.seed),
+                   out_shardings=replicated)
+
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
+                                async_save=config.async_checkpoints)
+    try:
+        start = checkpointer.latest_step()
+        if start is None:
+            start, state = 0, init()
+        else:
+            abstract = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                jax.eval_shape(init))
+            state = checkpointer.restore(abstract, start)
+        writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
+        try:
+            writer.write_config(config)
+            if start >= num_steps:
+                logging.info('%s holds a checkpoint at step %d >= num_train_steps=%d; '
+                             'nothing to train', workdir, start, num_steps)
+                return state
+            state = _train(config, task, tx, schedule, mesh, state, start, checkpointer,
+                           writer, is_main)
+        finally:
+            writer.close()
+        checkpointer.wait()
+        return state
+    finally:
+        checkpointer.close()
+
+
+def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
+           is_main) -> TrainState:
+    num_steps = config.num_train_steps
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    logging.info('%s at step %d: %d parameters, %d devices in %d processes',
+                 'resuming' if start else 'starting', start, num_params, mesh.size,
+                 jax.process_count())
+
+    batch = sharding_lib.global_batch(_local_rows(task, start, config.batch_size), mesh)
+    compile_start = time.perf_counter()
+    train_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps)
+    train_step = train_step.lower(state, batch).compile()
+    compile_time = time.perf_counter() - compile_start
+    logging.info('compiled the train step in %.1f s', compile_time)
+
+    has_eval = hasattr(task, 'eval_metrics') and hasattr(task, 'eval_batches')
+    eval_step = make_eval_step(task, mesh) if has_eval else None
+    every = lambda n, done: done == num_steps or (n > 0 and done % n == 0)
+    progress = Progress(num_steps, start, enabled=is_main)
+    window = _Window()
+    pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
+    first_record = True
+
+    def check_pending():
+        for done, metrics in zip([d for d, _ in pending],
+                                 jax.device_get([m for _, m in pending])):
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
+                checkpointer.wait()
+                raise NonFiniteError(done, metrics['loss'], metrics['grad_norm'],
+                                     checkpointer.latest_step(), checkpointer.directory)
+            window.add(metrics)
+        pending.clear()
+
+    try:
+        for step in range(start, num_steps):
+            if batch is None:
+                batch = sharding_lib.global_batch(
+                    _local_rows(task, step, config.batch_size), mesh)
+            state, metrics = train_step(state, batch)
+            batch = None
+            done = step + 1
+            pending.append((done, metrics))
+            progress.update(done)
+            log_now = every(config.log_every_steps, done)
+            eval_now = has_eval and every(config.eval_every_steps, done)
+            save_now = every(config.checkpoint_every_steps, done)
+            if not (log_now or eval_now or save_now):
+                continue
+            check_pending()  # before any save: a bad state must never be written
+            record = {}
+            if log_now and window.steps:
+                record.update(window.scalars())
+                if first_record:
+                    record['perf/compile_time_sec'] = compile_time
+                    first_record = False
+                window.reset()
+            paused = time.perf_counter()
+            if eval_now:
+                record.update({f'eval/{k}': v for k, v in
+                               evaluate(task, eval_step, state.params, mesh).items()})
+                if hasattr(task, 'on_eval'):
+                    texts = dict(task.on_eval(state.params, done) or {})
+                    writer.write_texts(done, texts)
+                    for name, text in texts.items():
+                        progress.message(f'[step {done}] {name}:\n{text}')
+            if record:
+                writer.write(done, record)
+                progress.report(done, record)
+            if save_now:
+                checkpointer.save(state)
+            window.paused += time.perf_counter() - paused
+    finally:
+        progress.close()
+    return state
