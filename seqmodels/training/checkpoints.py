@@ -89,8 +89,9 @@ def restore_params(workdir: str, step: int | None = None):
         raise FileNotFoundError(f'no checkpoint in {directory}')
     with ocp.CheckpointManager(
             directory, item_names=('params', 'train'),
-            item_handlers={'params': ocp.StandardCheckpointHandler()},
-            options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+            item_handlers={'params': ocp.StandardCheckpointHandler(),
+                           'train': ocp.StandardCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(create=False)) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f'no checkpoint in {directory}')
