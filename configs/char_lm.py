@@ -57,16 +57,16 @@ def get_config(variant: str = 'lstm') -> ml_collections.ConfigDict:
 
     # Optimisation (engine keys, see seqmodels.training.config).
     config.batch_size = 32
-    config.num_train_steps = 1500
+    config.num_train_steps = 800
     config.optimizer = 'adam'
     config.learning_rate = 2e-3
     config.schedule = 'warmup_cosine'
     config.warmup_steps = 50
     config.min_lr_ratio = 0.1
     config.grad_clip_norm = 1.0
-    config.log_every_steps = 50
-    config.eval_every_steps = 500
-    config.checkpoint_every_steps = 500
+    config.log_every_steps = 25
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 200
 
     # Scheduled sampling (Bengio et al. 2015), RNN models only. 'none' = teacher forcing;
     # 'linear' uses ss_c (slope), ss_k (start) and ss_min; 'exponential' and
@@ -94,6 +94,9 @@ def get_config(variant: str = 'lstm') -> ml_collections.ConfigDict:
         config.seq_len = 64
         config.batch_size = 12
         config.num_train_steps = 2000
+        config.optimizer = 'adamw'
+        config.weight_decay = 0.1
+        config.adam_b2 = 0.99
         config.learning_rate = 1e-3
         config.warmup_steps = 100
         config.min_lr_ratio = 0.1

@@ -1,0 +1,134 @@
+"""Vision Transformer: Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words:
+Transformers for Image Recognition at Scale".
+
+Eq. 1-4: the image is cut into P×P patches, each linearly projected to d_model (a
+convolution with kernel = stride = P); a learned [class] token is prepended and
+position embeddings are added; a pre-norm Transformer encoder with GELU MLPs and a
+final LayerNorm follows; the head reads the [class] state (pool='cls') or the mean of
+the patch states (pool='gap', the paper's Appendix D.3 alternative). Images are NHWC
+floats.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from seqmodels.nn.position import LearnedPositionEmbedding, sincos_2d_position_encoding
+from seqmodels.nn.transformer import Encoder
+
+
+def extract_patches(images, patch_size: int):
+    """[B, H, W, C] -> [B, (H/P)·(W/P), P·P·C], patches in row-major grid order, each
+    flattened row-major over (row, column, channel)."""
+    b, h, w, c = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f'image size {h}x{w} is not divisible by patch size {p}')
+    x = images.reshape(b, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def assemble_patches(patches, image_shape):
+    """Inverse of `extract_patches`: [B, N, P·P·C] -> [B, H, W, C] for image_shape
+    (H, W, C) (a leading batch entry is ignored)."""
+    h, w, c = image_shape[-3:]
+    b, n, d = patches.shape
+    p = round((d // c) ** 0.5)
+    if p * p * c != d or n != (h // p) * (w // p):
+        raise ValueError(f'patches {patches.shape} do not tile an image of shape {(h, w, c)}')
+    x = patches.reshape(b, h // p, w // p, p, p, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, c)
+
+
+class ViT(nn.Module):
+    image_size: int = 224
+    patch_size: int = 16
+    num_classes: int = 1000
+    d_model: int = 768  # "hidden size D"
+    num_layers: int = 12
+    num_heads: int = 12
+    d_ff: int = 3072  # "MLP size"
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    pool: str = 'cls'  # 'cls' | 'gap'
+    use_position_embeddings: bool = True
+    position_embedding: str = 'learned'  # 'learned' | 'sincos2d' (fixed)
+    representation_size: int | None = None  # pre-logits dense + tanh (pre-training head)
+    head_zero_init: bool = True  # the fine-tuning head starts at zero (§3.2)
+    layer_norm_epsilon: float = 1e-6
+    scan_layers: bool = False
+
+    def setup(self):
+        if self.pool not in ('cls', 'gap'):
+            raise ValueError(f"pool must be 'cls' or 'gap', got {self.pool!r}")
+        if self.position_embedding not in ('learned', 'sincos2d'):
+            raise ValueError("position_embedding must be 'learned' or 'sincos2d', "
+                             f'got {self.position_embedding!r}')
+        if self.image_size % self.patch_size:
+            raise ValueError(f'image_size={self.image_size} is not divisible by '
+                             f'patch_size={self.patch_size}')
+        p = self.patch_size
+        self.patch_embed = nn.Conv(self.d_model, (p, p), strides=(p, p), padding='VALID')
+        if self.pool == 'cls':
+            self.cls_token = self.param('cls_token', nn.initializers.zeros, (1, 1, self.d_model))
+        if self.use_position_embeddings and self.position_embedding == 'learned':
+            self.position_embed = LearnedPositionEmbedding(self.num_tokens, self.d_model)
+        self.embed_dropout = nn.Dropout(self.dropout)
+        self.encoder = Encoder(
+            num_heads=self.num_heads, d_model=self.d_model, d_ff=self.d_ff,
+            num_layers=self.num_layers, dropout=self.dropout,
+            attention_dropout=self.attention_dropout, activation='gelu', norm='pre',
+            layer_norm_epsilon=self.layer_norm_epsilon, scan_layers=self.scan_layers)
+        if self.representation_size:
+            self.pre_logits = nn.Dense(self.representation_size)
+        head_init = (nn.initializers.zeros if self.head_zero_init
+                     else nn.initializers.lecun_normal())
+        self.head = nn.Dense(self.num_classes, kernel_init=head_init)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_size ** 2 + (1 if self.pool == 'cls' else 0)
+
+    def __call__(self, images, deterministic: bool = True):
+        """images [B, image_size, image_size, C] -> logits [B, num_classes]."""
+        return self.head(self.features(images, deterministic))
+
+    def features(self, images, deterministic: bool = True):
+        """The representation the head reads: [B, d_model] (or representation_size)."""
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(f'expected {self.image_size}x{self.image_size} images, '
+                             f'got shape {images.shape}')
+        x = self.patch_embed(images)
+        x = x.reshape(x.shape[0], -1, self.d_model)
+        if self.pool == 'cls':
+            cls = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, self.d_model))
+            x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)
+        x = x + self.position_encoding()
+        x = self.embed_dropout(x, deterministic=deterministic)
+        x = self.encoder(x, deterministic=deterministic)
+        x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
+        if self.representation_size:
+            x = jnp.tanh(self.pre_logits(x))
+        return x
+
+    def position_encoding(self):
+        if not self.use_position_embeddings:
+            return jnp.zeros((1, self.num_tokens, self.d_model))
+        if self.position_embedding == 'learned':
+            return self.position_embed(jnp.arange(self.num_tokens))[None]
+        table = sincos_2d_position_encoding(self.grid_size, self.grid_size, self.d_model)
+        if self.pool == 'cls':
+            table = jnp.concatenate([jnp.zeros((1, self.d_model)), table], axis=0)
+        return jnp.asarray(table)[None]
+
+
+def example_inputs(model: ViT, batch_size: int = 1) -> tuple:
+    """(images,) of the model's size and 3 channels for `model.init(rngs, *inputs)`."""
+    return (jnp.zeros((batch_size, model.image_size, model.image_size, 3), jnp.float32),)
