@@ -1,63 +1,182 @@
-r"""Transformer encoder-decoder for machine translation.
+r"""Machine translation: the Transformer (Vaswani et al. 2017) and the RNN encoder-decoder
+with additive attention (Bahdanau, Cho & Bengio 2015).
 
-Source: Vaswani et al. 2017, "Attention Is All You Need", Table 3 rows "base" and
-"big" (WMT 2014 En-De: 27.3 and 28.4 BLEU on newstest2014; 65M and 213M
-parameters; a shared source-target BPE vocabulary of about 37,000 tokens, §5.1).
-The optimizer of §5.3 is Adam (β1 0.9, β2 0.98, ε 1e-9) with
-lrate = d_model^-0.5 · min(step^-0.5, step · warmup_steps^-1.5), warmup 4000 steps;
-label smoothing 0.1 (§5.4). Base trains 100k steps (12 hours), big 300k (3.5 days),
-on 8 P100 GPUs with batches of about 25,000 source + 25,000 target tokens (§5.2).
+    python -m experiments.translation --config=configs/translation.py[:VARIANT] --workdir=DIR \
+        [--config.KEY=VALUE ...]
+    python -m experiments.translation --mode=evaluate --workdir=DIR --split=test [--beam_size=4]
+    python -m experiments.translation --mode=translate --workdir=DIR [--input=F] [--output=F]
 
-Variants:
-  base   Table 3 "base": 6 layers, d_model 512, 8 heads, d_ff 2048, P_drop 0.1
-  big    Table 3 "big": 6 layers, d_model 1024, 16 heads, d_ff 4096, P_drop 0.3
-  small  3 layers, d_model 256, 8 heads, d_ff 512, separate vocabularies: sized for
-         Multi30k (or the embedded CLDR corpus) on a CPU
+Variants (the part after the colon; `small` when none is given):
+  small          3 layers, d_model 256, 8 heads, d_ff 512, P_drop 0.1, one joint
+                 SentencePiece vocabulary of ~8000 shared by embeddings and softmax,
+                 label smoothing 0.1, Adam (0.9, 0.98, 1e-9) with the §5.3 schedule.
+                 Dataset: the embedded `cldr_en_de` corpus, en->de (works offline).
+  multi30k_small `small` on Multi30k (WMT16 multimodal task 1), de->en, tested on
+                 test_2016_flickr. The same as
+                   --config.dataset=parallel:../shared/data/multi30k
+                   --config.source_lang=de --config.target_lang=en
+                   --config.test_split=test_2016_flickr
+                 Measured on 2 shared CPU cores: see the README (issue 4).
+  base, big      Vaswani et al. 2017, Table 3: 6+6 layers, d_model 512 / 1024, 8 / 16
+                 heads, d_ff 2048 / 4096, P_drop 0.1 / 0.3, a shared vocabulary of
+                 37,000 pieces (§5.1). WMT14 En-De from TFDS (needs a download and the
+                 `tf` extra the first time). The paper: 27.3 / 28.4 BLEU on newstest2014
+                 after 100k / 300k steps on 8 P100 GPUs (12 hours / 3.5 days), beam 4,
+                 alpha 0.6, max output length = input length + 50 (§6.1).
+  rnn_attention  RNNsearch (Bahdanau et al. 2015): bidirectional GRU encoder, GRU
+                 decoder with additive attention and a maxout readout, sized for a CPU
+                 (256 wide instead of 1000; embeddings 256 instead of 620); Adam instead
+                 of Adadelta; gradient norm clipped at 1 as in the paper.
+  tiny, tiny_rnn for tests: a few thousand parameters on a few hundred CLDR pairs.
 
-  python -m experiments.translation --config=configs/translation.py:base --workdir=DIR
+The §5.3 schedule is lrate = d_model^-0.5 · min(s^-0.5, s · warmup_steps^-1.5)
+(`schedule='rsqrt'`, `learning_rate` multiplies it; 1.0 is the paper's). The paper warms
+up over 4000 steps of ~25k tokens; `small` takes batches of 128 sentences (~1.7k tokens
+on Multi30k) and ~10x fewer steps, so it warms up over 1000 steps, peaking at
+256^-0.5 · 1000^-0.5 ≈ 2.0e-3.
 """
 
 import ml_collections
 
-VARIANTS = {
-    'base': {'d_model': 512, 'num_heads': 8, 'd_ff': 2048, 'num_encoder_layers': 6,
-             'num_decoder_layers': 6, 'dropout': 0.1},
-    'big': {'d_model': 1024, 'num_heads': 16, 'd_ff': 4096, 'num_encoder_layers': 6,
-            'num_decoder_layers': 6, 'dropout': 0.3},
-    'small': {'d_model': 256, 'num_heads': 8, 'd_ff': 512, 'num_encoder_layers': 3,
-              'num_decoder_layers': 3, 'dropout': 0.1},
+from seqmodels import training
+
+TRANSFORMER_SIZES = {
+    'base': dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6,
+                 num_decoder_layers=6, dropout=0.1),
+    'big': dict(d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6,
+                num_decoder_layers=6, dropout=0.3),
+    'small': dict(d_model=256, num_heads=8, d_ff=512, num_encoder_layers=3,
+                  num_decoder_layers=3, dropout=0.1),
+    'tiny': dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
+                 num_decoder_layers=1, dropout=0.0),
 }
+VARIANTS = ('small', 'multi30k_small', 'base', 'big', 'rnn_attention', 'tiny', 'tiny_rnn')
+_MULTI30K = '../shared/data/multi30k'
 
 
-def get_config(variant: str = 'base') -> ml_collections.ConfigDict:
+def transformer_model(size: str, vocab_size: int, max_len: int = 256
+                      ) -> ml_collections.ConfigDict:
+    """The `model` sub-config; vocab sizes are replaced by the tokenizer's when training."""
+    model = ml_collections.ConfigDict(dict(
+        name='transformer', src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+        attention_dropout=0.0, max_len=max_len, scan_layers=False, share_embeddings=True))
+    model.update(TRANSFORMER_SIZES[size])
+    return model
+
+
+def rnn_model(vocab_size: int, embed_dim: int = 256, hidden_size: int = 256,
+              cell: str = 'gru', dropout: float = 0.0) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name='seq2seq', src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+        embed_dim=embed_dim, hidden_size=hidden_size, encoder_layers=1, decoder_layers=1,
+        cell=cell, dropout=dropout, forget_bias=1.0, attention_dim=hidden_size))
+
+
+def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
+    variant = variant or 'small'
     if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose one of {sorted(VARIANTS)}')
-    wmt = variant in ('base', 'big')
-    config = ml_collections.ConfigDict()
+        raise ValueError(f'unknown variant {variant!r}; choose one of {", ".join(VARIANTS)}')
+    config = training.default_config()
     config.seed = 0
-    # Sentence pairs per step (global); the paper batches by tokens, ~25k per side.
-    config.batch_size = 256 if wmt else 128
-    config.num_train_steps = {'base': 100_000, 'big': 300_000, 'small': 10_000}[variant]
-    # Peak of the §5.3 schedule: d_model^-0.5 · warmup_steps^-0.5.
-    config.warmup_steps = 4000 if wmt else 1000
-    config.learning_rate = VARIANTS[variant]['d_model'] ** -0.5 * config.warmup_steps ** -0.5
-    config.grad_clip_norm = 0.0  # the paper does not clip
-    config.log_every_steps = 100
-    config.eval_every_steps = 5000 if wmt else 500
-    config.checkpoint_every_steps = 5000 if wmt else 1000
-    # WMT needs a download; `small` runs on the embedded corpus, or on Multi30k files
-    # given as parallel:DIR.
-    config.dataset = 'tfds:wmt14_translate/de-en' if wmt else 'cldr_en_de'
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = 'transformer'
-    # One shared BPE vocabulary for WMT (§5.1); Multi30k vocabularies are per language.
-    vocab = 37_000 if wmt else 8_000
-    config.model.src_vocab_size = vocab
-    config.model.tgt_vocab_size = vocab
-    config.model.attention_dropout = 0.0
-    config.model.max_len = 256
-    config.model.scan_layers = False
-    config.model.share_embeddings = wmt
-    config.model.update(VARIANTS[variant])
+    # Data (seqmodels.data.translation). `dataset`: cldr_en_de (embedded), parallel:DIR
+    # (files DIR/<split>.<lang>), or tfds:NAME[/CONFIG].
+    config.dataset = 'cldr_en_de'
+    config.data_dir = '~/.cache/seqmodels/tfds'  # tfds: only
+    config.source_lang = 'en'
+    config.target_lang = 'de'
+    config.train_split = 'train'
+    config.validation_split = 'val'
+    config.test_split = 'test'
+    config.vocab_size = 8000        # asked of SentencePiece; a small corpus may give fewer
+    config.joint_vocab = True       # one vocabulary for both languages (needed to share)
+    config.model_type = 'unigram'
+    config.max_source_length = 128  # pieces + EOS; longer training pairs are dropped
+    config.max_target_length = 128
+    config.eval_batch_size = 0      # 0 = batch_size (teacher-forced validation loss)
+
+    # Optimisation (engine keys, seqmodels.training.config): §5.3 and §5.4.
+    config.batch_size = 128         # sentence pairs per step
+    config.num_train_steps = 10_000
+    config.optimizer = 'adam'
+    config.adam_b1 = 0.9
+    config.adam_b2 = 0.98
+    config.adam_eps = 1e-9
+    config.schedule = 'rsqrt'
+    config.learning_rate = 1.0      # multiplies the rsqrt schedule
+    config.warmup_steps = 1000
+    config.grad_clip_norm = 0.0     # the paper does not clip
+    config.label_smoothing = 0.1
+    config.log_every_steps = 100
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+
+    # Decoding (§6.1): beam 4, length penalty alpha 0.6 (Wu et al. 2016), at most
+    # input length + 50 output pieces.
+    config.beam_size = 4
+    config.length_penalty_alpha = 0.6
+    config.max_decode_extra = 50
+    config.decode_batch_size = 64   # sentences per decoding batch
+    # BLEU while training: sacreBLEU on the first num_eval_examples validation lines
+    # (0 = none), decoded with eval_decoding = 'greedy' or 'beam' (beam_size).
+    config.num_eval_examples = 500
+    config.eval_decoding = 'greedy'
+    config.num_shown_translations = 3
+
+    # Scheduled sampling (Bengio et al. 2015), RNN models only; keys as in char_lm.
+    config.scheduled_sampling = 'none'
+    config.ss_k = 1.0
+    config.ss_c = 0.0
+    config.ss_min = 0.0
+
+    if variant in ('small', 'multi30k_small'):
+        config.model = transformer_model('small', config.vocab_size)
+    if variant == 'multi30k_small':
+        config.dataset = f'parallel:{_MULTI30K}'
+        config.source_lang, config.target_lang = 'de', 'en'
+        config.test_split = 'test_2016_flickr'
+        # Captions are short: few length buckets, so few compilations on a CPU.
+        config.bucket_boundaries = (16, 24, 32, 48)
+    elif variant in ('base', 'big'):
+        config.dataset = 'tfds:wmt14_translate/de-en'
+        config.validation_split = 'validation'
+        config.vocab_size = 37_000
+        config.max_source_length = config.max_target_length = 256
+        # Room for input length + 50 in the position table (sinusoids: no parameters).
+        config.model = transformer_model(variant, config.vocab_size, max_len=512)
+        # The paper batches ~25k source + ~25k target tokens; ~800 WMT sentences.
+        config.batch_size = 768
+        config.num_train_steps = 100_000 if variant == 'base' else 300_000
+        config.warmup_steps = 4000
+        config.eval_every_steps = config.checkpoint_every_steps = 5000
+        config.num_eval_examples = 1000
+    elif variant == 'rnn_attention':
+        config.model = rnn_model(config.vocab_size)
+        config.batch_size = 80      # the paper's minibatch
+        config.schedule = 'constant'
+        config.learning_rate = 1e-3
+        config.warmup_steps = 0
+        config.adam_b2, config.adam_eps = 0.999, 1e-8
+        config.grad_clip_norm = 1.0
+        config.label_smoothing = 0.0
+    elif variant in ('tiny', 'tiny_rnn'):
+        config.corpus_sizes = ml_collections.ConfigDict({'train': 400, 'val': 16, 'test': 16})
+        config.vocab_size = 120
+        config.max_source_length = config.max_target_length = 48
+        config.bucket_boundaries = (48,)
+        config.batch_size = 8
+        config.num_train_steps = 4
+        config.warmup_steps = 10
+        config.learning_rate = 0.1  # peak 32^-0.5 · 10^-0.5 · 0.1 ≈ 5.6e-3
+        config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+        config.num_eval_examples = 8
+        config.decode_batch_size = 8
+        config.max_decode_extra = 4
+        config.beam_size = 2
+        if variant == 'tiny':
+            config.model = transformer_model('tiny', config.vocab_size, max_len=64)
+        else:
+            config.model = rnn_model(config.vocab_size, embed_dim=16, hidden_size=16)
+            config.schedule = 'constant'
+            config.learning_rate = 3e-3
     return config

@@ -86,6 +86,68 @@ def _lstm_update(gates: Array, c: Array):
     return new_c, jax.nn.sigmoid(o)
 
 
+# A whole LSTM sequence with a hand-written backward pass. Autodiff of a scan whose
+# body closes over the recurrent kernel W adds h_{t-1}^T dgates_t into dW inside the
+# backward loop: T small-K matmuls, each reading and writing all of dW. Here the
+# backward scan only carries (dh, dc) and emits dgates_t; dW is then one large matmul
+# over all steps, as cuDNN and oneDNN do it. Same equations as `_lstm_update`.
+
+def _lstm_forward(kernel, xp, c, h):
+    """xp [T, B, 4H] time-major -> (hs [T, B, H], (c_T, h_T), residuals)."""
+
+    def step(carry, xp_t):
+        c, h = carry
+        i, f, o, g = jnp.split(xp_t + h @ kernel, 4, axis=-1)
+        i, f, o, g = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o), jnp.tanh(g)
+        new_c = f * c + i * g
+        new_h = o * jnp.tanh(new_c)
+        return (new_c, new_h), (new_h, (i, f, o, g, c, new_c, h))
+
+    (c, h), (hs, residuals) = jax.lax.scan(step, (c, h), xp)
+    return hs, (c, h), residuals
+
+
+@jax.custom_vjp
+def lstm_sequence(kernel, xp, c, h):
+    """Runs the LSTM recurrence over time-major projected inputs xp [T, B, 4H]
+    (gate order `LSTM_GATES`) from carry (c, h); returns (hs [T, B, H], (c_T, h_T))."""
+    hs, carry, _ = _lstm_forward(kernel, xp, c, h)
+    return hs, carry
+
+
+def _lstm_sequence_fwd(kernel, xp, c, h):
+    hs, carry, residuals = _lstm_forward(kernel, xp, c, h)
+    return (hs, carry), (kernel, residuals)
+
+
+def _lstm_sequence_bwd(saved, cotangents):
+    kernel, residuals = saved
+    d_hs, (d_c_last, d_h_last) = cotangents
+
+    def step(carry, inputs):
+        d_c, d_h = carry
+        d_h_t, (i, f, o, g, c_prev, c, _) = inputs
+        d_h = d_h + d_h_t
+        tanh_c = jnp.tanh(c)
+        d_c = d_c + d_h * o * (1.0 - tanh_c ** 2)
+        d_gates = jnp.concatenate([
+            d_c * g * i * (1.0 - i),        # i
+            d_c * c_prev * f * (1.0 - f),   # f
+            d_h * tanh_c * o * (1.0 - o),   # o
+            d_c * i * (1.0 - g ** 2),       # g
+        ], axis=-1)
+        return (d_c * f, d_gates @ kernel.T), d_gates
+
+    (d_c0, d_h0), d_gates = jax.lax.scan(
+        step, (d_c_last, d_h_last), (d_hs, residuals), reverse=True)
+    h_prev = residuals[-1]
+    d_kernel = jnp.einsum('tbh,tbg->hg', h_prev, d_gates)
+    return d_kernel, d_gates, d_c0, d_h0
+
+
+lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)
+
+
 class LSTMCell(nn.Module):
     """LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
 
@@ -126,6 +188,17 @@ class LSTMCell(nn.Module):
 
     def hidden(self, carry: Carry) -> Array:
         return carry[1]
+
+    def sequence(self, carry, xp):
+        """All steps at once, xp [B, T, 4H] -> (carry, hs [B, T, H]), via the fused
+        `lstm_sequence` (the same values as scanning `step`, a faster backward)."""
+        if self.is_initializing():
+            self.recurrent(carry[1])  # creates the kernel
+        kernel = self.recurrent.variables['params']['kernel']
+        dtype = jnp.result_type(xp, kernel)  # scan needs a carry of the step's dtype
+        c, h = (x.astype(dtype) for x in carry)
+        hs, carry = lstm_sequence(kernel, xp.swapaxes(0, 1), c, h)
+        return carry, hs.swapaxes(0, 1)
 
     def __call__(self, carry, x_t):
         return self.step(carry, self.project_inputs(x_t))
@@ -392,6 +465,7 @@ class RNN(nn.Module):
         if xs.ndim != 3:
             raise ValueError(f'RNN expects batch-major inputs [B, T, F], got shape {xs.shape}')
         batch_size, length, features = xs.shape
+        full_length = lengths is None
         if lengths is None:
             lengths = jnp.full((batch_size,), length, jnp.int32)
         lengths = jnp.asarray(lengths, jnp.int32)
@@ -405,6 +479,10 @@ class RNN(nn.Module):
         xp = self.cell.project_inputs(xs)
 
         carry = self.cell.initial_carry(batch_size) if initial_carry is None else initial_carry
+        if type(self.cell) is LSTMCell and full_length and rec_mask is None:
+            # Nothing to mask per step: the fused LSTM with its hand-written backward.
+            carry, hs = self.cell.sequence(carry, xp)
+            return self._finish(hs, carry, out_mask, lengths)
         scan = nn.scan(
             _scan_body,
             variable_broadcast='params',
@@ -414,7 +492,9 @@ class RNN(nn.Module):
             unroll=self.unroll,
         )
         carry, hs = scan(self.cell, carry, (xp, valid), rec_mask)
+        return self._finish(hs, carry, out_mask, lengths)
 
+    def _finish(self, hs, carry, out_mask, lengths):
         if out_mask is not None:
             hs = hs * out_mask[:, None, :]
         if self.reverse:

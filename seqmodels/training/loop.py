@@ -78,9 +78,10 @@ class Task(Protocol):
         number of batches, each with a row count divisible by its local devices.
     finalize_eval(metrics: dict[str, float]) -> dict[str, float]    (optional)
         Turns the means into what is logged, e.g. adds bits per char.
-    on_eval(params, step) -> dict[str, str]                          (optional)
+    on_eval(params, step) -> dict[str, str | float]                  (optional)
         Text samples: appended to WORKDIR/samples.txt, shown on the terminal and
-        in TensorBoard.
+        in TensorBoard. Numbers are logged as eval/<name>: metrics that need the
+        host, such as BLEU of decoded text.
     """
 
     def init_params(self, rng: jax.Array) -> Any: ...
@@ -288,8 +289,15 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
 
     batch = sharding_lib.global_batch(_local_rows(task, start, config.batch_size), mesh)
     compile_start = time.perf_counter()
-    train_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps)
-    train_step = train_step.lower(state, batch).compile()
+    jitted_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps)
+    compiled_step = jitted_step.lower(state, batch).compile()
+    first_shapes = jax.tree.map(np.shape, batch)
+
+    def train_step(state, batch):
+        # Batches of another shape (length buckets) compile once each, through jit.
+        same = jax.tree.map(np.shape, batch) == first_shapes
+        return (compiled_step if same else jitted_step)(state, batch)
+
     compile_time = time.perf_counter() - compile_start
     logging.info('compiled the train step in %.1f s', compile_time)
 
@@ -340,7 +348,10 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
                 record.update({f'eval/{k}': v for k, v in
                                evaluate(task, eval_step, state.params, mesh).items()})
                 if hasattr(task, 'on_eval'):
-                    texts = dict(task.on_eval(state.params, done) or {})
+                    outputs = dict(task.on_eval(state.params, done) or {})
+                    texts = {k: v for k, v in outputs.items() if isinstance(v, str)}
+                    record.update({f'eval/{k}': float(v) for k, v in outputs.items()
+                                   if not isinstance(v, str)})
                     writer.write_texts(done, texts)
                     for name, text in texts.items():
                         progress.message(f'[step {done}] {name}:\n{text}')

@@ -1,0 +1,91 @@
+"""Smoke test of benchmarks/run.py on tiny shapes (in one process, two repeats), and
+the equivalence of the performance changes the benchmarks led to.
+
+The benchmark compares against PyTorch, which CI does not install: its tests are
+skipped there.
+"""
+
+import math
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqmodels.nn.recurrent import RNN, LSTMCell
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    pytest.importorskip('torch', reason='benchmarks compare against PyTorch (the `bench` '
+                        'extra), which is not installed')
+    from benchmarks import run
+    path = tmp_path_factory.mktemp('bench') / 'corpus.txt'
+    rng = random.Random(0)
+    path.write_text(''.join(rng.choice('abcdefgh \n') for _ in range(2000)))
+    # Every part but `compile`, whose code path (the engine's step) the *_jax parts run.
+    return run.main(['--quick', '--in-process', '--repeats', '2', '--steps', '1',
+                     '--warmup', '1', '--dataset', f'text:{path}',
+                     '--parts', 'matmul,lstm_jax,lstm_torch,gpt_jax,gpt_torch,sample'])
+
+
+def test_every_figure_is_measured(results):
+    for part in ('lstm_jax', 'lstm_torch', 'gpt_jax', 'gpt_torch'):
+        r = results[part]
+        assert len(r['times']) == 2 and all(t > 0 for t in r['times'])
+        assert r['min'] <= r['tokens_per_s'] <= r['max']
+        assert math.isfinite(r['loss'])
+    for framework in ('jax', 'torch'):
+        assert results['matmul'][framework]['gflops'] > 0
+    assert results['sample']['cache_s'] > 0 and results['sample']['full_s'] > 0
+
+
+def test_torch_twins_have_the_flax_models_parameters(results):
+    # torch.nn.LSTM keeps two bias vectors per layer (b_ih, b_hh) where the Flax cell
+    # has one: exactly num_layers * 4 * hidden more. The GPTs must match exactly.
+    m = results['lstm_jax']['model']
+    extra = m['num_layers'] * 4 * m['hidden_size']
+    assert results['lstm_torch']['params'] == results['lstm_jax']['params'] + extra
+    assert results['gpt_torch']['params'] == results['gpt_jax']['params']
+
+
+def test_flop_counts_match_the_shapes(results):
+    # Hand count for the quick LSTM (vocab V, embed 16, 2 x 32): per token, layer 1
+    # 2*(16+32)*128, layer 2 2*(32+32)*128, softmax 2*32*V; x3 for forward+backward.
+    v = results['lstm_jax']['model']['vocab_size']
+    assert results['lstm_jax']['flops_per_token'] == 3 * (
+        2 * 48 * 128 + 2 * 64 * 128 + 2 * 32 * v)
+    g = results['gpt_jax']['model']
+    d, layers, ctx = g['d_model'], g['num_layers'], 16
+    weights = layers * (4 * d * d + 2 * d * g['d_ff']) + v * d
+    assert results['gpt_jax']['flops_per_token'] == 6 * weights + 12 * layers * ctx * d
+
+
+def test_cached_and_full_sampling_draw_the_same_tokens(results):
+    # Same keys, same context: the KV cache must not change what is sampled.
+    assert results['sample']['token_agreement'] == 1.0
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_fused_lstm_matches_the_scanned_cell(reverse):
+    # RNN takes the fused `lstm_sequence` (hand-written backward) when it has nothing
+    # to mask; passing full lengths forces the generic scan of LSTMCell.step, autodiffed
+    # by JAX. Values, and gradients for params, inputs and initial carry, must agree.
+    B, T, F, H = 3, 5, 4, 6
+    keys = jax.random.split(jax.random.key(0), 4)
+    xs = jax.random.normal(keys[0], (B, T, F))
+    carry = (jax.random.normal(keys[1], (B, H)), jax.random.normal(keys[2], (B, H)))
+    rnn = RNN(LSTMCell(H), reverse=reverse)
+    params = rnn.init(keys[3], xs)
+
+    def loss(params, xs, carry, lengths):
+        hs, (c, h) = rnn.apply(params, xs, lengths, carry)
+        return jnp.sum(jnp.sin(hs)) + jnp.sum(c * c) + jnp.sum(jnp.cos(h))
+
+    fused = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry, None)
+    scanned = jax.value_and_grad(loss, argnums=(0, 1, 2))(
+        params, xs, carry, jnp.full((B,), T))
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(scanned)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(fused[1][0]['params']['cell']['recurrent']['kernel']).max()) > 0
