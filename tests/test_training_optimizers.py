@@ -65,7 +65,9 @@ def test_rsqrt_schedule_is_the_transformer_schedule():
 
 def _params_and_grads():
     rng = np.random.default_rng(0)
-    params = {'kernel': rng.normal(size=(3, 2)), 'bias': rng.normal(size=(2,))}
+    # `scale` is 2-D like a LayerNorm scale of scanned (stacked) layers: never decayed.
+    params = {'kernel': rng.normal(size=(3, 2)), 'bias': rng.normal(size=(2,)),
+              'scale': rng.normal(size=(2, 3))}
     grads = [{k: rng.normal(size=v.shape) for k, v in params.items()} for _ in range(3)]
     return params, grads
 
@@ -101,7 +103,7 @@ def _reference(name, params, grads, lr, **h):
                 v2[k] = h['b2'] * v2[k] + (1 - h['b2']) * g[k] ** 2
                 m_hat, v_hat = m[k] / (1 - h['b1'] ** t), v2[k] / (1 - h['b2'] ** t)
                 step = m_hat / (np.sqrt(v_hat) + h['eps'])
-                if name == 'adamw' and p[k].ndim >= 2:
+                if name == 'adamw' and k == 'kernel':
                     step = step + h['wd'] * p[k]
                 p[k] = p[k] - lr * step
     return p

@@ -62,8 +62,17 @@ def make_schedule(config) -> optax.Schedule:
 
 
 def decay_mask(params):
-    """True for the parameters weight decay applies to (ndim >= 2)."""
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    """True for the weight matrices and embeddings, which weight decay applies to.
+
+    Chosen by name (flax's `kernel`, `input_kernel`, `embedding`, ...), not by rank:
+    with layers scanned (stacked on a leading axis) biases and LayerNorm scales are
+    2-D too, and must still not be decayed.
+    """
+    def is_weight(path, _):
+        name = str(getattr(path[-1], 'key', path[-1]))
+        return name.endswith('kernel') or name.endswith('embedding')
+
+    return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
 def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
