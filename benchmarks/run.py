@@ -265,7 +265,7 @@ def part_sample(args):
     from seqmodels.models import GPT
     config = bench_config('bench_gpt', args.quick, args.dataset)
     m = config.model
-    new_tokens, max_len, bucket = (20, 32, 16) if args.quick else (
+    new_tokens, max_len, bucket = (12, 16, 16) if args.quick else (
         SAMPLE_TOKENS, SAMPLE_MAX_LEN, 128)
     model = GPT(vocab_size=65, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
                 d_ff=m.d_ff, num_layers=m.num_layers, dropout=0.0, attention_dropout=0.0,
@@ -337,7 +337,7 @@ def part_sample(args):
     # --sample-direct, it is timed directly only over its first bucket of tokens, and
     # the full figure is the per-bucket sum (`sweep`), whose error on that first
     # bucket is reported (prefix_s vs prefix_estimate_s).
-    prefix = new_tokens if args.sample_direct else bucket
+    prefix = new_tokens if args.sample_direct else min(bucket, new_tokens)
     runs = {'cache': clock(cached), 'prefix': clock(uncached, prefix)}
     if not args.sample_direct:
         runs['sweep'] = sweep
