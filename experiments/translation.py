@@ -339,6 +339,11 @@ class DecodeStats:
         return self.sentences / self.decode_sec if self.decode_sec else math.nan
 
 
+# Compiled decoders, shared by every Translator in the process (flax modules compare by
+# their fields), so that evaluating and translating with one model compiles once.
+_EXECUTABLES: dict = {}
+
+
 class Translator:
     """Sentences in, sentences out: batched, length-sorted, jit-compiled decoding.
 
@@ -354,7 +359,6 @@ class Translator:
         self.batch_size, self.max_decode_extra, self.alpha = batch_size, max_decode_extra, alpha
         self.boundaries = tuple(sorted(boundaries))
         self.max_source_len = getattr(model, 'max_len', None)
-        self._compiled = {}
 
     @classmethod
     def from_config(cls, config, model, source_tokenizer, target_tokenizer):
@@ -407,19 +411,21 @@ class Translator:
         return src, src_lengths
 
     def _executable(self, params, src, src_lengths, beam_size, stats):
-        key = (src.shape, beam_size)
-        if key not in self._compiled:
-            max_decode_len = src.shape[1] + self.max_decode_extra
-            if self.max_source_len is not None:
-                max_decode_len = min(max_decode_len, self.max_source_len)
+        max_decode_len = src.shape[1] + self.max_decode_extra
+        if self.max_source_len is not None:
+            max_decode_len = min(max_decode_len, self.max_source_len)
+        leaves, treedef = jax.tree.flatten(params)
+        key = (self.model, src.shape, beam_size, self.alpha, self.max_decode_extra,
+               max_decode_len, treedef, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        if key not in _EXECUTABLES:
             fn = functools.partial(
                 decode, self.model, search='greedy' if beam_size == 1 else 'beam',
                 beam_size=beam_size, alpha=self.alpha, max_decode_extra=self.max_decode_extra,
                 max_decode_len=max_decode_len)
             begin = time.perf_counter()
-            self._compiled[key] = jax.jit(fn).lower(params, src, src_lengths).compile()
+            _EXECUTABLES[key] = jax.jit(fn).lower(params, src, src_lengths).compile()
             stats.compile_sec += time.perf_counter() - begin
-        return self._compiled[key]
+        return _EXECUTABLES[key]
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:

@@ -146,7 +146,7 @@ def test_tiny_transformer_learns_to_copy_and_reverse(tmp_path):
     config = translation_config.get_config('tiny')
     config.model.update(src_vocab_size=TOY_VOCAB, tgt_vocab_size=TOY_VOCAB, d_model=64,
                         num_heads=4, d_ff=128, max_len=16)
-    config.update(batch_size=64, num_train_steps=500, label_smoothing=0.0,
+    config.update(batch_size=64, num_train_steps=700, label_smoothing=0.0,
                   schedule='warmup_cosine', learning_rate=3e-3, warmup_steps=20,
                   log_every_steps=100, eval_every_steps=0, checkpoint_every_steps=0)
     model = models.build_model(config.model)
