@@ -25,18 +25,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from experiments import common
 from seqmodels import decoding, models, training
-from seqmodels.data import CharVocab, DataError, make_char_lm_data
+from seqmodels.data import CharVocab, make_char_lm_data
 from seqmodels.models import scheduled_sampling
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config: configs/char_lm.py[:VARIANT] (train mode only).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, vocab.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'evaluate'],
-                          'train (or resume), sample from the latest checkpoint, or evaluate it.')
 _PROMPT = flags.DEFINE_string('prompt', None, 'sample: text to continue (default: the '
                               "config's sample_prompt).")
 _NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate.')
@@ -250,15 +245,6 @@ def build(config, workdir):
     return data, model, CharLMTask(config, model, data)
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise app.UsageError(f'{path} does not exist: is {workdir} the workdir of a '
-                             'char_lm training run?')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def train(config, workdir):
     validate(config)
     data, model, task = build(config, workdir)
@@ -277,7 +263,7 @@ def train(config, workdir):
 
 
 def sample(workdir):
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'char_lm')
     vocab = CharVocab.load(os.path.join(workdir, 'vocab.json'))
     model = models.build_model(config.model)
     params = training.restore_params(workdir)
@@ -292,7 +278,7 @@ def sample(workdir):
 
 
 def evaluate(workdir):
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'char_lm')
     data, model, task = build(config, workdir)
     params = training.restore_params(workdir)
     mesh = training.make_mesh()
@@ -300,31 +286,9 @@ def evaluate(workdir):
     print(json.dumps({f'eval/{k}': float(v) for k, v in metrics.items()}, sort_keys=True))
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    if not _WORKDIR.value:
-        raise app.UsageError('--workdir is required')
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    try:
-        run(workdir)
-    except (training.ConfigError, DataError, training.NonFiniteError) as e:
-        # Bad configs and bad data are the user's to fix: one line, no traceback.
-        sys.stderr.write(f'error: {e}\n')
-        sys.exit(1)
-
-
-def run(workdir):
-    if _MODE.value == 'train':
-        if _CONFIG.value is None:
-            raise app.UsageError('--config is required to train, e.g. '
-                                 '--config=configs/char_lm.py:lstm')
-        train(_CONFIG.value, workdir)
-    elif _MODE.value == 'sample':
-        sample(workdir)
-    else:
-        evaluate(workdir)
-
-
 if __name__ == '__main__':
-    app.run(main, flags_parser=training.parse_flags)
+    common.run_driver({
+        'train': lambda workdir: train(common.CONFIG.value, workdir),
+        'sample': sample,
+        'evaluate': evaluate,
+    }, 'configs/char_lm.py:lstm')

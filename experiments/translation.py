@@ -37,19 +37,14 @@ import ml_collections
 import numpy as np
 import sacrebleu
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from experiments import common
 from seqmodels import decoding, models, training
 from seqmodels.data import DataError
 from seqmodels.data import translation as translation_data
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SentencePieceTokenizer
 from seqmodels.models import scheduled_sampling
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config: configs/translation.py[:VARIANT] (train mode only).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, tokenizer.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'translate'],
-                          'train (or resume), evaluate a split, or translate a file.')
 _SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: the split (train, val, test or '
                              'a split stem such as test_2016_flickr).')
 _BEAM_SIZE = flags.DEFINE_integer('beam_size', None, 'evaluate/translate: beams (1 = greedy; '
@@ -466,15 +461,6 @@ def build(config, workdir):
     return data, model, TranslationTask(config, model, data)
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise app.UsageError(f'{path} does not exist: is {workdir} the workdir of a '
-                             'translation training run?')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def load_tokenizers(config, workdir):
     folder = os.path.join(workdir, 'tokenizer')
     names = (['joint', 'joint'] if config.joint_vocab
@@ -503,7 +489,7 @@ def train(config, workdir):
 def evaluate(workdir, split: str = 'test', beam_size: int | None = None) -> dict:
     """sacreBLEU of the latest checkpoint on a whole split, with the requested beam and,
     when that is not greedy, greedy too; writes WORKDIR/<split>.hyp.<target_lang>."""
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'translation')
     data, model, _ = build(config, workdir)
     try:
         sources, references = data.sources(split), data.references(split)
@@ -550,7 +536,7 @@ def read_input_lines(path: str | None) -> list[str]:
 def translate(workdir, input_path: str | None = None, output_path: str | None = None,
               beam_size: int | None = None) -> list[str]:
     """Translates one sentence a line; the output is line-aligned with the input."""
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'translation')
     source_tokenizer, target_tokenizer = load_tokenizers(config, workdir)
     model = models.build_model(config.model)
     params = training.restore_params(workdir)
@@ -572,31 +558,10 @@ def translate(workdir, input_path: str | None = None, output_path: str | None = 
     return hypotheses
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    if not _WORKDIR.value:
-        raise app.UsageError('--workdir is required')
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    try:
-        run(workdir)
-    except (training.ConfigError, DataError, training.NonFiniteError) as e:
-        # Bad configs and bad data are the user's to fix: one line, no traceback.
-        sys.stderr.write(f'error: {e}\n')
-        sys.exit(1)
-
-
-def run(workdir):
-    if _MODE.value == 'train':
-        if _CONFIG.value is None:
-            raise app.UsageError('--config is required to train, e.g. '
-                                 '--config=configs/translation.py:small')
-        train(_CONFIG.value, workdir)
-    elif _MODE.value == 'evaluate':
-        evaluate(workdir, _SPLIT.value, _BEAM_SIZE.value)
-    else:
-        translate(workdir, _INPUT.value, _OUTPUT.value, _BEAM_SIZE.value)
-
-
 if __name__ == '__main__':
-    app.run(main, flags_parser=training.parse_flags)
+    common.run_driver({
+        'train': lambda workdir: train(common.CONFIG.value, workdir),
+        'evaluate': lambda workdir: evaluate(workdir, _SPLIT.value, _BEAM_SIZE.value),
+        'translate': lambda workdir: translate(workdir, _INPUT.value, _OUTPUT.value,
+                                               _BEAM_SIZE.value),
+    }, 'configs/translation.py:small')
