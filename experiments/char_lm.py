@@ -30,7 +30,6 @@ from absl import flags, logging
 from experiments import common
 from seqmodels import decoding, models, training
 from seqmodels.data import CharVocab, make_char_lm_data
-from seqmodels.models import scheduled_sampling
 
 _PROMPT = flags.DEFINE_string('prompt', None, 'sample: text to continue (default: the '
                               "config's sample_prompt).")
@@ -78,20 +77,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 m.hidden_size)
         require(m.dropout_kind in ('standard', 'variational'), 'model.dropout_kind',
                 "must be 'standard' or 'variational'", m.dropout_kind)
-    try:
-        epsilon_schedule(config)
-    except ValueError as e:
-        raise training.ConfigError(f'config.scheduled_sampling={config.scheduled_sampling!r}: '
-                                   f'{e}') from None
+    common.epsilon_schedule(config)
 
-
-def epsilon_schedule(config):
-    """eps(step): the probability of feeding the true previous character."""
-    kind = config.scheduled_sampling
-    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
-              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
-              'none': {}}.get(kind, {})
-    return scheduled_sampling.make_schedule(kind, **params)
 
 
 # --------------------------------------------------------------------------- #
@@ -103,7 +90,7 @@ class CharLMTask:
     def __init__(self, config, model, data):
         self.config, self.model, self.data = config, model, data
         self.scheduled = config.scheduled_sampling != 'none'
-        self.epsilon = epsilon_schedule(config)
+        self.epsilon = common.epsilon_schedule(config)
 
     def init_params(self, rng):
         tokens = jnp.zeros((1, self.config.seq_len), jnp.int32)

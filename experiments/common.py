@@ -17,6 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from seqmodels import training
+from seqmodels.models import scheduled_sampling
 from seqmodels.data import DataError
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -64,3 +65,20 @@ def load_run_config(workdir: str, experiment: str):
                              f'{experiment} training run?')
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+def epsilon_schedule(config):
+    """eps(step) of scheduled sampling (Bengio et al. 2015): the probability of feeding
+    the true previous token, from the config keys `scheduled_sampling` ('none',
+    'linear', 'exponential', 'inverse_sigmoid'), `ss_k`, `ss_c` and `ss_min`.
+
+    Raises ConfigError naming the key when the schedule's parameters are impossible.
+    """
+    kind = config.scheduled_sampling
+    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
+              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
+              'none': {}}.get(kind, {})
+    try:
+        return scheduled_sampling.make_schedule(kind, **params)
+    except ValueError as e:
+        raise training.ConfigError(f'config.scheduled_sampling={kind!r}: {e}') from None

@@ -43,7 +43,6 @@ from seqmodels import decoding, models, training
 from seqmodels.data import DataError
 from seqmodels.data import translation as translation_data
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SentencePieceTokenizer
-from seqmodels.models import scheduled_sampling
 
 _SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: the split (train, val, test or '
                              'a split stem such as test_2016_flickr).')
@@ -101,20 +100,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     else:
         require(m.cell in ('rnn', 'lstm', 'lnlstm', 'gru'), 'model.cell',
                 "must be one of 'rnn', 'lstm', 'lnlstm', 'gru'", m.cell)
-    try:
-        epsilon_schedule(config)
-    except ValueError as e:
-        raise training.ConfigError(f'config.scheduled_sampling={config.scheduled_sampling!r}: '
-                                   f'{e}') from None
+    common.epsilon_schedule(config)
 
-
-def epsilon_schedule(config):
-    """eps(step): the probability of feeding the true previous target token."""
-    kind = config.scheduled_sampling
-    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
-              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
-              'none': {}}.get(kind, {})
-    return scheduled_sampling.make_schedule(kind, **params)
 
 
 # --------------------------------------------------------------------------- #
@@ -147,7 +134,7 @@ class TranslationTask:
         self.config, self.model, self.data = config, model, data
         self.is_transformer = isinstance(model, models.Transformer)
         self.scheduled = config.scheduled_sampling != 'none'
-        self.epsilon = epsilon_schedule(config)
+        self.epsilon = common.epsilon_schedule(config)
         self._translator = None
         self._signature_shown = False
 

@@ -22,6 +22,7 @@ no --config.
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -330,16 +331,17 @@ def evaluate(workdir: str) -> dict:
     confusion = confusion_matrix(labels, predictions, data.num_classes)
     png = os.path.join(workdir, 'confusion_matrix.png')
     plot_confusion_matrix(confusion, data.class_names, png,
-                          f"{data.name}: top-1 accuracy {accuracy:.2%} "
+                          f"{data.name}\ntop-1 accuracy {accuracy:.2%} "
                           f"on {len(labels)} test images")
-    csv = os.path.join(workdir, 'confusion_matrix.csv')
-    with open(csv, 'w') as f:
-        f.write('true\\predicted,' + ','.join(data.class_names) + '\n')
+    csv_path = os.path.join(workdir, 'confusion_matrix.csv')
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['true\\predicted', *data.class_names])
         for name, row in zip(data.class_names, confusion):
-            f.write(f'{name},' + ','.join(str(c) for c in row) + '\n')
+            writer.writerow([name, *row.tolist()])
     return {'accuracy': accuracy, 'loss': loss, 'confusion': confusion,
             'predictions': predictions, 'labels': labels, 'class_names': data.class_names,
-            'png': png, 'csv': csv}
+            'png': png, 'csv': csv_path}
 
 
 def draw_attention(workdir: str, num_images: int, rollout: bool = False) -> list[str]:
