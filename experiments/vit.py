@@ -26,7 +26,6 @@ import csv
 import functools
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +33,12 @@ import ml_collections
 import numpy as np
 import optax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from experiments import common
 from seqmodels import models, training
 from seqmodels.data.images import DataError, ImageData, check_patch_size, make_image_data
 from seqmodels.training import sharding as sharding_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config: configs/vit.py[:VARIANT] (train mode only).')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, plots.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'attention'],
-                          'train (or resume), evaluate the latest checkpoint on the test '
-                          'split, or draw attention maps over test images.')
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 4, 'attention: how many test images.')
 _ROLLOUT = flags.DEFINE_bool('rollout', False, 'attention: attention rollout through all '
                              'layers instead of the last layer ([class] models; GAP models '
@@ -265,15 +258,6 @@ def build(config):
     return data, model, ViTTask(config, model, data)
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise app.UsageError(f'{path} does not exist: is {workdir} the workdir of a '
-                             'vit training run?')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def train(config, workdir):
     validate(config)
     data, model, task = build(config)
@@ -318,7 +302,7 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
 def evaluate(workdir: str) -> dict:
     """Accuracy, loss and the confusion matrix of the latest checkpoint on the test split;
     writes WORKDIR/confusion_matrix.{png,csv}."""
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'vit')
     data, model, task = build(config)
     params = training.restore_params(workdir)
     logits, labels = predict(task, params)
@@ -347,7 +331,7 @@ def evaluate(workdir: str) -> dict:
 def draw_attention(workdir: str, num_images: int, rollout: bool = False) -> list[str]:
     """Attention maps over the first `num_images` test images:
     WORKDIR/attention/<i>_last_layer.png or <i>_rollout.png."""
-    config = load_run_config(workdir)
+    config = common.load_run_config(workdir, 'vit')
     data, model, task = build(config)
     params = training.restore_params(workdir)
     batch = next(data.eval_batches(0, 1))
@@ -370,37 +354,23 @@ def draw_attention(workdir: str, num_images: int, rollout: bool = False) -> list
     return paths
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    if not _WORKDIR.value:
-        raise app.UsageError('--workdir is required')
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-    try:
-        run(workdir)
-    except (training.ConfigError, DataError, training.NonFiniteError) as e:
-        # Bad configs and bad data are the user's to fix: one line, no traceback.
-        sys.stderr.write(f'error: {e}\n')
-        sys.exit(1)
+def evaluate_mode(workdir):
+    result = evaluate(workdir)
+    print(json.dumps({'eval/accuracy': result['accuracy'], 'eval/loss': result['loss']},
+                     sort_keys=True))
+    print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
 
 
-def run(workdir):
-    if _MODE.value == 'train':
-        if _CONFIG.value is None:
-            raise app.UsageError('--config is required to train, e.g. '
-                                 '--config=configs/vit.py:digits')
-        train(_CONFIG.value, workdir)
-    elif _MODE.value == 'evaluate':
-        result = evaluate(workdir)
-        print(json.dumps({'eval/accuracy': result['accuracy'], 'eval/loss': result['loss']},
-                         sort_keys=True))
-        print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
-    else:
-        if _NUM_IMAGES.value <= 0:
-            raise app.UsageError('--num_images must be positive')
-        for path in draw_attention(workdir, _NUM_IMAGES.value, _ROLLOUT.value):
-            print(path)
+def attention_mode(workdir):
+    if _NUM_IMAGES.value <= 0:
+        raise app.UsageError('--num_images must be positive')
+    for path in draw_attention(workdir, _NUM_IMAGES.value, _ROLLOUT.value):
+        print(path)
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=training.parse_flags)
+    common.run_driver({
+        'train': lambda workdir: train(common.CONFIG.value, workdir),
+        'evaluate': evaluate_mode,
+        'attention': attention_mode,
+    }, 'configs/vit.py:digits')

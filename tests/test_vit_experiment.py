@@ -2,20 +2,20 @@
 that agrees with the model's own predictions; attention maps and rollout follow Abnar &
 Zuidema's formula; bad configs fail before compiling, naming the key."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from configs import vit as vit_config
-from experiments import vit
+from experiments import common, vit
 from seqmodels import models, training
 from seqmodels.data import images
 from seqmodels.data.images import DataError
@@ -77,7 +77,7 @@ def test_evaluate_writes_a_confusion_matrix_of_the_predictions(trained):
     mean, std = raw[train_idx].mean(), raw[train_idx].std()
     inputs = ((raw[test_idx] - mean) / std).astype(np.float32)
     labels = digits.target[test_idx]
-    config = vit.load_run_config(workdir)
+    config = common.load_run_config(workdir, 'vit')
     model = models.build_model(config.model)
     params = training.restore_params(workdir)
     predictions = np.asarray(jax.jit(model.apply)({'params': params}, inputs)).argmax(-1)
@@ -93,8 +93,8 @@ def test_evaluate_writes_a_confusion_matrix_of_the_predictions(trained):
 
     png = matplotlib.image.imread(result['png'])
     assert png.ndim == 3 and min(png.shape[:2]) > 200 and png.std() > 0
-    with open(result['csv']) as f:
-        rows = [line.strip().split(',') for line in f]
+    with open(result['csv'], newline='') as f:
+        rows = list(csv.reader(f))
     assert rows[0][1:] == [str(c) for c in range(10)]
     np.testing.assert_array_equal(np.array([r[1:] for r in rows[1:]], int), expected)
 
