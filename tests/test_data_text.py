@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from seqmodels.data import CharVocab, DataError, UNK_ID, make_char_lm_data
-from seqmodels.data import corpora, lm_pipeline, tfds_text
+from seqmodels.data import corpora, tfds_text
 
 ALPHABET = list("abcdefghijklmnopqrstuvwxyz ,.\néλ→")
 
@@ -195,8 +195,8 @@ def test_missing_empty_directory_and_non_utf8_files(tmp_path, data_dir):
     with pytest.raises(DataError, match="directory"):
         make_char_lm_data(f"text:{tmp_path}", 8, 2, 0, data_dir)
     bad = tmp_path / "latin1.txt"
-    bad.write_bytes("Grüße aus Köln, ".encode("utf-8") + "Straße".encode("latin-1"))
-    expected_offset = len("Grüße aus Köln, Stra".encode("utf-8"))  # the Latin-1 'ß'
+    bad.write_bytes("Grüße aus Köln, ".encode() + "Straße".encode("latin-1"))
+    expected_offset = len("Grüße aus Köln, Stra".encode())  # the Latin-1 'ß'
     with pytest.raises(DataError) as info:
         make_char_lm_data(f"text:{bad}", 8, 2, 0, data_dir)
     assert "latin1.txt" in str(info.value) and "UTF-8" in str(info.value)

@@ -87,7 +87,7 @@ class TinyGRULM(nn.Module):
 GRU_VOCAB, GRU_FEATURES = 8, 16
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gru_params():
     model = TinyGRULM(GRU_VOCAB, GRU_FEATURES)
     carry = jnp.zeros((1, GRU_FEATURES))

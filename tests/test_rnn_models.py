@@ -133,7 +133,7 @@ def test_unroll_mixes_truth_and_own_samples(fixed_masks):
 LM = RNNLM(vocab_size=V, embed_dim=8, hidden_size=8, num_layers=2, cell='lstm', tie_embeddings=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lm_setup():
     params = random_params(LM, *rnn_lm.example_inputs(LM, 2))
     forward = jax.jit(lambda p, tok: LM.apply({'params': p}, tok))
@@ -227,7 +227,7 @@ SRC = jnp.array([[3, 4, 5, 6, 7], [8, 9, 2, 0, 0], [5, 0, 0, 0, 0]], jnp.int32)
 SRC_LENGTHS = jnp.array([5, 3, 1], jnp.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def s2s_setup():
     params = random_params(S2S, *seq2seq.example_inputs(S2S, 2))
     forward = jax.jit(lambda p, src, lengths, tgt: S2S.apply({'params': p}, src, lengths, tgt))

@@ -43,7 +43,7 @@ class CharVocab:
         self._id_to_char = np.array([UNK_DECODED] + chars, dtype=object)
 
     @classmethod
-    def from_text(cls, text: str) -> "CharVocab":
+    def from_text(cls, text: str) -> CharVocab:
         return cls(chr(p) for p in np.unique(_code_points(text)))
 
     @property
@@ -87,7 +87,7 @@ class CharVocab:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str) -> "CharVocab":
+    def load(cls, path: str) -> CharVocab:
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as f:

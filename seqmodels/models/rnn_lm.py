@@ -13,7 +13,7 @@ coins and samples come from the 'dropout' rng stream, which training already
 provides, so pass rngs={'dropout': key} whenever sampling_prob is set.
 """
 
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ class RNNLM(nn.Module):
         return self.output(h)
 
     def __call__(
-        self, tokens: jax.Array, deterministic: bool = True, sampling_prob: Optional[Any] = None
+        self, tokens: jax.Array, deterministic: bool = True, sampling_prob: Any | None = None
     ) -> jax.Array:
         """tokens [B, T] int -> logits [B, T, V]; logits[:, t] predicts tokens[:, t + 1].
 

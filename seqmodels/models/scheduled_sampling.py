@@ -16,7 +16,7 @@ as a scan over steps; the RNN LM and the RNN seq2seq share it.
 
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +93,8 @@ def unroll(
     carry: Any,
     tokens: jax.Array,
     *,
-    sampling_prob: Optional[Any] = None,
-    rng: Optional[jax.Array] = None,
+    sampling_prob: Any | None = None,
+    rng: jax.Array | None = None,
     fixed_dropout_masks: bool = False,
     broadcast_args: Sequence[Any] = (),
 ):

@@ -12,7 +12,7 @@ Padding id is 0. The teacher-forced pass and step-by-step decoding run the same
 samples from the 'dropout' rng stream.
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ class RNNSeq2Seq(nn.Module):
     cell: str = 'lstm'
     dropout: float = 0.0
     forget_bias: float = 1.0
-    attention_dim: Optional[int] = None  # n' of the alignment MLP; hidden_size if None
+    attention_dim: int | None = None  # n' of the alignment MLP; hidden_size if None
 
     def setup(self):
         cell_kwargs = (
@@ -87,7 +87,7 @@ class RNNSeq2Seq(nn.Module):
         self.drop = SequenceDropout(self.dropout)
 
     def encode(
-        self, src: jax.Array, src_lengths: Optional[jax.Array] = None, deterministic: bool = True
+        self, src: jax.Array, src_lengths: jax.Array | None = None, deterministic: bool = True
     ) -> Memory:
         """src [B, S] -> memory: encoder states, their attention keys U h_j, the source
         mask and the initial decoder carry. src_lengths defaults to the count of non-pad
@@ -127,10 +127,10 @@ class RNNSeq2Seq(nn.Module):
     def __call__(
         self,
         src: jax.Array,
-        src_lengths: Optional[jax.Array],
+        src_lengths: jax.Array | None,
         tgt_in: jax.Array,
         deterministic: bool = True,
-        sampling_prob: Optional[Any] = None,
+        sampling_prob: Any | None = None,
     ) -> jax.Array:
         """Teacher forcing (or scheduled sampling with sampling_prob=eps): logits [B, T, V],
         where logits[:, i] predicts the token after tgt_in[:, i]."""

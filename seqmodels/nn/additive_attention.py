@@ -1,6 +1,6 @@
 """Additive attention (Bahdanau, Cho & Bengio 2015, appendix A.1.2)."""
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,8 @@ class AdditiveAttention(nn.Module):
         self,
         query: jax.Array,
         memory: jax.Array,
-        mask: Optional[jax.Array] = None,
-        keys: Optional[jax.Array] = None,
+        mask: jax.Array | None = None,
+        keys: jax.Array | None = None,
     ) -> Tuple[jax.Array, jax.Array]:
         """query s_{i-1} [B, Dq], memory h [B, S, D], mask [B, S] (True = attend).
 

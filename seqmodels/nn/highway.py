@@ -1,6 +1,6 @@
 """Highway layer (Srivastava, Greff & Schmidhuber 2015, "Highway Networks")."""
 
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import flax.linen as nn
@@ -15,7 +15,7 @@ class Highway(nn.Module):
     needs the output width to equal the input width; `features`, if given, must match.
     """
 
-    features: Optional[int] = None
+    features: int | None = None
     transform_gate_bias: float = -2.0
     activation: Callable[[jax.Array], jax.Array] = nn.relu
 

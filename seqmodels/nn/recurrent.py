@@ -15,7 +15,7 @@ time steps at once, outside the scan, as one large matmul) and a recurrent kerne
 multiplies h_{t-1} where it enters the recurrent kernel, never the carried state.
 """
 
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
 import dataclasses
 
@@ -29,7 +29,7 @@ Carry = Any
 DROPOUT_KINDS = ('standard', 'variational')
 
 
-def _mask_hidden(h: Array, recurrent_mask: Optional[Array]) -> Array:
+def _mask_hidden(h: Array, recurrent_mask: Array | None) -> Array:
     return h if recurrent_mask is None else h * recurrent_mask
 
 
@@ -458,8 +458,8 @@ class RNN(nn.Module):
     def __call__(
         self,
         xs: Array,
-        lengths: Optional[Array] = None,
-        initial_carry: Optional[Carry] = None,
+        lengths: Array | None = None,
+        initial_carry: Carry | None = None,
         deterministic: bool = True,
     ) -> Tuple[Array, Carry]:
         if xs.ndim != 3:
@@ -537,8 +537,8 @@ class Bidirectional(nn.Module):
     def __call__(
         self,
         xs: Array,
-        lengths: Optional[Array] = None,
-        initial_carry: Optional[Tuple[Carry, Carry]] = None,
+        lengths: Array | None = None,
+        initial_carry: Tuple[Carry, Carry] | None = None,
         deterministic: bool = True,
     ):
         if self.forward_rnn.reverse or not self.backward_rnn.reverse:
@@ -568,7 +568,7 @@ class DeepRNN(nn.Module):
     dropout: float = 0.0
     dropout_kind: str = 'standard'
     recurrent_dropout: float = 0.0
-    cell_kwargs: Optional[Mapping[str, Any]] = None
+    cell_kwargs: Mapping[str, Any] | None = None
     unroll: int = 1
 
     def setup(self):
@@ -594,8 +594,8 @@ class DeepRNN(nn.Module):
     def __call__(
         self,
         xs: Array,
-        lengths: Optional[Array] = None,
-        initial_carry: Optional[Sequence[Carry]] = None,
+        lengths: Array | None = None,
+        initial_carry: Sequence[Carry] | None = None,
         deterministic: bool = True,
     ) -> Tuple[Array, Tuple[Carry, ...]]:
         carries = []
