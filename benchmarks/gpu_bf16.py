@@ -135,7 +135,8 @@ def main():
     # Transformer base (Vaswani et al.), shared 37k vocabulary, batch 128 x (64 + 64) tokens.
     vocab, batch = 37_000 // s, 128 // s
     base = Transformer(src_vocab_size=vocab, tgt_vocab_size=vocab, d_model=512 // s,
-                       num_heads=8, d_ff=2048 // s, num_encoder_layers=6, num_decoder_layers=6, dropout=0.1,
+                       num_heads=8, d_ff=2048 // s, num_encoder_layers=6,
+                       num_decoder_layers=6, dropout=0.1,
                        attention_dropout=0.0, max_len=256, scan_layers=True,
                        share_embeddings=True)
     src = jax.random.randint(jax.random.key(3), (batch, 64), 4, vocab)

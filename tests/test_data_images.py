@@ -150,7 +150,7 @@ class FakeTfdsSource:
         names = ["airplane", "automobile", "bird"]
 
     def __init__(self, pixels, labels):
-        self._records = [{"image": p, "label": l} for p, l in zip(pixels, labels)]
+        self._records = [{"image": p, "label": y} for p, y in zip(pixels, labels)]
         self.dataset_info = type("Info", (), {"features": {"label": self._Label()}})()
 
     def __len__(self):

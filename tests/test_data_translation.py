@@ -233,8 +233,8 @@ def test_train_batches_are_deterministic_and_shard_by_process(small_data):
         assert all(s["src"].shape[0] == 4 for s in shards)
         for key in a:
             assert np.array_equal(np.concatenate([s[key] for s in shards]), a[key])
-    assert any(not np.array_equal(small_data.train_batch(s)["src"], other_seed.train_batch(s)["src"])
-               for s in steps)
+    assert any(not np.array_equal(small_data.train_batch(s)["src"],
+                                  other_seed.train_batch(s)["src"]) for s in steps)
     with pytest.raises(ValueError, match="does not split evenly"):
         small_data.train_batch(0, 0, 3)
 

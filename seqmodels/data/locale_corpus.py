@@ -56,12 +56,23 @@ DEFAULT_SEED = 20250303
 # hundert/tausend ("hunderteins", "tausend").
 # --------------------------------------------------------------------------------------
 
-_EN_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_EN_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen",
+]
 _EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _EN_SCALES = ((10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
 
-_DE_ONES = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn", "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn", "neunzehn"]
-_DE_TENS = ["_", "_", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig", "neunzig"]
+_DE_ONES = [
+    "null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn",
+    "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn",
+    "neunzehn",
+]
+_DE_TENS = [
+    "_", "_", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig",
+    "neunzig",
+]
 _DE_BIG = ((10**9, "Milliarde", "Milliarden"), (10**6, "Million", "Millionen"))
 
 _MAX_WORDS = 10**12
@@ -481,7 +492,8 @@ def _people_waiting(rng):
     n = 1 if rng.random() < 0.15 else _count(rng, 1000)
     target = f"auf {vehicle.the_de('acc')}"
     if n == 1:
-        en_subject, de_subject = f"One {person.en} is", f"{_cap(_INDEFINITE['nom'][person.gender])} {person.de} wartet"
+        en_subject = f"One {person.en} is"
+        de_subject = f"{_cap(_INDEFINITE['nom'][person.gender])} {person.de} wartet"
     else:
         en_subject = f"{_cap(number_to_words_en(n))} {person.en_plural} are"
         de_subject = f"{_cap(number_to_words_de(n))} {person.de_plural} warten"
@@ -521,7 +533,8 @@ def _floor(rng):
 
 def _day_of_month(rng):
     d = _date(rng)
-    day_en, month_en, month_de = ordinal_words_en(d.day), _MONTHS_EN[d.month - 1], _MONTHS_DE[d.month - 1]
+    day_en = ordinal_words_en(d.day)
+    month_en, month_de = _MONTHS_EN[d.month - 1], _MONTHS_DE[d.month - 1]
     form = int(rng.integers(3))
     if form == 0:  # nominative: weak ending -e after "der"
         return (f"Today is the {day_en} of {month_en}.",
@@ -558,8 +571,10 @@ def _measurement(rng):
 def _percent(rng):
     share = round(float(rng.uniform(0.001, 0.3)), 3)
     month = int(rng.integers(12))
-    p_en = _plain_spaces(babel_numbers.format_percent(share, locale="en_US", decimal_quantization=False))
-    p_de = _plain_spaces(babel_numbers.format_percent(share, locale="de_DE", decimal_quantization=False))
+    p_en = _plain_spaces(babel_numbers.format_percent(
+        share, locale="en_US", decimal_quantization=False))
+    p_de = _plain_spaces(babel_numbers.format_percent(
+        share, locale="de_DE", decimal_quantization=False))
     item = _pick(rng, _ITEMS)
     en_dir, de_dir = _pick(rng, (("rose", "gestiegen"), ("fell", "gesunken")))
     article = "der" if item.gender == "f" else "des"

@@ -139,7 +139,8 @@ def read_parallel(source_path: str | os.PathLike,
 
 
 class _ParallelDir:
-    default_stems: ClassVar[dict[str, str]] = {"train": "train", "validation": "val", "test": "test"}
+    default_stems: ClassVar[dict[str, str]] = {
+        "train": "train", "validation": "val", "test": "test"}
 
     def __init__(self, directory: str, source_lang: str, target_lang: str):
         self.directory, self.source_lang, self.target_lang = directory, source_lang, target_lang
@@ -163,7 +164,8 @@ class _ParallelDir:
 
 
 class _LocaleCorpus:
-    default_stems: ClassVar[dict[str, str]] = {"train": "train", "validation": "val", "test": "test"}
+    default_stems: ClassVar[dict[str, str]] = {
+        "train": "train", "validation": "val", "test": "test"}
 
     def __init__(self, source_lang: str, target_lang: str, sizes, seed: int):
         for lang in (source_lang, target_lang):
@@ -184,7 +186,8 @@ class _LocaleCorpus:
 
 
 class _TfdsCorpus:
-    default_stems: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
+    default_stems: ClassVar[dict[str, str]] = {
+        "train": "train", "validation": "validation", "test": "test"}
 
     def __init__(self, name: str, source_lang: str, target_lang: str, data_dir: str | None):
         self.name, self.data_dir = name, data_dir
