@@ -10,10 +10,13 @@ in an explicit pytree, not in a flax collection, so that decoders can re-index i
 
     cache = {'k': [batch, max_len, heads, d_k], 'v': [batch, max_len, heads, d_k]}
 
-A stack of layers holds one such cache per layer on axis 1 ([batch, layers, ...]).
-The position being written is passed next to the cache as `cache_index` (an int
-scalar shared by the whole batch); it is not stored in the cache because a scalar has
-no batch axis.
+A stack of layers holds one such cache per layer on axis 1 ([batch, layers, ...]);
+each layer reads and writes its own slice of the stacked arrays (`layer=`), so that a
+decoding step updates one position in place instead of slicing the stack apart and
+re-stacking it (a copy of the whole cache per token, which made the cost of a step
+grow with the cache's allocated length). The position being written is passed next to
+the cache as `cache_index` (an int scalar shared by the whole batch); it is not stored
+in the cache because a scalar has no batch axis.
 """
 
 from __future__ import annotations
@@ -113,20 +116,45 @@ class MultiHeadAttention(nn.Module):
         out = self.out(heads.astype(x.dtype))
         return (out, weights) if return_weights else out
 
-    def decode(self, x, cache: dict, cache_index, mask=None):
+    def decode(self, x, cache: dict, cache_index, mask=None, layer=None):
         """Causal self-attention for positions cache_index .. cache_index + S - 1.
 
         x: [B, S, d_model] (S = 1 for one step, or a whole prompt); cache from
-        `init_kv_cache(B, max_len, num_heads, d_k)`. Writes this chunk's keys and
-        values at cache_index and attends to every cached position up to each query's
-        own. Returns (output [B, S, d_model], updated cache). Decoding is inference:
-        no dropout.
+        `init_kv_cache(B, max_len, num_heads, d_k)`, or with `layer` (an int or an int
+        scalar array) a stack's cache from `init_kv_cache(..., num_layers)` of which
+        only that layer is read and written. Writes this chunk's keys and values at
+        cache_index and attends to every cached position up to each query's own.
+        Returns (output [B, S, d_model], updated cache). Decoding is inference: no
+        dropout.
         """
         q, k, v = self.query(x), self.key(x), self.value(x)
-        start = (0, cache_index, 0, 0)
-        keys = jax.lax.dynamic_update_slice(cache['k'], k.astype(cache['k'].dtype), start)
-        values = jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype), start)
+        cache = write_kv_cache(cache, k, v, cache_index, layer)
+        keys, values = read_kv_cache(cache, layer)
         causal = cached_causal_mask(cache_index, x.shape[1], keys.shape[1])
         weights = dot_product_attention_weights(q, keys, combine_masks(causal, mask))
         heads = jnp.einsum('bhqk,bkhd->bqhd', weights, values.astype(weights.dtype))
-        return self.out(heads.astype(x.dtype)), {'k': keys, 'v': values}
+        return self.out(heads.astype(x.dtype)), cache
+
+
+def write_kv_cache(cache: dict, k, v, cache_index, layer=None) -> dict:
+    """Writes k, v [B, S, heads, d_k] at positions cache_index.. of the cache (of
+    `layer` in a stacked cache) with one dynamic_update_slice per array, which XLA
+    performs in place when the cache is donated or carried through a loop."""
+    if layer is None:
+        start = (0, cache_index, 0, 0)
+    else:
+        start = (0, layer, cache_index, 0, 0)
+        k, v = k[:, None], v[:, None]
+
+    def write(buffer, new):
+        return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), start)
+
+    return {'k': write(cache['k'], k), 'v': write(cache['v'], v)}
+
+
+def read_kv_cache(cache: dict, layer=None) -> tuple:
+    """(keys, values), each [B, max_len, heads, d_k], of one layer."""
+    if layer is None:
+        return cache['k'], cache['v']
+    return tuple(jax.lax.dynamic_index_in_dim(cache[name], layer, axis=1, keepdims=False)
+                 for name in ('k', 'v'))

@@ -146,10 +146,11 @@ class DecoderBlock(_ResidualBlock):
 
         return self._layer(x, attend, memory, memory_mask, deterministic)[0]
 
-    def decode(self, x, cache, cache_index, memory=None, memory_mask=None):
-        """Positions cache_index.. of x [B, S, d_model]; returns (x, updated cache)."""
+    def decode(self, x, cache, cache_index, memory=None, memory_mask=None, layer=None):
+        """Positions cache_index.. of x [B, S, d_model]; returns (x, updated cache).
+        With `layer`, cache is a whole stack's and only that layer's slice is used."""
         def attend(h):
-            return self.self_attention.decode(h, cache, cache_index)
+            return self.self_attention.decode(h, cache, cache_index, layer=layer)
 
         return self._layer(x, attend, memory, memory_mask, deterministic=True)
 
@@ -176,13 +177,18 @@ class _ScannedEncoderBlock(EncoderBlock):
 
 
 class _ScannedDecoderBlock(DecoderBlock):
+    # The whole stack's cache travels in the carry and each layer updates its own slice
+    # (`layer` is scanned over 0..L-1): in a loop carry the update happens in place,
+    # whereas a cache scanned as xs/ys would be copied whole into a new ys every step.
 
-    def __call__(self, x, memory, self_mask, memory_mask, cache, cache_index, deterministic):
+    def __call__(self, carry, memory, self_mask, memory_mask, layer, cache_index,
+                 deterministic):
+        x, cache = carry
         if cache is None:
             y = DecoderBlock.__call__(self, x, memory, self_mask, memory_mask,
                                       deterministic=deterministic)
-            return y, None
-        return self.decode(x, cache, cache_index, memory, memory_mask)
+            return (y, None), None
+        return self.decode(x, cache, cache_index, memory, memory_mask, layer), None
 
 
 def _scan(block_cls, num_layers, in_axes):
@@ -191,7 +197,6 @@ def _scan(block_cls, num_layers, in_axes):
         variable_axes={'params': 0, 'intermediates': 0},
         split_rngs={'params': True, 'dropout': True},
         in_axes=in_axes,
-        out_axes=1,  # per-layer caches come out on axis 1: [batch, layers, ...]
         length=num_layers,
     )
 
@@ -236,8 +241,8 @@ class Decoder(_Stack):
     cross_attention: bool = True
 
     def setup(self):
-        # memory, self_mask, memory_mask, cache (axis 1 = layers), cache_index, deterministic
-        in_axes = (nn.broadcast, nn.broadcast, nn.broadcast, 1, nn.broadcast, nn.broadcast)
+        # memory, self_mask, memory_mask, layer index, cache_index, deterministic
+        in_axes = (nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast)
         self.make_layers(DecoderBlock, _ScannedDecoderBlock, in_axes,
                          cross_attention=self.cross_attention)
 
@@ -247,7 +252,8 @@ class Decoder(_Stack):
         causal mask; memory_mask covers memory keys (e.g. source padding)."""
         self_mask = combine_masks(causal_mask(x.shape[1]), self_mask)
         if self.scan_layers:
-            x, _ = self.layers(x, memory, self_mask, memory_mask, None, None, deterministic)
+            (x, _), _ = self.layers((x, None), memory, self_mask, memory_mask,
+                                    jnp.arange(self.num_layers), None, deterministic)
         else:
             for layer in self.layers:
                 x = layer(x, memory, self_mask, memory_mask, deterministic=deterministic)
@@ -257,14 +263,11 @@ class Decoder(_Stack):
         """Runs positions cache_index .. cache_index + S - 1 (x: [B, S, d_model]) against
         the cache from `init_cache`; returns (x, updated cache)."""
         if self.scan_layers:
-            x, cache = self.layers(x, memory, None, memory_mask, cache, cache_index, True)
+            (x, cache), _ = self.layers((x, cache), memory, None, memory_mask,
+                                        jnp.arange(self.num_layers), cache_index, True)
         else:
-            new_caches = []
             for i, layer in enumerate(self.layers):
-                layer_cache = jax.tree.map(lambda c, i=i: c[:, i], cache)
-                x, layer_cache = layer.decode(x, layer_cache, cache_index, memory, memory_mask)
-                new_caches.append(layer_cache)
-            cache = jax.tree.map(lambda *cs: jnp.stack(cs, axis=1), *new_caches)
+                x, cache = layer.decode(x, cache, cache_index, memory, memory_mask, layer=i)
         return self.finish(x), cache
 
     def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> dict:
