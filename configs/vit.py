@@ -5,14 +5,15 @@ r"""Vision Transformer image classification (Dosovitskiy et al. 2021, "An Image 
 
 Variants (the part after the colon; `digits` when none is given):
   digits    the default: a 4-layer, 64-wide ViT with 2x2 patches on scikit-learn's 8x8
-            handwritten digits (embedded, no download). Expected: >= 95% top-1 on the
-            fixed 360-image test split in about two minutes on 2 CPU cores (measured:
-            see the README).
-  small     a 6-layer, 96-wide ViT with 7x7 patches for 28x28 images, on Fashion-MNIST
-            from Debian's dataset-fashion-mnist (`idx:/usr/share/datasets/fashion-mnist`;
-            any MNIST-format directory works: --config.dataset=idx:DIR). Random flips,
-            label smoothing 0.1, AdamW with warmup + cosine, 22 epochs. Expected: >= 90% top-1 on the 10,000 test images in at most 30
-            minutes on 2 CPU cores.
+            handwritten digits (embedded, no download). Measured on 2 idle CPU cores:
+            96.7% top-1 on the fixed 360-image test split, 41 s in all.
+  small     a 4-layer, 64-wide ViT with 4x4 patches (49 tokens), global average pooling
+            and fixed 2-D sin-cos positions, for 28x28 images: Fashion-MNIST from
+            Debian's dataset-fashion-mnist (`idx:/usr/share/datasets/fashion-mnist`; any
+            MNIST-format directory works: --config.dataset=idx:DIR). Random flips,
+            label smoothing 0.1, AdamW with warmup + cosine, 15 epochs. Measured on 2 idle
+            CPU cores: 90.2% top-1 on the 10,000 test images after its 7,200 steps, 22
+            minutes in all (see the README).
   {ti,s,b,l,h}P
             the published sizes with P x P patches, P any divisor of 224 (b16, b32, l16,
             h14, s8, ...). Ti and S are DeiT's (Touvron et al. 2021, Table 1: 12 layers,
@@ -26,8 +27,9 @@ Variants (the part after the colon; `digits` when none is given):
             pixels (and set model.image_size / model.num_classes to match your data).
 
 `model.image_size` and `model.num_classes` must match the data; set them to 0 to have
-them filled in from the data (e.g. --config.dataset=idx:DIR --config.model.image_size=0). Any key can be overridden from the command line:
---config.model.patch_size=4 --config.model.pool=gap --config.model.position_embedding=sincos2d
+them filled in from the data (--config.dataset=idx:DIR --config.model.image_size=0).
+Any key can be overridden from the command line, e.g. --config.model.patch_size=4
+--config.model.pool=gap --config.model.position_embedding=sincos2d.
 """
 
 import re
@@ -106,14 +108,17 @@ def get_config(variant: str = 'digits') -> ml_collections.ConfigDict:
         config.dataset = FASHION_MNIST
         config.random_flip = True
         config.label_smoothing = 0.1
-        # 4x4 patches (49 tokens + [class]): 7x7 patches are cheaper per image but top out
-        # near 89% here (measured: 6 layers, 96 wide, 19-22 epochs, with or without
-        # random crops).
+        # 4x4 patches: 7x7 patches are cheaper per image but topped out near 89% here (6
+        # layers, 96 wide, 19-22 epochs, with or without random crops). Global average
+        # pooling and fixed 2-D sin-cos positions as in Beyer et al. 2022 ("Better plain
+        # ViT baselines"); with them this config reached 90.2% (README).
         config.model = vit_model(num_layers=4, d_model=64, num_heads=4, d_ff=128,
                                  patch_size=4, image_size=28, num_classes=10)
+        config.model.pool = 'gap'
+        config.model.position_embedding = 'sincos2d'
         config.batch_size = 128
         config.num_train_steps = 7200  # 15.4 epochs of the 60,000 training images
-        config.learning_rate = 2e-3
+        config.learning_rate = 3e-3
         config.warmup_steps = 500
         config.weight_decay = 0.05
         config.log_every_steps = 100
