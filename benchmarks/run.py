@@ -16,6 +16,10 @@ one after the other, and prints one JSON line; the parent prints the table:
   sample      1,024 new tokens from the bench_gpt model with max_len 1,280, batch 1,
               with the KV cache (`GPT.decode_step`) and without it (the whole context
               re-run every token, as nanoGPT's `generate` does)
+  translate   greedy and beam-4 decoding (experiments/translation.decode: batched, with
+              the decoder cache, Wu et al.'s length penalty) with the translation
+              `small` Transformer, 64 sources of 16 pieces, a vocabulary of 8,000;
+              untrained, so every hypothesis runs to the limit (input length + 50)
 
 Every figure is the median of --repeats timings, with the spread (min-max); the load
 average is read before and after each part, since other processes share the CPU.
@@ -36,7 +40,8 @@ import sys
 import tempfile
 import time
 
-PARTS = ('matmul', 'lstm_jax', 'lstm_torch', 'gpt_jax', 'gpt_torch', 'compile', 'sample')
+PARTS = ('matmul', 'lstm_jax', 'lstm_torch', 'gpt_jax', 'gpt_torch', 'compile', 'sample',
+         'translate')
 SAMPLE_TOKENS, SAMPLE_MAX_LEN = 1024, 1280
 
 
@@ -361,9 +366,60 @@ def part_sample(args):
     return out
 
 
+def part_translate(args):
+    """Sentences/s of greedy and beam-4 decoding of one batch with the translation
+    experiment's own `decode`. An untrained model rarely emits EOS, so each row decodes
+    to its limit: a fixed, worst-case amount of work per sentence."""
+    import functools
+
+    import jax
+    import numpy as np
+    from configs import translation as translation_configs
+    from experiments import translation
+    from seqmodels import models
+    config = translation_configs.get_config('tiny' if args.quick else 'small')
+    vocab = 120 if args.quick else 8000
+    config.model.update(src_vocab_size=vocab, tgt_vocab_size=vocab)
+    batch, length = (4, 6) if args.quick else (64, 16)
+    extra = 4 if args.quick else config.max_decode_extra
+    model = models.build_model(config.model)
+    rng = np.random.default_rng(0)
+    # Source ids past the reserved ones (pad 0, unk 1, bos 2, eos 3), then EOS.
+    src = rng.integers(4, vocab, (batch, length), dtype=np.int32)
+    src[:, -1] = translation.EOS_ID
+    src_lengths = np.full((batch,), length, np.int32)
+    inputs = models.example_inputs(config.model, model)
+    params = jax.jit(model.init)(jax.random.key(0), *inputs)['params']
+    out = dict(batch=batch, source_length=length, vocab_size=vocab,
+               max_decode_len=length + extra)
+    runs = {}
+    for name, search, beams in (('greedy', 'greedy', 1), (f'beam{config.beam_size}', 'beam',
+                                                          config.beam_size)):
+        fn = jax.jit(functools.partial(
+            translation.decode, model, search=search, beam_size=beams,
+            alpha=config.length_penalty_alpha, max_decode_extra=extra,
+            max_decode_len=length + extra))
+        start = time.perf_counter()
+        tokens = np.asarray(fn(params, src, src_lengths))
+        out[f'{name}_compile_s'] = time.perf_counter() - start
+        out[f'{name}_tokens'] = int(np.sum(tokens != translation.PAD_ID))  # EOS included
+
+        def once(fn=fn):
+            begin = time.perf_counter()
+            np.asarray(fn(params, src, src_lengths))
+            return time.perf_counter() - begin
+        runs[name] = once
+    for name, ts in interleaved(runs, args.repeats).items():
+        median, lo, hi = summary(ts, batch)
+        out[name] = dict(sentences_per_s=median, min=lo, max=hi,
+                         tokens_per_s=median * out[f'{name}_tokens'] / batch)
+    return out
+
+
 TRAIN_PARTS = {'lstm_jax': (_train_jax, 'bench_lstm'), 'lstm_torch': (_train_torch, 'bench_lstm'),
                'gpt_jax': (_train_jax, 'bench_gpt'), 'gpt_torch': (_train_torch, 'bench_gpt')}
-OTHER_PARTS = {'matmul': part_matmul, 'compile': part_compile, 'sample': part_sample}
+OTHER_PARTS = {'matmul': part_matmul, 'compile': part_compile, 'sample': part_sample,
+               'translate': part_translate}
 
 
 def serve_part(args):
@@ -535,6 +591,14 @@ def table(results, args) -> str:
             rows.append(f"  without the cache = {s['full_measured']}; its check on the first "
                         f"{s['bucket']} tokens: timed {s['prefix_s']:.2f} s, estimated "
                         f"{s['prefix_estimate_s']:.2f} s")
+    t = results.get('translate')
+    if t:
+        rows += ['', f"translation decoding ({t['batch']} sentences of {t['source_length']} "
+                 f"pieces, up to {t['max_decode_len']} out, vocab {t['vocab_size']:,}): " +
+                 ', '.join(f"{name} {t[name]['sentences_per_s']:.1f} sentences/s "
+                           f"({t[name]['min']:.1f}-{t[name]['max']:.1f})"
+                           for name in t if isinstance(t[name], dict)) +
+                 f"  [{t['load_before']:.2f} -> {t['load_after']:.2f}]"]
     return '\n'.join(rows)
 
 

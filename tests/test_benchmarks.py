@@ -27,7 +27,7 @@ def results(tmp_path_factory):
     # Every part but `compile`, whose code path (the engine's step) the *_jax parts run.
     return run.main(['--quick', '--in-process', '--repeats', '2', '--steps', '1',
                      '--warmup', '1', '--dataset', f'text:{path}',
-                     '--parts', 'matmul,lstm_jax,lstm_torch,gpt_jax,gpt_torch,sample'])
+                     '--parts', 'matmul,lstm_jax,lstm_torch,gpt_jax,gpt_torch,sample,translate'])
 
 
 def test_every_figure_is_measured(results):
@@ -39,6 +39,11 @@ def test_every_figure_is_measured(results):
     for framework in ('jax', 'torch'):
         assert results['matmul'][framework]['gflops'] > 0
     assert results['sample']['cache_s'] > 0 and results['sample']['full_s'] > 0
+    t = results['translate']
+    for name in ('greedy', 'beam2'):  # the tiny translation config's beam
+        assert t[name]['min'] <= t[name]['sentences_per_s'] <= t[name]['max']
+        # Each row decodes at least one token (EOS) and never past the limit.
+        assert t['batch'] <= t[f'{name}_tokens'] <= t['batch'] * t['max_decode_len']
 
 
 def test_torch_twins_have_the_flax_models_parameters(results):
