@@ -32,6 +32,8 @@ Variants (the part after the colon; `small` when none is given):
                  decoder with additive attention and a maxout readout, sized for a CPU
                  (256 wide instead of 1000; embeddings 256 instead of 620); Adam instead
                  of Adadelta; gradient norm clipped at 1 as in the paper.
+  multi30k_rnn_attention
+                 `rnn_attention` on Multi30k de->en, data keys as in multi30k_small.
   tiny, tiny_rnn for tests: a few thousand parameters on a few hundred CLDR pairs.
 
 The §5.3 schedule is lrate = d_model^-0.5 · min(s^-0.5, s · warmup_steps^-1.5)
@@ -55,7 +57,8 @@ TRANSFORMER_SIZES = {
     'tiny': dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
                  num_decoder_layers=1, dropout=0.0),
 }
-VARIANTS = ('small', 'multi30k_small', 'base', 'big', 'rnn_attention', 'tiny', 'tiny_rnn')
+VARIANTS = ('small', 'multi30k_small', 'base', 'big', 'rnn_attention', 'multi30k_rnn_attention',
+            'tiny', 'tiny_rnn')
 _MULTI30K = '../shared/data/multi30k'
 
 
@@ -136,13 +139,13 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
 
     if variant in ('small', 'multi30k_small'):
         config.model = transformer_model('small', config.vocab_size)
-    if variant == 'multi30k_small':
+    if variant.startswith('multi30k_'):
         config.dataset = f'parallel:{_MULTI30K}'
         config.source_lang, config.target_lang = 'de', 'en'
         config.test_split = 'test_2016_flickr'
         # Captions are short: few length buckets, so few compilations on a CPU.
         config.bucket_boundaries = (16, 24, 32, 48)
-    elif variant in ('base', 'big'):
+    if variant in ('base', 'big'):
         config.dataset = 'tfds:wmt14_translate/de-en'
         config.validation_split = 'validation'
         config.vocab_size = 37_000
@@ -155,7 +158,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
         config.warmup_steps = 4000
         config.eval_every_steps = config.checkpoint_every_steps = 5000
         config.num_eval_examples = 1000
-    elif variant == 'rnn_attention':
+    elif variant in ('rnn_attention', 'multi30k_rnn_attention'):
         config.model = rnn_model(config.vocab_size)
         config.batch_size = 80      # the paper's minibatch
         config.schedule = 'constant'

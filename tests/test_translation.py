@@ -343,6 +343,10 @@ def test_every_variant_validates_and_builds():
     multi30k = translation_config.get_config('multi30k_small')
     assert (multi30k.source_lang, multi30k.target_lang, multi30k.test_split) == (
         'de', 'en', 'test_2016_flickr')
+    rnn = translation_config.get_config('multi30k_rnn_attention')
+    assert (rnn.dataset, rnn.source_lang, rnn.bucket_boundaries) == (
+        multi30k.dataset, 'de', multi30k.bucket_boundaries)
+    assert rnn.model.to_dict() == translation_config.get_config('rnn_attention').model.to_dict()
     with pytest.raises(ValueError, match='unknown variant'):
         translation_config.get_config('huge')
 
