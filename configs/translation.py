@@ -19,8 +19,8 @@ Variants (the part after the colon; `small` when none is given):
                  2,250 steps (~10 epochs), peak lr 1e-3. Measured on 2 idle CPU cores:
                  51 minutes of training; test_2016_flickr sacreBLEU 37.8 with beam 4
                  (37.7 greedy), decoding 20.4 (beam 4) and 131.5 (greedy)
-                 sentences/s. For en->de add --config.source_lang=en
-                 --config.target_lang=de.
+                 sentences/s. en->de (add --config.source_lang=en
+                 --config.target_lang=de): 49 minutes, 34.6 beam 4, 33.7 greedy.
   base, big      Vaswani et al. 2017, Table 3: 6+6 layers, d_model 512 / 1024, 8 / 16
                  heads, d_ff 2048 / 4096, P_drop 0.1 / 0.3, a shared vocabulary of
                  37,000 pieces (§5.1). WMT14 En-De from TFDS (needs a download and the
