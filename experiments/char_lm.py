@@ -80,7 +80,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     common.epsilon_schedule(config)
 
 
-
 # --------------------------------------------------------------------------- #
 # The task the training engine runs.
 

@@ -103,7 +103,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     common.epsilon_schedule(config)
 
 
-
 # --------------------------------------------------------------------------- #
 # Loss.
 
