@@ -50,7 +50,8 @@ def run_driver(modes: dict[str, Callable[[str], None]], example_config: str) -> 
         workdir = os.path.abspath(os.path.expanduser(WORKDIR.value))
         try:
             modes[MODE.value](workdir)
-        except (training.ConfigError, DataError, training.NonFiniteError) as e:
+        except (training.ConfigError, DataError, training.NonFiniteError,
+                FileNotFoundError) as e:  # e.g. no checkpoint, or no --step=N one
             sys.stderr.write(f'error: {e}\n')
             sys.exit(1)
 

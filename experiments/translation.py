@@ -3,10 +3,10 @@ r"""Machine translation: train, resume, evaluate a split with sacreBLEU, transla
     # Train (running the same command again resumes from WORKDIR/checkpoints):
     python -m experiments.translation --config=configs/translation.py[:VARIANT] \
         --workdir=DIR [--config.KEY=VALUE ...]
-    # sacreBLEU of the latest checkpoint on a whole split (hypotheses are written to
-    # DIR/<split>.hyp.<target_lang>); also greedy BLEU and decoding speed:
+    # sacreBLEU of the latest checkpoint (or --step=N) on a whole split (hypotheses are
+    # written to DIR/<split>.hyp.<target_lang>); also greedy BLEU and decoding speed:
     python -m experiments.translation --mode=evaluate --workdir=DIR --split=test \
-        [--beam_size=K]
+        [--beam_size=K] [--step=N]
     # Translate one sentence a line (stdin/stdout when the files are omitted); the
     # output has as many lines as the input, an empty line for an empty line:
     python -m experiments.translation --mode=translate --workdir=DIR [--input=FILE] \
@@ -51,6 +51,8 @@ _BEAM_SIZE = flags.DEFINE_integer('beam_size', None, 'evaluate/translate: beams 
 _INPUT = flags.DEFINE_string('input', None, 'translate: source file, one sentence a line '
                              '(default stdin).')
 _OUTPUT = flags.DEFINE_string('output', None, 'translate: output file (default stdout).')
+_STEP = flags.DEFINE_integer('step', None, 'evaluate/translate: the checkpoint step to use '
+                             '(default: the latest; WORKDIR/checkpoints lists the saved ones).')
 
 MODEL_NAMES = ('transformer', 'seq2seq')
 
@@ -472,16 +474,17 @@ def train(config, workdir):
     return state
 
 
-def evaluate(workdir, split: str = 'test', beam_size: int | None = None) -> dict:
-    """sacreBLEU of the latest checkpoint on a whole split, with the requested beam and,
-    when that is not greedy, greedy too; writes WORKDIR/<split>.hyp.<target_lang>."""
+def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
+             step: int | None = None) -> dict:
+    """sacreBLEU of the latest (or `step`) checkpoint on a whole split, with the requested
+    beam and, when that is not greedy, greedy too; writes WORKDIR/<split>.hyp.<target_lang>."""
     config = common.load_run_config(workdir, 'translation')
     data, model, _ = build(config, workdir)
     try:
         sources, references = data.sources(split), data.references(split)
     except ValueError as e:
         raise DataError(str(e)) from None
-    params = training.restore_params(workdir)
+    params = training.restore_params(workdir, step)
     translator = Translator.from_config(config, model, data.source_tokenizer,
                                         data.target_tokenizer)
     beam_size = config.beam_size if beam_size is None else beam_size
@@ -520,12 +523,12 @@ def read_input_lines(path: str | None) -> list[str]:
 
 
 def translate(workdir, input_path: str | None = None, output_path: str | None = None,
-              beam_size: int | None = None) -> list[str]:
+              beam_size: int | None = None, step: int | None = None) -> list[str]:
     """Translates one sentence a line; the output is line-aligned with the input."""
     config = common.load_run_config(workdir, 'translation')
     source_tokenizer, target_tokenizer = load_tokenizers(config, workdir)
     model = models.build_model(config.model)
-    params = training.restore_params(workdir)
+    params = training.restore_params(workdir, step)
     sentences = read_input_lines(input_path)
     translator = Translator.from_config(config, model, source_tokenizer, target_tokenizer)
     beam_size = config.beam_size if beam_size is None else beam_size
@@ -547,7 +550,8 @@ def translate(workdir, input_path: str | None = None, output_path: str | None = 
 if __name__ == '__main__':
     common.run_driver({
         'train': lambda workdir: train(common.CONFIG.value, workdir),
-        'evaluate': lambda workdir: evaluate(workdir, _SPLIT.value, _BEAM_SIZE.value),
+        'evaluate': lambda workdir: evaluate(workdir, _SPLIT.value, _BEAM_SIZE.value,
+                                             _STEP.value),
         'translate': lambda workdir: translate(workdir, _INPUT.value, _OUTPUT.value,
-                                               _BEAM_SIZE.value),
+                                               _BEAM_SIZE.value, _STEP.value),
     }, 'configs/translation.py:small')

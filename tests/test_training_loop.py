@@ -101,6 +101,12 @@ def test_outputs_of_a_run(reference):
                    if d.isdigit())
     assert steps == [8, 12]
     _assert_params_equal(training.restore_params(workdir), params)
+    _assert_params_equal(training.restore_params(workdir, step=12), params)
+    earlier = training.restore_params(workdir, step=8)
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(earlier), jax.tree.leaves(params)))
+    with pytest.raises(FileNotFoundError, match='step 6 .*saved steps: 8, 12'):
+        training.restore_params(workdir, step=6)
 
 
 def test_same_config_same_run_bitwise(reference, tmp_path):

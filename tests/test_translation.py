@@ -294,6 +294,11 @@ def test_translate_keeps_the_output_line_aligned(trained_workdir, tmp_path):
     alone.write_text('the black cow eats .\n', 'utf-8')
     assert translation.translate(workdir, str(alone), str(tmp_path / 'alone.de'),
                                  beam_size=1) == [out[5]]
+    # --step picks an earlier checkpoint; a step that was not saved names the saved ones.
+    assert len(translation.translate(workdir, str(alone), str(tmp_path / 'early.de'),
+                                     beam_size=1, step=20)) == 1
+    with pytest.raises(FileNotFoundError, match='saved steps: 20, 40'):
+        translation.translate(workdir, str(alone), None, beam_size=1, step=30)
 
 
 def test_mismatched_line_counts_name_both_files_and_counts(tmp_path):

@@ -92,9 +92,14 @@ def restore_params(workdir: str, step: int | None = None):
             item_handlers={'params': ocp.StandardCheckpointHandler(),
                            'train': ocp.StandardCheckpointHandler()},
             options=ocp.CheckpointManagerOptions(create=False)) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
+        saved = sorted(manager.all_steps())
+        if not saved:
             raise FileNotFoundError(f'no checkpoint in {directory}')
+        step = saved[-1] if step is None else step
+        if step not in saved:
+            raise FileNotFoundError(
+                f'no checkpoint for step {step} in {directory}; saved steps: '
+                f'{", ".join(map(str, saved))}')
         metadata = manager.item_metadata(step)['params']
         # A numpy target restores on the host whatever mesh wrote the checkpoint.
         target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
