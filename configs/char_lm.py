@@ -113,6 +113,9 @@ def get_config(variant: str = 'lstm') -> ml_collections.ConfigDict:
         config.log_every_steps = 10
     elif variant == 'bench_gpt':
         config.model = gpt_model(num_layers=6, d_model=384, num_heads=6, max_len=256)
+        # Unrolled layers: +11% tokens/s at this shape (benchmarks/README.md, log entry
+        # 8); scanning pays for moving each layer's residuals in and out of the stack.
+        config.model.scan_layers = False
         config.dataset = f'text:{_TINY_SHAKESPEARE}'
         config.seq_len = 256
         config.batch_size = 16

@@ -72,16 +72,17 @@ def test_cached_and_full_sampling_draw_the_same_tokens(results):
     assert results['sample']['token_agreement'] == 1.0
 
 
-@pytest.mark.parametrize('reverse', [False, True])
-def test_fused_lstm_matches_the_scanned_cell(reverse):
+@pytest.mark.parametrize('reverse,unroll', [(False, 1), (True, 1), (False, 3)])
+def test_fused_lstm_matches_the_scanned_cell(reverse, unroll):
     # RNN takes the fused `lstm_sequence` (hand-written backward) when it has nothing
     # to mask; passing full lengths forces the generic scan of LSTMCell.step, autodiffed
-    # by JAX. Values, and gradients for params, inputs and initial carry, must agree.
+    # by JAX. Values, and gradients for params, inputs and initial carry, must agree;
+    # also when 3 steps run per loop iteration (T = 5 leaves a remainder).
     B, T, F, H = 3, 5, 4, 6
     keys = jax.random.split(jax.random.key(0), 4)
     xs = jax.random.normal(keys[0], (B, T, F))
     carry = (jax.random.normal(keys[1], (B, H)), jax.random.normal(keys[2], (B, H)))
-    rnn = RNN(LSTMCell(H), reverse=reverse)
+    rnn = RNN(LSTMCell(H), reverse=reverse, unroll=unroll)
     params = rnn.init(keys[3], xs)
 
     def loss(params, xs, carry, lengths):
