@@ -33,6 +33,11 @@ Variants (the part after the colon; `small` when none is given):
                  of Adadelta; gradient norm clipped at 1 as in the paper.
   multi30k_rnn_attention
                  `rnn_attention` on Multi30k de->en, data keys as in multi30k_small.
+                 Measured here: 53 minutes of training; test_2016_flickr sacreBLEU
+                 34.0 beam 4 (32.0 greedy), 80.1 / 297.1 sentences/s. It overfits
+                 (no dropout): validation BLEU peaks at step 1,800, whose checkpoint
+                 (--step=1800) gives 38.0 beam 4. en->de: 29.4 beam 4 after 53
+                 minutes; 31.8 at step 3,600, validation's pick.
   tiny, tiny_rnn for tests: a few thousand parameters on a few hundred CLDR pairs.
 
 The §5.3 schedule is lrate = d_model^-0.5 · min(s^-0.5, s · warmup_steps^-1.5)

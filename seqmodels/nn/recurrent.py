@@ -192,16 +192,15 @@ class LSTMCell(nn.Module):
         return carry[1]
 
     def sequence(self, carry, xp, unroll: int = 1):
-        """All steps at once, time-major xp [T, B, 4H] -> (carry, hs [T, B, H]), via
-        the fused `lstm_sequence` (the same values as scanning `step`, a faster
-        backward)."""
+        """All steps at once, xp [B, T, 4H] -> (carry, hs [B, T, H]), via the fused
+        `lstm_sequence` (the same values as scanning `step`, a faster backward)."""
         if self.is_initializing():
             self.recurrent(carry[1])  # creates the kernel
         kernel = self.recurrent.variables['params']['kernel']
         dtype = jnp.result_type(xp, kernel)  # scan needs a carry of the step's dtype
         c, h = (x.astype(dtype) for x in carry)
-        hs, carry = lstm_sequence(kernel, xp, c, h, unroll)
-        return carry, hs
+        hs, carry = lstm_sequence(kernel, xp.swapaxes(0, 1), c, h, unroll)
+        return carry, hs.swapaxes(0, 1)
 
     def __call__(self, carry, x_t):
         return self.step(carry, self.project_inputs(x_t))
@@ -479,15 +478,13 @@ class RNN(nn.Module):
             xs = reverse_within_lengths(xs, lengths)
         if in_mask is not None:
             xs = xs * in_mask[:, None, :]
+        xp = self.cell.project_inputs(xs)
+
         carry = self.cell.initial_carry(batch_size) if initial_carry is None else initial_carry
         if type(self.cell) is LSTMCell and full_length and rec_mask is None:
             # Nothing to mask per step: the fused LSTM with its hand-written backward.
-            # It runs time-major; transposing the F-wide inputs and H-wide outputs here
-            # spares a transpose of the 4H-wide projection and of its gradient.
-            xp = self.cell.project_inputs(xs.swapaxes(0, 1))
             carry, hs = self.cell.sequence(carry, xp, self.unroll)
-            return self._finish(hs.swapaxes(0, 1), carry, out_mask, lengths)
-        xp = self.cell.project_inputs(xs)
+            return self._finish(hs, carry, out_mask, lengths)
         scan = nn.scan(
             _scan_body,
             variable_broadcast='params',
