@@ -25,7 +25,10 @@ from seqmodels.training.config import (
     validate_config,
 )
 from seqmodels.training.loop import (
+    EXIT_DIVERGED,
+    EXIT_PREEMPTED,
     NonFiniteError,
+    Preempted,
     Task,
     evaluate,
     make_eval_step,
@@ -42,11 +45,14 @@ from seqmodels.training.sharding import (
 from seqmodels.training.state import TrainState, init_train_state
 
 __all__ = [
+    'EXIT_DIVERGED',
+    'EXIT_PREEMPTED',
     'OPTIMIZERS',
     'SCHEDULES',
     'Checkpointer',
     'ConfigError',
     'NonFiniteError',
+    'Preempted',
     'Task',
     'TrainState',
     'default_config',

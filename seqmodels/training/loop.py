@@ -92,8 +92,16 @@ class Task(Protocol):
     def train_batch(self, step: int, process_index: int, process_count: int) -> Batch: ...
 
 
+# Exit statuses a driver gives these errors (`sys.exit(error.exit_code)`), so that a
+# launcher can tell a diverged run from one to requeue (sysexits.h EX_TEMPFAIL).
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75
+
+
 class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss or gradient; nothing after it was saved."""
+
+    exit_code = EXIT_DIVERGED
 
     def __init__(self, step: int, loss: float, grad_norm: float,
                  last_checkpoint: int | None, directory: str):
@@ -103,6 +111,16 @@ class NonFiniteError(FloatingPointError):
                  if last_checkpoint is not None else f'no checkpoint was saved in {directory}')
         super().__init__(f'non-finite loss or gradient at step {step} '
                          f'(loss={loss}, grad_norm={grad_norm}); {where}')
+
+
+class Preempted(Exception):
+    """A preemption notice arrived; the state after `step` is saved and rerunning resumes."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def __init__(self, step: int, message: str | None = None):
+        self.step = step
+        super().__init__(message or f'preempted; checkpoint saved at step {step}')
 
 
 def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
