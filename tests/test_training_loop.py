@@ -183,3 +183,26 @@ def test_non_finite_loss_stops_before_saving(tmp_path):
     assert checkpoints == [4]
     params = training.restore_params(str(tmp_path))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+class _StepLossTask(ToyTask):
+    """Loss = the step it is handed, with zero gradients (params never move)."""
+
+    def loss_fn(self, params, batch, rng, deterministic, step):
+        loss, aux = super().loss_fn(params, batch, rng, deterministic, step)
+        return 0.0 * loss + step.astype(np.float32), {**aux, 'step_seen': step}
+
+
+@pytest.mark.parametrize('grad_accum_steps', [1, 2])
+def test_loss_fn_is_handed_the_step_being_trained(tmp_path, grad_accum_steps):
+    config = toy_config(grad_accum_steps=grad_accum_steps, num_train_steps=5,
+                        eval_every_steps=0, checkpoint_every_steps=0)
+    state = training.train_and_evaluate(config, str(tmp_path), _StepLossTask(config))
+    records = _records(tmp_path)
+    # Record N holds update N - 1 (0-based), the same index train_batch received;
+    # under accumulation both micro-batches see it, so their mean is that index too.
+    assert [r['step'] for r in records] == [1, 2, 3, 4, 5]
+    assert [r['train/loss'] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [r['train/step_seen'] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert all(r['train/grad_norm'] == 0.0 for r in records)
+    assert int(state.step) == 5

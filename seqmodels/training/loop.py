@@ -13,7 +13,9 @@ carry step s + 1):
 
     batch  = task.train_batch(s, process_index, process_count)  # this process's rows
     key    = fold_in(run_key, s)                                 # dropout etc.
-    loss, grads = mean over grad_accum_steps micro-batches of grad task.loss_fn
+    loss, grads = mean over the k = grad_accum_steps micro-batches j of
+                  grad task.loss_fn(params, micro_batch_j, key_j, deterministic=False, step=s)
+                  # key_j = key if k == 1, else fold_in(key, j)
     grads  = clip_by_global_norm(grads, grad_clip_norm)
     params = optimizer update(params, grads)
 
@@ -56,15 +58,20 @@ class Task(Protocol):
     init_params(rng) -> params
         e.g. `model.init({'params': rng}, *example_inputs)['params']`. Traced
         under jit: no host side effects.
-    loss_fn(params, batch, rng, deterministic: bool) -> (loss, aux)
+    loss_fn(params, batch, rng, deterministic: bool, step) -> (loss, aux)
         `loss` the scalar mean over the batch; `aux` a dict of scalars, logged
         as train/<name> (mean over the steps since the last record). An aux
         `num_tokens` or `num_examples` (count in this batch) is reported as
         perf/tokens_per_sec or perf/examples_per_sec instead. `rng` is a typed
         key for the 'dropout' stream, e.g. `model.apply(..., rngs={'dropout': rng})`.
+        `step` is the 0-based index of the update being computed (the same s
+        as train_batch(s, ...)), a traced int32 scalar under jit: step-dependent
+        quantities such as a scheduled-sampling probability eps(step) are
+        computed from it inside the compiled step. The engine passes it by
+        keyword.
         With grad_accum_steps=k the engine averages loss, aux and gradients of
-        k equal micro-batches (counts are summed): the same update as one batch
-        for losses that are plain means over rows.
+        k equal micro-batches (counts are summed), each seeing the same `step`:
+        the same update as one batch for losses that are plain means over rows.
     train_batch(step, process_index, process_count) -> dict of numpy arrays
         This process's rows of global batch `step` (0-based): rows
         [p*B/P, (p+1)*B/P) of the config.batch_size rows (`sharding.process_rows`).
@@ -86,8 +93,8 @@ class Task(Protocol):
 
     def init_params(self, rng: jax.Array) -> Any: ...
 
-    def loss_fn(self, params: Any, batch: Batch, rng: jax.Array,
-                deterministic: bool) -> tuple[jax.Array, dict]: ...
+    def loss_fn(self, params: Any, batch: Batch, rng: jax.Array, deterministic: bool,
+                step: jax.Array) -> tuple[jax.Array, dict]: ...
 
     def train_batch(self, step: int, process_index: int, process_count: int) -> Batch: ...
 
@@ -142,21 +149,22 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
                     grad_accum_steps: int = 1):
     """The jitted update (state, global batch) -> (state, metrics); donates state."""
 
-    def loss_and_grads(params, batch, rng):
+    def loss_and_grads(params, batch, rng, step):
         grad_fn = jax.value_and_grad(
-            lambda p: task.loss_fn(p, batch, rng, deterministic=False), has_aux=True)
+            lambda p: task.loss_fn(p, batch, rng, deterministic=False, step=step),
+            has_aux=True)
         (loss, aux), grads = grad_fn(params)
         return loss, dict(aux), grads
 
-    def accumulate(params, batch, rng):
+    def accumulate(params, batch, rng, step):
         micro = _split_micro_batches(batch, grad_accum_steps, mesh)
         first = jax.tree.map(lambda x: x[0], micro)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(loss_and_grads, params, first, rng))
+                             jax.eval_shape(loss_and_grads, params, first, rng, step))
 
         def add_micro_batch(total, inputs):
             index, batch_j = inputs
-            out = loss_and_grads(params, batch_j, jax.random.fold_in(rng, index))
+            out = loss_and_grads(params, batch_j, jax.random.fold_in(rng, index), step)
             return jax.tree.map(jnp.add, total, out), None
 
         (loss, aux, grads), _ = jax.lax.scan(
@@ -168,9 +176,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
     def train_step(state: TrainState, batch: Batch):
         rng = state.step_key()
         if grad_accum_steps == 1:
-            loss, aux, grads = loss_and_grads(state.params, batch, rng)
+            loss, aux, grads = loss_and_grads(state.params, batch, rng, state.step)
         else:
-            loss, aux, grads = accumulate(state.params, batch, rng)
+            loss, aux, grads = accumulate(state.params, batch, rng, state.step)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

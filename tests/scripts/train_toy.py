@@ -91,7 +91,8 @@ class ToyTask:
         rngs = None if deterministic else {'dropout': rng}
         return self.model.apply({'params': params}, x, deterministic=deterministic, rngs=rngs)
 
-    def loss_fn(self, params, batch, rng, deterministic):
+    def loss_fn(self, params, batch, rng, deterministic, step):
+        del step  # the toy loss does not change with the step
         import jax.numpy as jnp
         import optax
 
