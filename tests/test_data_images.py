@@ -48,6 +48,15 @@ def source_rows(data, batch_images):
     return np.rint(raw.reshape(len(raw), -1).mean(1)).astype(int)
 
 
+def assert_shards_concatenate(shards, whole):
+    """Process shards, concatenated in process order, are the global batch bit for bit."""
+    assert all(shard.keys() == whole.keys() for shard in shards)
+    for key, value in whole.items():
+        joined = np.concatenate([shard[key] for shard in shards])
+        assert (joined.dtype, joined.shape) == (value.dtype, value.shape), key
+        assert joined.tobytes() == value.tobytes(), key
+
+
 @pytest.fixture
 def tiny_dir(tmp_path):
     # 24 train images with distinct values 10, 11, ..., 33; 10 test images 100..109.
@@ -235,19 +244,27 @@ def test_same_seed_and_step_give_identical_batches(tiny_dir):
     assert not np.array_equal(*orders)
 
 
-def test_process_shards_concatenate_to_global_batch(tiny_dir):
-    data = images.make_image_data(f"idx:{tiny_dir}", batch_size=8, seed=1,
-                                  random_crop_padding=1, random_flip=True)
-    for step in (0, 4):
-        whole = data.train_batch(step, 0, 1)
-        for count in (2, 4):
+@pytest.mark.parametrize("dataset", ["tiny", "digits"])
+def test_process_shards_concatenate_to_global_batch(tiny_dir, dataset):
+    # digits: 360 test images in batches of 16, so the last eval batch is half padding
+    # and processes 2 and 3 of 4 get only padding rows there.
+    name = f"idx:{tiny_dir}" if dataset == "tiny" else "digits"
+    data = images.make_image_data(name, batch_size=16, seed=1, random_crop_padding=1,
+                                  random_flip=True)
+    whole_eval = list(data.eval_batches(0, 1))
+    for count in (2, 4):
+        for step in (0, 4):
             shards = [data.train_batch(step, p, count) for p in range(count)]
-            assert shards[0]["images"].shape == (8 // count, 4, 4, 1)
-            for key in ("images", "labels"):
-                np.testing.assert_array_equal(
-                    np.concatenate([s[key] for s in shards]), whole[key])
-    with pytest.raises(ValueError, match="not divisible"):
+            assert shards[0]["images"].shape == (16 // count, *data.image_shape)
+            assert_shards_concatenate(shards, data.train_batch(step, 0, 1))
+        per_process = [list(data.eval_batches(p, count)) for p in range(count)]
+        assert [len(batches) for batches in per_process] == [len(whole_eval)] * count
+        for b, batch in enumerate(whole_eval):
+            assert_shards_concatenate([batches[b] for batches in per_process], batch)
+    with pytest.raises(images.DataError, match="batch_size=16 is not divisible by the 3 "):
         data.train_batch(0, 0, 3)
+    with pytest.raises(images.DataError, match="batch_size=16 is not divisible by the 3 "):
+        data.eval_batches(0, 3)
 
 
 def test_each_epoch_visits_every_image_once(tiny_dir):

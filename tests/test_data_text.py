@@ -6,8 +6,12 @@ Tiny Shakespeare numbers (nanoGPT shakespeare_char: 1,115,394 characters, 65 dis
 1,003,854 train / 111,540 val).
 """
 
+import ast
 import hashlib
 import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,8 +19,11 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from seqmodels.data import CharVocab, DataError, UNK_ID, make_char_lm_data
+from seqmodels import training
 from seqmodels.data import corpora, tfds_text
+from seqmodels.data.rows import process_rows
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALPHABET = list("abcdefghijklmnopqrstuvwxyz ,.\néλ→")
 
 
@@ -44,6 +51,15 @@ def random_text_file(tmp_path_factory):
 def random_data(random_text_file, data_dir):
     path, _ = random_text_file
     return make_char_lm_data(f"text:{path}", seq_len=16, batch_size=8, seed=3, data_dir=data_dir)
+
+
+def assert_shards_concatenate(shards, whole):
+    """Process shards, concatenated in process order, are the global batch bit for bit."""
+    assert all(shard.keys() == whole.keys() for shard in shards)
+    for key, value in whole.items():
+        joined = np.concatenate([shard[key] for shard in shards])
+        assert (joined.dtype, joined.shape) == (value.dtype, value.shape), key
+        assert joined.tobytes() == value.tobytes(), key
 
 
 def _nanogpt_split(text, val_fraction=0.1):
@@ -129,18 +145,68 @@ def test_train_batch_is_a_function_of_seed_and_step(random_text_file, random_dat
 @pytest.mark.parametrize("process_count", [2, 4, 8])
 def test_process_shards_concatenate_to_global_batch(random_data, process_count):
     for step in (0, 5):
-        whole = random_data.train_batch(step, 0, 1)
         shards = [random_data.train_batch(step, p, process_count) for p in range(process_count)]
-        for key in whole:
-            assert shards[0][key].shape == (8 // process_count, 16)
-            np.testing.assert_array_equal(np.concatenate([s[key] for s in shards]), whole[key])
+        assert shards[0]["inputs"].shape == (8 // process_count, 16)
+        assert_shards_concatenate(shards, random_data.train_batch(step, 0, 1))
+    whole = list(random_data.eval_batches(0, 1))
+    per_process = [list(random_data.eval_batches(p, process_count))
+                   for p in range(process_count)]
+    assert [len(batches) for batches in per_process] == [len(whole)] * process_count
+    for k, batch in enumerate(whole):
+        assert_shards_concatenate([batches[k] for batches in per_process], batch)
 
 
 def test_bad_process_arguments_raise(random_data):
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(DataError, match="batch_size=8 is not divisible by the 3 processes"):
         random_data.train_batch(0, 0, 3)
-    with pytest.raises(ValueError, match="process_index"):
+    with pytest.raises(ValueError, match="process_index=2 is not in"):
         random_data.train_batch(0, 2, 2)
+    # Raised by the call, before the first batch is asked for.
+    with pytest.raises(DataError, match="batch_size=8 is not divisible by the 3 processes"):
+        random_data.eval_batches(0, 3)
+
+
+# -- rows of a global batch per process ------------------------------------------------
+
+
+def test_process_rows_split_a_batch_evenly_in_process_order():
+    assert process_rows(12, 2, 4) == slice(6, 9)
+    assert process_rows(5, 0, 1) == slice(0, 5)
+    for batch_size, count in ((8, 2), (12, 4), (12, 3), (8, 8)):
+        parts = [np.arange(batch_size)[process_rows(batch_size, p, count)] for p in range(count)]
+        assert {len(part) for part in parts} == {batch_size // count}
+        np.testing.assert_array_equal(np.concatenate(parts), np.arange(batch_size))
+    assert process_rows(8) == slice(0, 8)  # this test is JAX process 0 of 1
+    assert training.process_rows is process_rows  # one function, re-exported
+
+
+def test_process_rows_errors_name_the_key():
+    with pytest.raises(DataError) as info:
+        process_rows(10, 0, 4)
+    message = str(info.value)
+    assert message.startswith("batch_size=10 is not divisible by the 4 processes")
+    assert "\n" not in message
+    with pytest.raises(DataError, match="^eval_batch_size=6 is not divisible by the 4 proc"):
+        process_rows(6, 1, 4, "eval_batch_size")
+    for index, count in ((-1, 2), (2, 2), (0, 0)):
+        with pytest.raises(ValueError, match=f"process_index={index} is not in"):
+            process_rows(8, index, count)
+
+
+def test_data_is_below_training():
+    # seqmodels.data never imports seqmodels.training, and importing the training engine
+    # (which re-exports process_rows) loads neither grain nor TFDS.
+    for path in sorted(ROOT.glob("seqmodels/data/*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("seqmodels.training") for n in names), path
+    code = ("import sys, seqmodels.training; "
+            "print(sorted({'grain', 'tensorflow_datasets'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_window_starts_cover_every_position(tmp_path, data_dir):
@@ -174,11 +240,7 @@ def test_eval_windows_cover_val_text_once_in_order(random_text_file, random_data
     np.testing.assert_array_equal(targets[weights > 0], val_ids[1:])
     np.testing.assert_array_equal(inputs[weights > 0], val_ids[:-1])
     assert batches[-1]["weights"][-2:].sum() == 0  # the two padded rows
-
-    # Shards of each eval batch concatenate to it; num_batches caps every process alike.
-    for k, (a, b) in enumerate(zip(random_data.eval_batches(0, 2), random_data.eval_batches(1, 2))):
-        for key in ("inputs", "targets", "weights"):
-            np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), batches[k][key])
+    # num_batches caps every process alike (process shards: see the test above).
     assert len(list(random_data.eval_batches(1, 2, num_batches=3))) == 3
 
 

@@ -1,5 +1,6 @@
 """Translation data: the CLDR corpus, number words, SentencePiece, bucketed batches."""
 
+import dataclasses
 import datetime
 import pathlib
 import re
@@ -18,6 +19,15 @@ SMALL_SIZES = {"train": 800, "val": 90, "test": 70}
 
 def _write(path, lines):
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def assert_shards_concatenate(shards, whole):
+    """Process shards, concatenated in process order, are the global batch bit for bit."""
+    assert all(shard.keys() == whole.keys() for shard in shards)
+    for key, value in whole.items():
+        joined = np.concatenate([shard[key] for shard in shards])
+        assert (joined.dtype, joined.shape) == (value.dtype, value.shape), key
+        assert joined.tobytes() == value.tobytes(), key
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +226,7 @@ def test_tokenizer_ids_round_trip_and_determinism(small_data, tmp_path, monkeypa
 # -- batches ---------------------------------------------------------------------------
 
 
-def test_train_batches_are_deterministic_and_shard_by_process(small_data):
+def test_train_batches_are_deterministic(small_data):
     again = translation.make_translation_data(
         ml_collections.ConfigDict(
             {"batch_size": 16, "vocab_size": 400, "corpus_sizes": SMALL_SIZES, "seed": 7,
@@ -229,14 +239,35 @@ def test_train_batches_are_deterministic_and_shard_by_process(small_data):
     for step in steps:
         a, b = small_data.train_batch(step), again.train_batch(step)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-        shards = [small_data.train_batch(step, p, 4) for p in range(4)]
-        assert all(s["src"].shape[0] == 4 for s in shards)
-        for key in a:
-            assert np.array_equal(np.concatenate([s[key] for s in shards]), a[key])
     assert any(not np.array_equal(small_data.train_batch(s)["src"],
                                   other_seed.train_batch(s)["src"]) for s in steps)
-    with pytest.raises(ValueError, match="does not split evenly"):
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_process_shards_concatenate_to_global_batch(small_data, process_count):
+    for step in (0, 3, small_data.batches_per_epoch + 3):
+        shards = [small_data.train_batch(step, p, process_count) for p in range(process_count)]
+        assert all(s["src"].shape[0] == 16 // process_count for s in shards)
+        assert_shards_concatenate(shards, small_data.train_batch(step))
+    # validation: 90 lines, so its last batch is 10 lines and 6 dummy rows.
+    for split in ("validation", "test"):
+        whole = list(small_data.eval_iterator(split))
+        per_process = [list(small_data.eval_iterator(split, p, process_count))
+                       for p in range(process_count)]
+        assert [len(batches) for batches in per_process] == [len(whole)] * process_count
+        for k, batch in enumerate(whole):
+            assert_shards_concatenate([batches[k] for batches in per_process], batch)
+
+
+def test_bad_process_count_names_the_batch_size_key(small_data):
+    with pytest.raises(ValueError, match="^batch_size=16 is not divisible by the 3 processes"):
         small_data.train_batch(0, 0, 3)
+    with pytest.raises(ValueError, match="^batch_size=16 is not divisible by the 3 processes"):
+        small_data.eval_batches("validation", 0, 3)
+    eval12 = translation.TranslationData(
+        dataclasses.replace(small_data.config, eval_batch_size=12), verbose=False)
+    with pytest.raises(ValueError, match="^eval_batch_size=12 is not divisible by the 8 proc"):
+        eval12.eval_batches("validation", 0, 8)
 
 
 def test_train_batch_contents_match_the_text(small_data):
@@ -318,11 +349,6 @@ def test_eval_batches_keep_line_order_and_cover_the_split(small_data):
         decoded = [data.tokenizer.decode(row) for b in batches for row in b["tgt_out"]]
         assert decoded[:count] == data.references(split)
         assert batches[-1]["weights"][count % 16 or 16:].sum() == 0
-        # Process shards of each eval batch concatenate to it.
-        halves = zip(data.eval_batches(split, 0, 2), data.eval_batches(split, 1, 2))
-        for whole, (a, b) in zip(batches, halves):
-            for key in whole:
-                np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), whole[key])
     first = list(data.eval_iterator("val", num_examples=20))
     assert [int(i) for b in first for i in b["example_ids"] if i >= 0] == list(range(20))
     assert data.sources("test") == locale_corpus.build_corpus(SMALL_SIZES)["test"]["en"]

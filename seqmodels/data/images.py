@@ -37,6 +37,7 @@ import grain
 import numpy as np
 
 from seqmodels.data.idx import DataError, load_idx_split
+from seqmodels.data.rows import process_batch, process_rows
 
 __all__ = [
     "DataError", "ImageData", "make_image_data", "check_patch_size", "digits_split",
@@ -237,7 +238,7 @@ class ImageData:
         # Two independent 32-bit streams (shuffle, augment) from the one run seed.
         self._shuffle_seed, self._augment_seed = (
             int(s) for s in np.random.SeedSequence(seed).generate_state(2))
-        self._train_datasets: dict[int, grain.MapDataset] = {}
+        self._train_examples: grain.MapDataset | None = None
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         return ((images - self.mean) / self.std).astype(np.float32)
@@ -252,35 +253,24 @@ class ImageData:
         return {"images": self.normalize(example["image"]),
                 "labels": np.int32(example["label"])}
 
-    def _train_dataset(self, process_count: int) -> grain.MapDataset:
-        """Local batches: index step * P + p holds process p's rows of `step`."""
-        if process_count not in self._train_datasets:
+    def _train_stream(self) -> grain.MapDataset:
+        """Model inputs by global position: batch `step` is [step*B, (step+1)*B)."""
+        if self._train_examples is None:
             ds = grain.MapDataset.source(_ArraySource(self._train))
             # Shuffle indices past one epoch are (epoch, position) pairs, permuted
             # with seed + epoch; repeat only lifts the length to infinity.
             ds = ds.shuffle(seed=self._shuffle_seed).repeat()
             if self.random_crop_padding or self.random_flip:
                 ds = ds.random_map(self._augment, seed=self._augment_seed)
-            ds = ds.map(self._to_model_input)
-            ds = ds.batch(self.batch_size // process_count, drop_remainder=True)
-            self._train_datasets[process_count] = ds
-        return self._train_datasets[process_count]
-
-    def _check_process(self, process_index: int, process_count: int) -> None:
-        if process_count <= 0 or not 0 <= process_index < process_count:
-            raise DataError(
-                f"process_index={process_index} is not in [0, {process_count})")
-        if self.batch_size % process_count:
-            raise DataError(
-                f"batch_size={self.batch_size} is not divisible by the "
-                f"{process_count} processes")
+            self._train_examples = ds.map(self._to_model_input)
+        return self._train_examples
 
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
         """This process's rows [p*B/P, (p+1)*B/P) of the global batch for `step`."""
-        self._check_process(process_index, process_count)
         if step < 0:
             raise DataError(f"step must be >= 0, got {step}")
-        return self._train_dataset(process_count)[step * process_count + process_index]
+        return process_batch(self._train_stream(), step, self.batch_size, process_index,
+                             process_count)
 
     def num_eval_batches(self, num_batches: int | None = None) -> int:
         total = math.ceil(self.num_test / self.batch_size)
@@ -293,14 +283,14 @@ class ImageData:
         Every process yields the same number of batches (SPMD steps must line up);
         rows past the end of the split are zeros with weight 0.
         """
-        self._check_process(process_index, process_count)
-        local = self.batch_size // process_count
+        rows = process_rows(self.batch_size, process_index, process_count)
+        local = rows.stop - rows.start
         count = self.num_eval_batches(num_batches)
 
         def generate():
             for b in range(count):
-                start = b * self.batch_size + process_index * local
-                stop = min(start + local, self.num_test)
+                start = b * self.batch_size + rows.start
+                stop = min(b * self.batch_size + rows.stop, self.num_test)
                 n = max(stop - start, 0)
                 images = np.zeros((local, *self.image_shape), np.float32)
                 labels = np.zeros((local,), np.int32)

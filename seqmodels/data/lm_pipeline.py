@@ -19,7 +19,7 @@ row ``i = step * batch_size + r`` starts at ``splitmix64(splitmix64(seed) ^ i)``
 the number of start positions, so any step's batch is computed directly from
 ``(seed, step)``: a resumed run needs no iterator state to see exactly the data an
 uninterrupted run would have seen. Process ``p`` of ``P`` gets rows
-``[p·B/P, (p+1)·B/P)`` of each global batch.
+``[p·B/P, (p+1)·B/P)`` of each global batch (`rows.process_rows`).
 
 Evaluation walks the validation text in consecutive non-overlapping windows of
 ``seq_len`` predictions, so every character after the first is predicted exactly once;
@@ -39,6 +39,7 @@ import numpy as np
 from seqmodels.data import corpora, tfds_text
 from seqmodels.data.char_vocab import CharVocab
 from seqmodels.data.corpora import DataError
+from seqmodels.data.rows import process_batch, process_rows
 
 _MASK64 = (1 << 64) - 1
 # MapDataset needs a length; no run will come near 2**62 rows.
@@ -58,16 +59,6 @@ def window_start(seed: int, row: int, num_starts: int) -> int:
     return _splitmix64(_splitmix64(seed & _MASK64) ^ row) % num_starts
 
 
-def _check_process(batch_size: int, process_index: int, process_count: int) -> int:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
-    if batch_size % process_count:
-        raise ValueError(
-            f"batch_size={batch_size} is not divisible by process_count={process_count}."
-        )
-    return batch_size // process_count
-
-
 @dataclasses.dataclass(eq=False)
 class CharLMData:
     """Encoded train/validation text plus the batch functions the training engine calls."""
@@ -80,8 +71,8 @@ class CharLMData:
     seed: int
     eval_batch_size: int
     description: str = ""
-    # MapDatasets per (kind, process_count); per instance so the arrays are not pinned
-    # by a class-level cache after the object goes away.
+    # The train and eval MapDatasets of windows; per instance so the arrays are not
+    # pinned by a class-level cache after the object goes away.
     _datasets: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -112,23 +103,21 @@ class CharLMData:
         chunk = self.train_ids[start : start + self.seq_len + 1]
         return {"inputs": chunk[:-1], "targets": chunk[1:]}
 
-    def _train_batches(self, process_count: int) -> grain.MapDataset:
-        # Element step * P + p of the batched rows is exactly process p's share of `step`.
-        key = ("train", process_count)
-        if key not in self._datasets:
-            local = self.batch_size // process_count
-            rows = grain.MapDataset.range(_MAX_ROWS).map(self._train_window)
-            self._datasets[key] = rows.batch(local)
-        return self._datasets[key]
+    def _train_windows(self) -> grain.MapDataset:
+        # Element i is global row i: batch `step` is elements [step*B, (step+1)*B).
+        if "train" not in self._datasets:
+            self._datasets["train"] = grain.MapDataset.range(_MAX_ROWS).map(self._train_window)
+        return self._datasets["train"]
 
     def train_batch(
         self, step: int, process_index: int = 0, process_count: int = 1
     ) -> dict[str, np.ndarray]:
         """This process's rows of global batch `step`: int32[B/P, seq_len] inputs, targets."""
-        _check_process(self.batch_size, process_index, process_count)
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}.")
-        return self._train_batches(process_count)[step * process_count + process_index]
+        return process_batch(
+            self._train_windows(), step, self.batch_size, process_index, process_count
+        )
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -143,26 +132,25 @@ class CharLMData:
         weights[:n] = 1.0
         return {"inputs": inputs, "targets": targets, "weights": weights}
 
-    def _eval_batches(self, process_count: int) -> grain.MapDataset:
-        key = ("eval", process_count)
-        if key not in self._datasets:
-            local = self.eval_batch_size // process_count
+    def _eval_windows(self) -> grain.MapDataset:
+        if "eval" not in self._datasets:
             padded_windows = self.num_eval_batches * self.eval_batch_size
             windows = grain.MapDataset.range(padded_windows).map(self._eval_window)
-            self._datasets[key] = windows.batch(local)
-        return self._datasets[key]
+            self._datasets["eval"] = windows
+        return self._datasets["eval"]
 
     def eval_batches(
         self, process_index: int = 0, process_count: int = 1, num_batches: int | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
         """This process's rows of each validation batch; `num_batches` caps the count."""
-        _check_process(self.eval_batch_size, process_index, process_count)
         total = self.num_eval_batches
         if num_batches is not None:
             total = min(total, num_batches)
-        batches = self._eval_batches(process_count)
-        for k in range(total):
-            yield batches[k * process_count + process_index]
+        windows = self._eval_windows()
+        key = "batch_size" if self.eval_batch_size == self.batch_size else "eval_batch_size"
+        args = (self.eval_batch_size, process_index, process_count, key)
+        process_rows(*args)  # bad process arguments fail on the call, not on the first next()
+        return (process_batch(windows, k, *args) for k in range(total))
 
 
 def _stdlib_texts(data_dir, max_chars):

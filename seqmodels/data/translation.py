@@ -46,6 +46,7 @@ import grain
 import numpy as np
 
 from seqmodels.data import locale_corpus, tokenizers
+from seqmodels.data.rows import process_rows
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 ROLES = ("train", "validation", "test")
@@ -417,16 +418,6 @@ def assemble_batch(sources: Sequence[np.ndarray | None], targets: Sequence[np.nd
             "src_lengths": src_lengths, "weights": weights}
 
 
-def _process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
-    if batch_size % process_count:
-        raise ValueError(f"the global batch size {batch_size} does not split evenly "
-                         f"over {process_count} processes")
-    local = batch_size // process_count
-    return slice(process_index * local, (process_index + 1) * local)
-
-
 def _boundaries(config: TranslationDataConfig) -> tuple[int, ...]:
     longest = max(config.max_source_length, config.max_target_length)
     if config.bucket_boundaries is not None:
@@ -589,7 +580,7 @@ class TranslationData:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         ids, _ = self._order[int(step)]
-        return ids[_process_rows(self.config.batch_size, process_index, process_count)]
+        return ids[process_rows(self.config.batch_size, process_index, process_count)]
 
     def train_batch(self, step: int, process_index: int = 0,
                     process_count: int = 1) -> dict[str, np.ndarray]:
@@ -624,8 +615,9 @@ class TranslationData:
         sources, targets = self._encoded(data)
         total = len(data.sources) if num_examples is None else min(num_examples,
                                                                    len(data.sources))
+        key = "eval_batch_size" if self.config.eval_batch_size else "batch_size"
         batch_size = self.config.eval_batch_size or self.config.batch_size
-        rows = _process_rows(batch_size, process_index, process_count)
+        rows = process_rows(batch_size, process_index, process_count, key)
         boundaries = self.bucket_boundaries
         lengths = np.maximum(sources.lengths[:total], targets.lengths[:total]) + 1
 

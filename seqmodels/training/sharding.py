@@ -3,7 +3,8 @@
 The mesh has one axis, 'data'. Batches are sharded on their leading axis,
 parameters and optimizer state are replicated. Devices are ordered by process,
 so process p owns the contiguous rows [p*B/P, (p+1)*B/P) of a global batch of B
-rows: each process loads only those rows (see `process_rows`).
+rows: each process loads only those rows (see `process_rows`, defined with the
+loaders in `seqmodels.data.rows` and re-exported here).
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from seqmodels.data.rows import process_rows
+
+__all__ = ['DATA_AXIS', 'batch_sharding', 'global_batch', 'initialize_distributed',
+           'make_mesh', 'process_rows', 'replicated']
 
 DATA_AXIS = 'data'
 
@@ -45,18 +51,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def process_rows(global_batch_size: int, process_index: int | None = None,
-                 process_count: int | None = None) -> slice:
-    """The rows of a global batch that process `process_index` loads."""
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    if global_batch_size % count:
-        raise ValueError(f'batch size {global_batch_size} is not divisible by the '
-                         f'{count} processes')
-    rows = global_batch_size // count
-    return slice(index * rows, (index + 1) * rows)
 
 
 def global_batch(local_batch, mesh: Mesh, name: str = 'batch'):
