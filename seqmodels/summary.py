@@ -30,10 +30,6 @@ def param_shapes(model_config):
     return variables["params"]
 
 
-def count_params(model_config) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(model_config)))
-
-
 def param_table(params, depth: int) -> list[tuple[str, int, int]]:
     """Rows (module path, number of arrays, number of parameters), in tree order."""
     rows: dict[str, list[int]] = {}

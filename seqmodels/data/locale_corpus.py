@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -679,12 +678,3 @@ def build_corpus(
         corpus[split] = {"en": [en for en, _ in chunk], "de": [de for _, de in chunk]}
     return {split: corpus[split] for split in SPLITS}
 
-
-def write_corpus(directory: str | os.PathLike, sizes: dict[str, int] | None = None,
-                 seed: int = DEFAULT_SEED) -> None:
-    """Writes DIR/<split>.<lang> so the corpus also loads as `parallel:DIR`."""
-    os.makedirs(directory, exist_ok=True)
-    for split, sides in build_corpus(sizes, seed).items():
-        for lang, lines in sides.items():
-            with open(os.path.join(directory, f"{split}.{lang}"), "w", encoding="utf-8") as f:
-                f.write("".join(line + "\n" for line in lines))
