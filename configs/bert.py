@@ -12,15 +12,13 @@ steps, Adam lr 1e-4 with 10,000 warmup steps and linear decay, dropout 0.1, GELU
 
 import ml_collections
 
-VARIANTS = {
-    'base': {'d_model': 768, 'num_heads': 12, 'd_ff': 3072, 'num_layers': 12},
-    'large': {'d_model': 1024, 'num_heads': 16, 'd_ff': 4096, 'num_layers': 24},
-}
+from seqmodels.training.config import apply_overrides, select_variant
+
+DEFAULT_VARIANT = 'base'
 
 
-def get_config(variant: str = 'base') -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose one of {sorted(VARIANTS)}')
+def base_config() -> ml_collections.ConfigDict:
+    """BERT-BASE; `large` overrides it."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.batch_size = 256
@@ -43,5 +41,20 @@ def get_config(variant: str = 'base') -> ml_collections.ConfigDict:
     config.model.attention_dropout = 0.1
     config.model.layer_norm_epsilon = 1e-12
     config.model.scan_layers = False
-    config.model.update(VARIANTS[variant])
+    config.model.d_model = 768
+    config.model.num_heads = 12
+    config.model.d_ff = 3072
+    config.model.num_layers = 12
     return config
+
+
+VARIANTS = {
+    'base': {},
+    'large': {'model.d_model': 1024, 'model.num_heads': 16, 'model.d_ff': 4096,
+              'model.num_layers': 24},
+}
+
+
+def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
+    overrides = select_variant(VARIANTS, variant or DEFAULT_VARIANT, __file__)
+    return apply_overrides(base_config(), overrides)

@@ -17,24 +17,19 @@ Sources:
 
 import ml_collections
 
-VARIANTS = {
-    'gpt1': {'vocab_size': 40_478, 'max_len': 512, 'norm': 'post', 'batch_size': 64,
-             'learning_rate': 2.5e-4, 'warmup_steps': 2000},
-    'gpt2_small': {'vocab_size': 50_257, 'max_len': 1024, 'norm': 'pre', 'batch_size': 512,
-                   'learning_rate': 6e-4, 'warmup_steps': 2000},
-}
+from seqmodels.training.config import apply_overrides, select_variant
+
+DEFAULT_VARIANT = 'gpt2_small'
 
 
-def get_config(variant: str = 'gpt2_small') -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose one of {sorted(VARIANTS)}')
-    v = VARIANTS[variant]
+def base_config() -> ml_collections.ConfigDict:
+    """GPT-2 small; `gpt1` overrides it."""
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.batch_size = v['batch_size']
+    config.batch_size = 512
     config.num_train_steps = 100_000
-    config.learning_rate = v['learning_rate']
-    config.warmup_steps = v['warmup_steps']
+    config.learning_rate = 6e-4
+    config.warmup_steps = 2000
     config.grad_clip_norm = 1.0
     config.log_every_steps = 100
     config.eval_every_steps = 2000
@@ -45,16 +40,28 @@ def get_config(variant: str = 'gpt2_small') -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = 'gpt'
-    config.model.vocab_size = v['vocab_size']
-    config.model.max_len = v['max_len']
+    config.model.vocab_size = 50_257
+    config.model.max_len = 1024
     config.model.d_model = 768
     config.model.num_heads = 12
     config.model.d_ff = 3072
     config.model.num_layers = 12
     config.model.dropout = 0.1
     config.model.attention_dropout = 0.1
-    config.model.norm = v['norm']
+    config.model.norm = 'pre'
     config.model.layer_norm_epsilon = 1e-5
     config.model.scan_layers = False
     config.model.num_classes = 0  # set > 0 for GPT-1 style fine-tuning
     return config
+
+
+VARIANTS = {
+    'gpt1': {'model.vocab_size': 40_478, 'model.max_len': 512, 'model.norm': 'post',
+             'batch_size': 64, 'learning_rate': 2.5e-4, 'warmup_steps': 2000},
+    'gpt2_small': {},
+}
+
+
+def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
+    overrides = select_variant(VARIANTS, variant or DEFAULT_VARIANT, __file__)
+    return apply_overrides(base_config(), overrides)

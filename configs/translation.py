@@ -50,6 +50,7 @@ on Multi30k) and ~10x fewer steps, so it warms up over 1000 steps, peaking at
 import ml_collections
 
 from seqmodels import training
+from seqmodels.training.config import apply_overrides, select_variant
 
 TRANSFORMER_SIZES = {
     'base': dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6,
@@ -61,9 +62,9 @@ TRANSFORMER_SIZES = {
     'tiny': dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
                  num_decoder_layers=1, dropout=0.0),
 }
-VARIANTS = ('small', 'multi30k_small', 'base', 'big', 'rnn_attention', 'multi30k_rnn_attention',
-            'tiny', 'tiny_rnn')
 _MULTI30K = '../shared/data/multi30k'
+DEFAULT_VARIANT = 'small'
+_SMALL_VOCAB, _WMT_VOCAB, _TINY_VOCAB = 8000, 37_000, 120
 
 
 def transformer_model(size: str, vocab_size: int, max_len: int = 256
@@ -84,10 +85,8 @@ def rnn_model(vocab_size: int, embed_dim: int = 256, hidden_size: int = 256,
         cell=cell, dropout=dropout, forget_bias=1.0, attention_dim=hidden_size))
 
 
-def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
-    variant = variant or 'small'
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose one of {", ".join(VARIANTS)}')
+def base_config() -> ml_collections.ConfigDict:
+    """The `small` variant; the others override it."""
     config = training.default_config()
     config.seed = 0
 
@@ -100,7 +99,7 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.train_split = 'train'
     config.validation_split = 'val'
     config.test_split = 'test'
-    config.vocab_size = 8000        # asked of SentencePiece; a small corpus may give fewer
+    config.vocab_size = _SMALL_VOCAB  # asked of SentencePiece; a small corpus may give fewer
     config.joint_vocab = True       # one vocabulary for both languages (needed to share)
     config.model_type = 'unigram'
     config.max_source_length = 128  # pieces + EOS; longer training pairs are dropped
@@ -141,66 +140,72 @@ def get_config(variant: str = 'small') -> ml_collections.ConfigDict:
     config.ss_c = 0.0
     config.ss_min = 0.0
 
-    if variant in ('small', 'multi30k_small'):
-        config.model = transformer_model('small', config.vocab_size)
-    if variant.startswith('multi30k_'):
-        config.dataset = f'parallel:{_MULTI30K}'
-        config.source_lang, config.target_lang = 'de', 'en'
-        config.test_split = 'test_2016_flickr'
-        # Captions are short: few length buckets, so few compilations on a CPU.
-        config.bucket_boundaries = (16, 24, 32, 48)
-    if variant == 'multi30k_small':
+    config.model = transformer_model('small', _SMALL_VOCAB)
+    return config
+
+
+# Keys only some variants set; the driver reads them with defaults.
+_NEW_KEYS = ('bucket_boundaries', 'corpus_sizes')
+
+_MULTI30K_DATA = {
+    'dataset': f'parallel:{_MULTI30K}', 'source_lang': 'de', 'target_lang': 'en',
+    'test_split': 'test_2016_flickr',
+    # Captions are short: few length buckets, so few compilations on a CPU.
+    'bucket_boundaries': (16, 24, 32, 48),
+}
+
+
+def _wmt14(size: str, num_train_steps: int) -> dict:
+    return {
+        'dataset': 'tfds:wmt14_translate/de-en', 'validation_split': 'validation',
+        'vocab_size': _WMT_VOCAB, 'max_source_length': 256, 'max_target_length': 256,
+        # Room for input length + 50 in the position table (sinusoids: no parameters).
+        'model': transformer_model(size, _WMT_VOCAB, max_len=512),
+        # The paper batches ~25k source + ~25k target tokens; ~800 WMT sentences.
+        'batch_size': 768, 'num_train_steps': num_train_steps, 'warmup_steps': 4000,
+        'eval_every_steps': 5000, 'checkpoint_every_steps': 5000, 'num_eval_examples': 1000,
+    }
+
+
+_RNN_ATTENTION = {
+    'model': rnn_model(_SMALL_VOCAB),
+    'batch_size': 80,  # the paper's minibatch
+    'schedule': 'constant', 'learning_rate': 1e-3, 'warmup_steps': 0, 'adam_b2': 0.999,
+    'adam_eps': 1e-8, 'grad_clip_norm': 1.0, 'label_smoothing': 0.0,
+}
+
+_TINY = {
+    'corpus_sizes': {'train': 400, 'val': 16, 'test': 16}, 'vocab_size': _TINY_VOCAB,
+    'max_source_length': 48, 'max_target_length': 48, 'bucket_boundaries': (48,),
+    'batch_size': 8, 'num_train_steps': 4, 'warmup_steps': 10,
+    'learning_rate': 0.1,  # peak 32^-0.5 · 10^-0.5 · 0.1 ≈ 5.6e-3
+    'log_every_steps': 2, 'eval_every_steps': 2, 'checkpoint_every_steps': 2,
+    'num_eval_examples': 8, 'decode_batch_size': 8, 'max_decode_extra': 4, 'beam_size': 2,
+}
+
+VARIANTS = {
+    'small': {},
+    'multi30k_small': {
+        **_MULTI30K_DATA,
         # Sized to train in under an hour on 2 CPU cores (0.7-0.8 steps/s): 2,250 steps
         # of 128 pairs is ~10 epochs. Peak lr 1e-3 (half the §5.3 schedule's) at step
         # 1000, then the schedule's rsqrt decay.
-        config.num_train_steps = 2250
-        config.learning_rate = 0.5
-        config.eval_every_steps = config.checkpoint_every_steps = 750
-    if variant in ('base', 'big'):
-        config.dataset = 'tfds:wmt14_translate/de-en'
-        config.validation_split = 'validation'
-        config.vocab_size = 37_000
-        config.max_source_length = config.max_target_length = 256
-        # Room for input length + 50 in the position table (sinusoids: no parameters).
-        config.model = transformer_model(variant, config.vocab_size, max_len=512)
-        # The paper batches ~25k source + ~25k target tokens; ~800 WMT sentences.
-        config.batch_size = 768
-        config.num_train_steps = 100_000 if variant == 'base' else 300_000
-        config.warmup_steps = 4000
-        config.eval_every_steps = config.checkpoint_every_steps = 5000
-        config.num_eval_examples = 1000
-    elif variant in ('rnn_attention', 'multi30k_rnn_attention'):
-        config.model = rnn_model(config.vocab_size)
-        config.batch_size = 80      # the paper's minibatch
-        config.schedule = 'constant'
-        config.learning_rate = 1e-3
-        config.warmup_steps = 0
-        config.adam_b2, config.adam_eps = 0.999, 1e-8
-        config.grad_clip_norm = 1.0
-        config.label_smoothing = 0.0
-        if variant == 'multi30k_rnn_attention':
-            # Under an hour on 2 CPU cores: 1.6-1.8 steps/s measured (first 300 steps),
-            # so 5,400 steps of 80 pairs, ~15 epochs.
-            config.num_train_steps = 5400
-            config.eval_every_steps = config.checkpoint_every_steps = 1800
-    elif variant in ('tiny', 'tiny_rnn'):
-        config.corpus_sizes = ml_collections.ConfigDict({'train': 400, 'val': 16, 'test': 16})
-        config.vocab_size = 120
-        config.max_source_length = config.max_target_length = 48
-        config.bucket_boundaries = (48,)
-        config.batch_size = 8
-        config.num_train_steps = 4
-        config.warmup_steps = 10
-        config.learning_rate = 0.1  # peak 32^-0.5 · 10^-0.5 · 0.1 ≈ 5.6e-3
-        config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
-        config.num_eval_examples = 8
-        config.decode_batch_size = 8
-        config.max_decode_extra = 4
-        config.beam_size = 2
-        if variant == 'tiny':
-            config.model = transformer_model('tiny', config.vocab_size, max_len=64)
-        else:
-            config.model = rnn_model(config.vocab_size, embed_dim=16, hidden_size=16)
-            config.schedule = 'constant'
-            config.learning_rate = 3e-3
-    return config
+        'num_train_steps': 2250, 'learning_rate': 0.5,
+        'eval_every_steps': 750, 'checkpoint_every_steps': 750},
+    'base': _wmt14('base', num_train_steps=100_000),
+    'big': _wmt14('big', num_train_steps=300_000),
+    'rnn_attention': _RNN_ATTENTION,
+    'multi30k_rnn_attention': {
+        **_MULTI30K_DATA, **_RNN_ATTENTION,
+        # Under an hour on 2 CPU cores: 1.6-1.8 steps/s measured (first 300 steps),
+        # so 5,400 steps of 80 pairs, ~15 epochs.
+        'num_train_steps': 5400, 'eval_every_steps': 1800, 'checkpoint_every_steps': 1800},
+    'tiny': {**_TINY, 'model': transformer_model('tiny', _TINY_VOCAB, max_len=64)},
+    'tiny_rnn': {**_TINY, 'model': rnn_model(_TINY_VOCAB, embed_dim=16, hidden_size=16),
+                 'schedule': 'constant', 'learning_rate': 3e-3},
+}
+
+
+def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
+    overrides = select_variant(VARIANTS, variant or DEFAULT_VARIANT, __file__)
+    return apply_overrides(base_config(), overrides, new_keys=_NEW_KEYS)

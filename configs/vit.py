@@ -33,10 +33,12 @@ Any key can be overridden from the command line, e.g. --config.model.patch_size=
 """
 
 import re
+from collections.abc import Mapping
 
 import ml_collections
 
 from seqmodels import training
+from seqmodels.training.config import ConfigError, apply_overrides, select_variant
 
 # Encoder sizes: (num_layers, d_model, num_heads, d_ff).
 SIZES = {
@@ -49,6 +51,7 @@ SIZES = {
 
 PAPER_IMAGE_SIZE = 224
 FASHION_MNIST = 'idx:/usr/share/datasets/fashion-mnist'
+DEFAULT_VARIANT = 'digits'
 
 
 def vit_model(num_layers: int, d_model: int, num_heads: int, d_ff: int, patch_size: int,
@@ -65,16 +68,8 @@ def vit_model(num_layers: int, d_model: int, num_heads: int, d_ff: int, patch_si
         head_zero_init=True, layer_norm_epsilon=1e-6, scan_layers=False))
 
 
-def _paper_variant(variant: str):
-    """'b16' -> ('b', 16); None for names that are not size + patch size."""
-    match = re.fullmatch(r'(ti|s|b|l|h)(\d+)', variant)
-    if not match:
-        return None
-    return match.group(1), int(match.group(2))
-
-
-def get_config(variant: str = 'digits') -> ml_collections.ConfigDict:
-    variant = variant or 'digits'
+def base_config() -> ml_collections.ConfigDict:
+    """The `digits` variant; the others override it."""
     config = training.default_config()
     config.seed = 0
 
@@ -92,59 +87,65 @@ def get_config(variant: str = 'digits') -> ml_collections.ConfigDict:
     config.schedule = 'warmup_cosine'
     config.min_lr_ratio = 0.0
     config.grad_clip_norm = 1.0
+    config.batch_size = 64
+    config.num_train_steps = 1500
+    config.learning_rate = 2e-3
+    config.warmup_steps = 100
+    config.weight_decay = 0.05
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
 
-    if variant == 'digits':
-        config.model = vit_model(num_layers=4, d_model=64, num_heads=4, d_ff=128,
-                                 patch_size=2, image_size=8, num_classes=10)
-        config.batch_size = 64
-        config.num_train_steps = 1500
-        config.learning_rate = 2e-3
-        config.warmup_steps = 100
-        config.weight_decay = 0.05
-        config.log_every_steps = 50
-        config.eval_every_steps = 500
-        config.checkpoint_every_steps = 500
-    elif variant == 'small':
-        config.dataset = FASHION_MNIST
-        config.random_flip = True
-        config.label_smoothing = 0.1
+    config.model = vit_model(num_layers=4, d_model=64, num_heads=4, d_ff=128,
+                             patch_size=2, image_size=8, num_classes=10)
+    return config
+
+
+VARIANTS = {
+    'digits': {},
+    'small': {
+        'dataset': FASHION_MNIST, 'random_flip': True, 'label_smoothing': 0.1,
         # 4x4 patches: 7x7 patches are cheaper per image but topped out near 89% here (6
         # layers, 96 wide, 19-22 epochs, with or without random crops). Global average
         # pooling and fixed 2-D sin-cos positions as in Beyer et al. 2022 ("Better plain
         # ViT baselines"); with them this config reached 90.2% (README).
-        config.model = vit_model(num_layers=4, d_model=64, num_heads=4, d_ff=128,
-                                 patch_size=4, image_size=28, num_classes=10)
-        config.model.pool = 'gap'
-        config.model.position_embedding = 'sincos2d'
-        config.batch_size = 128
-        config.num_train_steps = 7200  # 15.4 epochs of the 60,000 training images
-        config.learning_rate = 3e-3
-        config.warmup_steps = 500
-        config.weight_decay = 0.05
-        config.log_every_steps = 100
-        config.eval_every_steps = 1000
-        config.checkpoint_every_steps = 1000
-    elif _paper_variant(variant):
-        size, patch_size = _paper_variant(variant)
-        if patch_size == 0 or PAPER_IMAGE_SIZE % patch_size:
-            raise ValueError(
-                f'unknown variant {variant!r}: the patch size {patch_size} does not divide '
-                f'the {PAPER_IMAGE_SIZE}-pixel images; use a divisor of {PAPER_IMAGE_SIZE} '
-                f'(e.g. {size}16, {size}32) or override --config.model.patch_size')
-        num_layers, d_model, num_heads, d_ff = SIZES[size]
-        config.model = vit_model(num_layers, d_model, num_heads, d_ff, patch_size=patch_size,
-                                 image_size=PAPER_IMAGE_SIZE, num_classes=1000, dropout=0.1)
-        config.dataset = 'tfds:imagenet2012'
-        config.batch_size = 4096
-        config.num_train_steps = 93_836  # 300 epochs of ImageNet's 1,281,167 images
-        config.learning_rate = 3e-3
-        config.warmup_steps = 10_000
-        config.weight_decay = 0.3
-        config.log_every_steps = 100
-        config.eval_every_steps = 5000
-        config.checkpoint_every_steps = 5000
-    else:
-        raise ValueError(
-            f'unknown variant {variant!r}; choose digits, small, or a size '
-            f'{"/".join(SIZES)} followed by a patch size (e.g. b16, b32, l16)')
-    return config
+        'model.patch_size': 4, 'model.image_size': 28,
+        'model.pool': 'gap', 'model.position_embedding': 'sincos2d',
+        'batch_size': 128,
+        'num_train_steps': 7200,  # 15.4 epochs of the 60,000 training images
+        'learning_rate': 3e-3, 'warmup_steps': 500, 'log_every_steps': 100,
+        'eval_every_steps': 1000, 'checkpoint_every_steps': 1000},
+}
+_PAPER_VARIANTS = (f'a size {"/".join(SIZES)} followed by a patch size dividing '
+                   f'{PAPER_IMAGE_SIZE} (e.g. b16, b32, l16, h14)')
+
+
+def paper_variant(size: str, patch_size: int) -> dict:
+    """The overrides of the published size `size` with `patch_size` patches (e.g. b16)."""
+    num_layers, d_model, num_heads, d_ff = SIZES[size]
+    return {
+        'model': vit_model(num_layers, d_model, num_heads, d_ff, patch_size=patch_size,
+                           image_size=PAPER_IMAGE_SIZE, num_classes=1000, dropout=0.1),
+        'dataset': 'tfds:imagenet2012', 'batch_size': 4096,
+        'num_train_steps': 93_836,  # 300 epochs of ImageNet's 1,281,167 images
+        'learning_rate': 3e-3, 'warmup_steps': 10_000, 'weight_decay': 0.3,
+        'log_every_steps': 100, 'eval_every_steps': 5000, 'checkpoint_every_steps': 5000,
+    }
+
+
+def _variant_overrides(variant: str) -> Mapping:
+    match = re.fullmatch(r'(ti|s|b|l|h)(\d+)', variant)
+    if not match:
+        return select_variant(VARIANTS, variant, __file__, also=_PAPER_VARIANTS)
+    size, patch_size = match.group(1), int(match.group(2))
+    if patch_size == 0 or PAPER_IMAGE_SIZE % patch_size:
+        raise ConfigError(
+            f'unknown variant {variant!r}: the patch size {patch_size} does not divide '
+            f'the {PAPER_IMAGE_SIZE}-pixel images; use a divisor of {PAPER_IMAGE_SIZE} '
+            f'(e.g. {size}16, {size}32) or override --config.model.patch_size')
+    return paper_variant(size, patch_size)
+
+
+def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
+    overrides = _variant_overrides(variant or DEFAULT_VARIANT)
+    return apply_overrides(base_config(), overrides)

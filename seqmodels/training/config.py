@@ -11,16 +11,30 @@ Unknown keys and wrongly typed values on the command line are rejected by
 `ml_collections.config_flags` itself; the type error it prints is clear, the
 unknown-key one is a long traceback, so drivers pass `parse_flags` to
 `absl.app.run(main, flags_parser=parse_flags)` to get one line instead.
+
+Config files read as a base config plus a table of variants, each a mapping of
+overrides applied with `apply_overrides` (the sweep launcher applies a trial's
+overrides with the same function):
+
+    VARIANTS = {'lstm': {}, 'gru': {'model.cell': 'gru'}, 'gpt': {'model': gpt_model()}}
+
+    def get_config(variant='lstm'):
+        return apply_overrides(base_config(), select_variant(VARIANTS, variant, __file__))
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import os
 import re
 import sys
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import ml_collections
+
+from seqmodels.errors import ConfigError, require
 
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'warmup_cosine', 'rsqrt')
@@ -56,17 +70,6 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """An impossible config value; the message names the key."""
-
-
-def require(condition: Any, key: str, message: str, value: Any = None) -> None:
-    """Raises ConfigError(`config.<key>...: <message>`) unless `condition`."""
-    if not condition:
-        shown = '' if value is None else f'={value!r}'
-        raise ConfigError(f'config.{key}{shown}: {message}')
-
-
 def default_config() -> ml_collections.ConfigDict:
     """A config with every engine key at its default and the required ones unset.
 
@@ -91,6 +94,73 @@ def resolve_config(config) -> ml_collections.ConfigDict:
             if key not in resolved:
                 setattr(resolved, key, value)
     return resolved
+
+
+def _shown_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
+def select_variant(variants: Mapping[str, Mapping[str, Any]], variant: str, config_file: str,
+                   also: str = '') -> Mapping[str, Any]:
+    """The overrides of `variant` in a config file's table of variants.
+
+    Raises ConfigError naming the file and the choices (plus `also`, a description
+    of variants the table does not list) when there is no such variant.
+    """
+    if variant not in variants:
+        choices = ', '.join(variants) + (f', or {also}' if also else '')
+        raise ConfigError(f'unknown variant {variant!r} of {_shown_path(config_file)}; '
+                          f'choose one of: {choices}')
+    return variants[variant]
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], *,
+                    new_keys: Collection[str] = ()) -> ml_collections.ConfigDict:
+    """A copy of `config` with each (dotted) key of `overrides` set, in order.
+
+    `{'model.cell': 'gru'}` sets one field; `{'model': gpt_model()}` replaces the
+    whole sub-config (a dict value becomes a ConfigDict), so later keys can refine
+    it (`'model.scan_layers': False`). Values are copied, never shared with the
+    table they came from, and take the field's type as ConfigDict does (an int
+    for a float field becomes a float, a list for a tuple field a tuple).
+
+    Every key must already exist, so a misspelt override is an error rather than
+    a silent new field; a config file names in `new_keys` the dotted keys its
+    variants add to the base. Raises ConfigError naming the key for an unknown
+    key, a parent that is not a sub-config, or a value of the wrong type.
+    """
+    if isinstance(config, ml_collections.ConfigDict):
+        result = copy.deepcopy(config)
+    else:
+        result = ml_collections.ConfigDict(config)
+    for key, value in overrides.items():
+        *parents, leaf = key.split('.')
+        node = result
+        for depth, parent in enumerate(parents):
+            path = '.'.join(parents[:depth + 1])
+            require(parent in node, path, f'no such sub-config (overriding {key})')
+            node = node[parent]
+            require(isinstance(node, ml_collections.ConfigDict), path,
+                    f'is not a sub-config, so {key} cannot be set', node)
+        if leaf not in node:
+            require(key in new_keys, key,
+                    'no such key' + _did_you_mean(leaf, node, key[:-len(leaf)]))
+            with node.unlocked():
+                node[leaf] = copy.deepcopy(value)
+            continue
+        try:
+            node[leaf] = copy.deepcopy(value)
+        except TypeError:
+            raise ConfigError(f'config.{key}={value!r}: this {node.get_type(leaf).__name__} '
+                              f'field cannot hold a {type(value).__name__}') from None
+    return result
+
+
+def _did_you_mean(leaf: str, node: ml_collections.ConfigDict, prefix: str) -> str:
+    match = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+    return f' (did you mean {prefix}{match[0]}?)' if match else ''
 
 
 def _is_int(x) -> bool:

@@ -1,0 +1,155 @@
+"""The config files: every variant builds and validates; variant tables and overrides."""
+
+import importlib
+
+import ml_collections
+import pytest
+
+from seqmodels import training
+from seqmodels.training import ConfigError
+from seqmodels.training.config import ENGINE_DEFAULTS, apply_overrides, select_variant
+
+CONFIG_FILES = ('char_lm', 'translation', 'vit', 'gpt', 'bert')
+
+
+def _module(name):
+    return importlib.import_module(f'configs.{name}')
+
+
+def _every_variant():
+    for name in CONFIG_FILES:
+        for variant in _module(name).VARIANTS:
+            yield name, variant
+    # ViT's published sizes are a family (size + patch size), not table rows.
+    for size in _module('vit').SIZES:
+        for patch_size in (14, 16, 32):
+            yield 'vit', f'{size}{patch_size}'
+
+
+EVERY_VARIANT = list(_every_variant())
+
+
+@pytest.mark.parametrize('name, variant', EVERY_VARIANT,
+                         ids=[f'{n}:{v}' for n, v in EVERY_VARIANT])
+def test_every_variant_builds_resolves_and_validates(name, variant):
+    config = _module(name).get_config(variant)
+    assert isinstance(config, ml_collections.ConfigDict)
+    resolved = training.resolve_config(config)
+    assert set(ENGINE_DEFAULTS) <= set(resolved.keys())
+    training.validate_config(config)
+    assert isinstance(config.dataset, str) and config.model.name
+
+
+@pytest.mark.parametrize('name', CONFIG_FILES)
+def test_no_variant_is_the_default_variant(name):
+    module = _module(name)
+    default = module.get_config(module.DEFAULT_VARIANT).to_dict()
+    # config_flags calls get_config() for `file.py` and get_config('') for `file.py:`.
+    assert module.get_config().to_dict() == default
+    assert module.get_config('').to_dict() == default
+
+
+def test_variants_differ_from_the_base_only_where_their_table_says():
+    module = _module('char_lm')
+    base, gru = module.get_config().to_dict(), module.get_config('gru').to_dict()
+    assert base['model'].pop('cell') == 'lstm' and gru['model'].pop('cell') == 'gru'
+    assert gru == base
+
+
+@pytest.mark.parametrize('name', CONFIG_FILES)
+def test_unknown_variant_names_the_file_and_the_choices(name):
+    module = _module(name)
+    with pytest.raises(ConfigError) as error:
+        module.get_config('nosuch')
+    message = str(error.value)
+    assert message.startswith("unknown variant 'nosuch' of ")
+    assert f'configs/{name}.py; choose one of: ' in message
+    listed = message.split('choose one of: ')[1]
+    assert listed.startswith(', '.join(module.VARIANTS))
+
+
+def test_vit_unknown_variant_also_describes_the_published_sizes():
+    with pytest.raises(ConfigError, match=r'digits, small, or a size ti/s/b/l/h followed by'):
+        _module('vit').get_config('x16')
+    with pytest.raises(ConfigError, match='patch size 17 does not divide the 224-pixel'):
+        _module('vit').get_config('b17')
+
+
+def test_select_variant_returns_the_table_row():
+    table = {'a': {}, 'b': {'x': 1}}
+    assert select_variant(table, 'b', 'configs/toy.py') == {'x': 1}
+    with pytest.raises(ConfigError, match=r"^unknown variant 'c' of configs/toy.py; "
+                                          r'choose one of: a, b$'):
+        select_variant(table, 'c', 'configs/toy.py')
+
+
+# --- apply_overrides ---------------------------------------------------------
+
+def _base():
+    return ml_collections.ConfigDict({
+        'learning_rate': 1e-3, 'batch_size': 32, 'schedule': 'constant',
+        'boundaries': (16, 32), 'layers': [64, 64],
+        'model': {'name': 'rnn_lm', 'cell': 'lstm', 'hidden_size': 256}})
+
+
+def test_dotted_keys_set_nested_fields_of_a_copy():
+    base = _base()
+    config = apply_overrides(base, {'model.cell': 'gru', 'batch_size': 8})
+    assert (config.model.cell, config.batch_size) == ('gru', 8)
+    assert (base.model.cell, base.batch_size) == ('lstm', 32)  # the input is untouched
+    assert config.model.hidden_size == 256 and config.learning_rate == 1e-3
+
+
+def test_a_whole_sub_config_replaces_the_old_one_and_later_keys_refine_it():
+    gpt = {'name': 'gpt', 'd_model': 128, 'scan_layers': True}
+    config = apply_overrides(_base(), {'model': gpt, 'model.scan_layers': False})
+    assert isinstance(config.model, ml_collections.ConfigDict)
+    assert config.model.to_dict() == {'name': 'gpt', 'd_model': 128, 'scan_layers': False}
+    assert gpt['scan_layers'] is True  # the table's value is copied, not shared
+
+
+def test_a_config_dict_value_is_copied():
+    table_model = ml_collections.ConfigDict({'name': 'gpt', 'd_model': 128})
+    config = apply_overrides(_base(), {'model': table_model})
+    config.model.d_model = 256
+    assert table_model.d_model == 128
+
+
+def test_values_take_the_type_of_their_field():
+    config = apply_overrides(_base(), {'learning_rate': 3, 'boundaries': [8, 24, 48],
+                                       'layers': (128,), 'schedule': 'warmup_cosine'})
+    assert type(config.learning_rate) is float and config.learning_rate == 3.0
+    assert config.boundaries == (8, 24, 48)
+    assert config.layers == [128]
+    assert config.schedule == 'warmup_cosine'
+
+
+@pytest.mark.parametrize('key, value, pattern', [
+    ('learning_rat', 0.1, r'^config.learning_rat: no such key \(did you mean learning_rate\?\)$'),
+    ('model.cel', 'gru', r'^config.model.cel: no such key \(did you mean model.cell\?\)$'),
+    ('optim.lr', 0.1, r'^config.optim: no such sub-config \(overriding optim.lr\)$'),
+    ('batch_size.x', 1, r'^config.batch_size=32: is not a sub-config, so batch_size.x cannot'),
+    ('learning_rate', 'fast', r"^config.learning_rate='fast': this float field cannot hold a str$"),
+    ('batch_size', 0.5, r'^config.batch_size=0.5: this int field cannot hold a float$'),
+    ('model', 3, r'^config.model=3: this ConfigDict field cannot hold a int$'),
+])
+def test_bad_overrides_name_the_key(key, value, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        apply_overrides(_base(), {key: value})
+
+
+def test_new_keys_only_where_the_config_file_names_them():
+    config = apply_overrides(_base(), {'corpus_sizes': {'train': 4}, 'model.tied': True},
+                             new_keys=('corpus_sizes', 'model.tied'))
+    assert config.corpus_sizes.train == 4 and config.model.tied is True
+    with pytest.raises(ConfigError, match='config.corpus: no such key'):
+        apply_overrides(_base(), {'corpus': 1}, new_keys=('corpus_sizes',))
+
+
+def test_locked_configs_and_plain_dicts():
+    # config_flags hands drivers a locked ConfigDict; a sweep trial overrides it.
+    locked = _base()
+    locked.lock()
+    config = apply_overrides(locked, {'model.hidden_size': 512})
+    assert config.model.hidden_size == 512 and config.is_locked
+    assert apply_overrides({'a': {'b': 1}}, {'a.b': 2}).a.b == 2
