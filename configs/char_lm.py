@@ -5,8 +5,10 @@ r"""Character-level language modelling (Karpathy, Johnson & Fei-Fei 2015; nanoGP
 Variants (the part after the colon; `lstm` when none is given):
   lstm      the default: 2-layer LSTM, 256 wide, on the embedded corpus (the Python
             standard library's own source). Trains in a few minutes on 2 CPU cores.
-  rnn, gru, lnlstm
-            the same size with an Elman, GRU or layer-normalised LSTM cell.
+  rnn, elman, gru, lnlstm
+            the same size with an Elman (`rnn` and `elman` are one cell), GRU or
+            layer-normalised LSTM cell: one variant per cell in
+            seqmodels.nn.recurrent.CELLS.
   gpt       nanoGPT's CPU configuration: 4 layers, 4 heads, 128 wide, context 64.
   shakespeare_gpt
             nanoGPT's CPU recipe on Tiny Shakespeare (batch 12, 2,000 iterations,
@@ -22,9 +24,9 @@ Any key can be overridden: --config.model.hidden_size=512 --config.dataset=text:
 import ml_collections
 
 from seqmodels import training
+from seqmodels.nn.recurrent import CELLS
 from seqmodels.training.config import apply_overrides, select_variant
 
-_RNN_CELLS = {'rnn': 'rnn', 'lstm': 'lstm', 'lnlstm': 'lnlstm', 'gru': 'gru'}
 _TINY_SHAKESPEARE = '../shared/data/tinyshakespeare/input.txt'
 DEFAULT_VARIANT = 'lstm'
 
@@ -94,7 +96,7 @@ _BENCH = {'eval_every_steps': 0, 'checkpoint_every_steps': 0, 'num_eval_batches'
           'schedule': 'constant', 'warmup_steps': 0, 'log_every_steps': 10}
 
 VARIANTS = {
-    **{name: {'model.cell': cell} for name, cell in _RNN_CELLS.items()},
+    **{cell: {'model.cell': cell} for cell in CELLS},
     'gpt': {'model': gpt_model(), 'seq_len': 64, 'learning_rate': 1e-3},
     'shakespeare_gpt': {
         'model': gpt_model(), 'dataset': f'text:{_TINY_SHAKESPEARE}', 'seq_len': 64,

@@ -2,10 +2,11 @@
 
 import importlib
 
+import jax
 import ml_collections
 import pytest
 
-from seqmodels import training
+from seqmodels import models, training
 from seqmodels.training import ConfigError
 from seqmodels.training.config import ENGINE_DEFAULTS, apply_overrides, select_variant
 
@@ -54,6 +55,24 @@ def test_variants_differ_from_the_base_only_where_their_table_says():
     base, gru = module.get_config().to_dict(), module.get_config('gru').to_dict()
     assert base['model'].pop('cell') == 'lstm' and gru['model'].pop('cell') == 'gru'
     assert gru == base
+
+
+def test_char_lm_has_one_variant_per_recurrent_cell():
+    from seqmodels.nn.recurrent import CELLS
+    module = _module('char_lm')
+    assert set(CELLS) <= set(module.VARIANTS)
+    shapes = {}
+    for cell in CELLS:
+        config = module.get_config(cell).model
+        assert (config.name, config.cell) == ('rnn_lm', cell)
+        config.update(vocab_size=5, embed_dim=3, hidden_size=4)
+        model = models.build_model(config)
+        params = jax.eval_shape(model.init, jax.random.key(0),
+                                *models.example_inputs(config, model))['params']
+        shapes[cell] = jax.tree.map(lambda x: x.shape, params)
+    # `elman` is another name of the `rnn` cell; the LSTMs have 4 gates, the GRU 3.
+    assert shapes['elman'] == shapes['rnn']
+    assert len({str(tree) for tree in shapes.values()}) == len(CELLS) - 1
 
 
 @pytest.mark.parametrize('name', CONFIG_FILES)
