@@ -13,7 +13,7 @@ checkpoints/. Multi-process runs call `training.initialize_distributed(...)`
 before anything else touches JAX.
 """
 
-from seqmodels.training.checkpoints import Checkpointer, restore_params
+from seqmodels.training.checkpoints import CheckpointError, Checkpointer, restore_params
 from seqmodels.training.config import (
     OPTIMIZERS,
     SCHEDULES,
@@ -49,6 +49,7 @@ __all__ = [
     'EXIT_PREEMPTED',
     'OPTIMIZERS',
     'SCHEDULES',
+    'CheckpointError',
     'Checkpointer',
     'ConfigError',
     'NonFiniteError',

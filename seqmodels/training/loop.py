@@ -266,7 +266,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
 
     Returns the final TrainState (parameters replicated on all devices). Raises
     ConfigError before compiling for impossible config values, NonFiniteError
-    when a loss or gradient is nan/inf.
+    when a loss or gradient is nan/inf, CheckpointError when the workdir holds
+    checkpoints of which none can be resumed (a damaged newer one is skipped).
     """
     mesh = sharding_lib.make_mesh()
     config = validate_config(config, num_devices=mesh.size)
@@ -280,14 +281,11 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                                 async_save=config.async_checkpoints)
     try:
-        start = checkpointer.latest_step()
-        if start is None:
-            start, state = 0, init()
-        else:
-            abstract = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                jax.eval_shape(init))
-            state = checkpointer.restore(abstract, start)
+        abstract = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+            jax.eval_shape(init))
+        restored = checkpointer.restore_latest(abstract)
+        start, state = restored if restored is not None else (0, init())
         writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
         try:
             writer.write_config(config)
