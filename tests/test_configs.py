@@ -1,15 +1,19 @@
 """The config files: every variant builds and validates; variant tables and overrides."""
 
 import importlib
+import pathlib
 
 import jax
 import ml_collections
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from seqmodels import models, training
 from seqmodels.training import ConfigError
 from seqmodels.training.config import ENGINE_DEFAULTS, apply_overrides, select_variant
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = ('char_lm', 'translation', 'vit', 'gpt', 'bert')
 
 
@@ -172,3 +176,52 @@ def test_locked_configs_and_plain_dicts():
     config = apply_overrides(locked, {'model.hidden_size': 512})
     assert config.model.hidden_size == 512 and config.is_locked
     assert apply_overrides({'a': {'b': 1}}, {'a.b': 2}).a.b == 2
+
+
+# --- the published recipes of gpt.py and bert.py ------------------------------
+
+def _lr(config, counts):
+    schedule = training.make_schedule(training.validate_config(config))
+    return [float(schedule(count)) for count in counts]
+
+
+def test_gpt1_schedule_is_the_papers():
+    # §4.1: max lr 2.5e-4 after 2000 linear warmup updates, cosine annealing to 0.
+    config = _module('gpt').get_config('gpt1')
+    assert (config.optimizer, config.weight_decay) == ('adamw', 0.01)
+    total = config.num_train_steps
+    middle = 2000 + (total - 2000) // 2
+    got = _lr(config, [0, 999, 1999, middle, total])
+    assert got == pytest.approx([2.5e-4 / 2000, 2.5e-4 / 2, 2.5e-4, 1.25e-4, 0.0],
+                                rel=1e-5, abs=1e-12)
+
+
+def test_gpt2_small_schedule():
+    config = _module('gpt').get_config('gpt2_small')
+    assert _lr(config, [1999, config.num_train_steps]) == pytest.approx([6e-4, 6e-5],
+                                                                        rel=1e-5)
+
+
+def test_bert_schedule_is_the_papers():
+    # Appendix A.2: lr 1e-4, warmup over the first 10,000 steps, linear decay.
+    for variant in ('base', 'large'):
+        config = _module('bert').get_config(variant)
+        assert (config.optimizer, config.weight_decay, config.adam_b1, config.adam_b2,
+                config.batch_size, config.num_train_steps) == (
+                    'adamw', 0.01, 0.9, 0.999, 256, 1_000_000)
+        got = _lr(config, [4_999, 9_999, 505_000, 1_000_000])
+        assert got == pytest.approx([5e-5, 1e-4, 5e-5, 0.0], rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.parametrize('path', ['configs/gpt.py:gpt1', 'configs/bert.py:large'])
+def test_engine_keys_of_gpt_and_bert_override_from_the_command_line(path, monkeypatch):
+    argv = ['prog', f'--config={path}', '--config.schedule=constant',
+            '--config.optimizer=sgd', '--config.momentum=0.9', '--config.weight_decay=0.0']
+    monkeypatch.setattr('sys.argv', argv)  # config_flags reads overrides from sys.argv
+    monkeypatch.chdir(REPO_ROOT)
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', flag_values=flag_values)
+    training.parse_flags(argv, flag_values)
+    config = flag_values.config
+    assert (config.schedule, config.optimizer, config.momentum) == ('constant', 'sgd', 0.9)
+    training.validate_config(config)

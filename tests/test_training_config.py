@@ -40,7 +40,7 @@ def test_valid_config_resolves_missing_engine_keys():
     ('model.dropout_rate', -0.1, '[0, 1)'),
     ('model.dropout_rate', 1.0, '[0, 1)'),
     ('optimizer', 'adagrad', 'valid: sgd, rmsprop, adam, adamw'),
-    ('schedule', 'linear', 'valid: constant, warmup_cosine, rsqrt'),
+    ('schedule', 'linear', 'valid: constant, warmup_cosine, warmup_linear, rsqrt'),
     ('grad_accum_steps', 0, 'positive'),
     ('log_every_steps', -1, 'non-negative'),
     ('keep_checkpoints', 0, 'positive'),

@@ -47,6 +47,31 @@ def test_warmup_cosine_schedule():
     assert end == pytest.approx(lr * floor) and after == pytest.approx(lr * floor)
 
 
+def test_warmup_linear_schedule():
+    lr, warmup, total, floor = 0.5, 10, 100, 0.1
+    schedule = training.make_schedule(_config(
+        schedule='warmup_linear', learning_rate=lr, warmup_steps=warmup, min_lr_ratio=floor))
+    # By hand: warmup 0.5 * (count + 1) / 10 up to the peak on the 10th update (count 9),
+    # then 0.5 * (0.1 + 0.9 * (1 - (count - 10) / 90)), and the floor 0.05 from count 100.
+    landmarks = {0: 0.05, 4: 0.25, 9: 0.5, 10: 0.5, 28: 0.41, 55: 0.275, 91: 0.095,
+                 100: 0.05, 120: 0.05}
+    np.testing.assert_allclose(_evaluate(schedule, list(landmarks)), list(landmarks.values()),
+                               rtol=1e-6)
+    counts = np.arange(0, 121)
+    progress = np.clip((counts - warmup) / (total - warmup), 0, 1)
+    expected = np.where(counts < warmup, lr * (counts + 1) / warmup,
+                        lr * (floor + (1 - floor) * (1 - progress)))
+    np.testing.assert_allclose(_evaluate(schedule, counts), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_warmup_linear_with_bert_settings_decays_to_zero():
+    config = _config(schedule='warmup_linear', learning_rate=1e-4, warmup_steps=10_000)
+    config.num_train_steps = 1_000_000
+    schedule = training.make_schedule(config)
+    got = _evaluate(schedule, [4_999, 9_999, 505_000, 990_100, 1_000_000])
+    np.testing.assert_allclose(got, [5e-5, 1e-4, 5e-5, 1e-6, 0.0], rtol=1e-4, atol=1e-12)
+
+
 def test_rsqrt_schedule_is_the_transformer_schedule():
     config = _config(schedule='rsqrt', learning_rate=1.0, warmup_steps=4000)
     schedule = training.make_schedule(config)

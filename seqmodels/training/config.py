@@ -37,7 +37,7 @@ import ml_collections
 from seqmodels.errors import ConfigError, require
 
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
-SCHEDULES = ('constant', 'warmup_cosine', 'rsqrt')
+SCHEDULES = ('constant', 'warmup_cosine', 'warmup_linear', 'rsqrt')
 
 # Keys every experiment must set itself: there is no sensible default size.
 REQUIRED_KEYS = ('batch_size', 'num_train_steps')
@@ -51,7 +51,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     'learning_rate': 1e-3,
     'schedule': 'constant',
     'warmup_steps': 0,
-    'min_lr_ratio': 0.0,       # warmup_cosine decays to min_lr_ratio * learning_rate
+    'min_lr_ratio': 0.0,       # warmup_cosine/_linear decay to min_lr_ratio * learning_rate
     'momentum': 0.0,           # sgd
     'nesterov': False,         # sgd
     'rmsprop_decay': 0.9,

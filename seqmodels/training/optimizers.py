@@ -6,6 +6,9 @@ Schedules map the update count (0 for the first update) to a learning rate:
 * ``warmup_cosine``: linear warmup over `warmup_steps` to `learning_rate`, then a
   half cosine down to `min_lr_ratio * learning_rate` at `num_train_steps`
   (Loshchilov & Hutter 2017, without restarts).
+* ``warmup_linear``: the same warmup, then a straight line down to
+  `min_lr_ratio * learning_rate` at `num_train_steps` (BERT, Devlin et al. 2019,
+  Appendix A.2).
 * ``rsqrt``: the Transformer schedule (Vaswani et al. 2017, eq. 3),
   d_model^-0.5 * min(s^-0.5, s * warmup_steps^-1.5) with s = count + 1;
   `learning_rate` multiplies it (1.0 = the paper's).
@@ -34,22 +37,31 @@ def _linear_warmup(count, warmup_steps: int):
     return jnp.minimum(1.0, (count + 1) / warmup_steps)
 
 
+# The fraction of the way from the floor to the peak, as the decay progresses 0 -> 1.
+_DECAYS = {
+    'warmup_cosine': lambda progress: 0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
+    'warmup_linear': lambda progress: 1.0 - progress,
+}
+
+
 def make_schedule(config) -> optax.Schedule:
     """The learning-rate schedule named by `config.schedule` (resolved config)."""
     lr = float(config.learning_rate)
     warmup = int(config.warmup_steps)
     if config.schedule == 'constant':
         return lambda count: lr * _linear_warmup(count, warmup)
-    if config.schedule == 'warmup_cosine':
+    if config.schedule in _DECAYS:
         total = int(config.num_train_steps)
         floor = float(config.min_lr_ratio)
+        decay = _DECAYS[config.schedule]
 
-        def warmup_cosine(count):
+        def warmup_then_decay(count):
+            # progress runs from 0 at the peak (update `warmup`) to 1 at num_train_steps.
             progress = jnp.clip((count - warmup) / max(total - warmup, 1), 0.0, 1.0)
-            cosine = floor + (1.0 - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-            return lr * jnp.where(count < warmup, _linear_warmup(count, warmup), cosine)
+            decayed = floor + (1.0 - floor) * decay(progress)
+            return lr * jnp.where(count < warmup, _linear_warmup(count, warmup), decayed)
 
-        return warmup_cosine
+        return warmup_then_decay
     if config.schedule == 'rsqrt':
         scale = lr * float(config.model.d_model) ** -0.5
 
