@@ -179,7 +179,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
             loss, aux, grads = loss_and_grads(state.params, batch, rng, state.step)
         else:
             loss, aux, grads = accumulate(state.params, batch, rng, state.step)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**aux, 'loss': loss, 'grad_norm': grad_norm,
