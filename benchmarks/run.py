@@ -16,7 +16,7 @@ one after the other, and prints one JSON line; the parent prints the table:
   sample      1,024 new tokens from the bench_gpt model with max_len 1,280, batch 1,
               with the KV cache (`GPT.decode_step`) and without it (the whole context
               re-run every token, as nanoGPT's `generate` does)
-  translate   greedy and beam-4 decoding (experiments/translation.decode: batched, with
+  translate   greedy and beam-4 decoding (seqmodels.inference.decode: batched, with
               the decoder cache, Wu et al.'s length penalty) with the translation
               `small` Transformer, 64 sources of 16 pieces, a vocabulary of 8,000;
               untrained, so every hypothesis runs to the limit (input length + 50)
@@ -369,15 +369,15 @@ def part_sample(args):
 
 def part_translate(args):
     """Sentences/s of greedy and beam-4 decoding of one batch with the translation
-    experiment's own `decode`. An untrained model rarely emits EOS, so each row decodes
+    library's `seqmodels.inference.decode`. An untrained model rarely emits EOS, so each row decodes
     to its limit: a fixed, worst-case amount of work per sentence."""
     import functools
 
     import jax
     import numpy as np
     from configs import translation as translation_configs
-    from experiments import translation
-    from seqmodels import models
+    from seqmodels import inference, models
+    from seqmodels.data.tokenizers import EOS_ID, PAD_ID
     config = translation_configs.get_config('tiny' if args.quick else 'small')
     vocab = 120 if args.quick else 8000
     config.model.update(src_vocab_size=vocab, tgt_vocab_size=vocab)
@@ -387,7 +387,7 @@ def part_translate(args):
     rng = np.random.default_rng(0)
     # Source ids past the reserved ones (pad 0, unk 1, bos 2, eos 3), then EOS.
     src = rng.integers(4, vocab, (batch, length), dtype=np.int32)
-    src[:, -1] = translation.EOS_ID
+    src[:, -1] = EOS_ID
     src_lengths = np.full((batch,), length, np.int32)
     inputs = models.example_inputs(config.model, model)
     params = jax.jit(model.init)(jax.random.key(0), *inputs)['params']
@@ -397,13 +397,13 @@ def part_translate(args):
     for name, search, beams in (('greedy', 'greedy', 1), (f'beam{config.beam_size}', 'beam',
                                                           config.beam_size)):
         fn = jax.jit(functools.partial(
-            translation.decode, model, search=search, beam_size=beams,
+            inference.decode, model, search=search, beam_size=beams,
             alpha=config.length_penalty_alpha, max_decode_extra=extra,
             max_decode_len=length + extra))
         start = time.perf_counter()
         tokens = np.asarray(fn(params, src, src_lengths))
         out[f'{name}_compile_s'] = time.perf_counter() - start
-        out[f'{name}_tokens'] = int(np.sum(tokens != translation.PAD_ID))  # EOS included
+        out[f'{name}_tokens'] = int(np.sum(tokens != PAD_ID))  # EOS included
 
         def once(fn=fn):
             begin = time.perf_counter()

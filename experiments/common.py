@@ -1,8 +1,8 @@
 """What every experiment driver shares: the common flags, `run_driver`, the run config.
 
-absl flags are process-wide, so `--config`, `--workdir` and `--mode` are defined here
-once; each driver defines only its own extra flags (names unique across drivers), and
-any number of drivers can be imported into one process (the tests do).
+absl flags are process-wide, so `--config`, `--workdir`, `--mode` and `--step` are
+defined here once; each driver defines only its own extra flags (names unique across
+drivers), and any number of drivers can be imported into one process (the tests do).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from seqmodels import training
-from seqmodels.models import scheduled_sampling
 from seqmodels.data import DataError
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -26,60 +25,108 @@ CONFIG = config_flags.DEFINE_config_file(
 WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, vocabulary.')
 MODE = flags.DEFINE_string(
     'mode', 'train', 'train (the default; running it again resumes), or another mode of the '
-    'driver: char_lm: sample, evaluate; translation: evaluate, translate; vit: evaluate, '
-    'attention.')
+    'driver (listed in its --help).')
+STEP = flags.DEFINE_integer(
+    'step', None, 'Modes that read a checkpoint: the step to use (default: the latest '
+    'intact one; WORKDIR/checkpoints lists the saved steps).')
+
+# What ends a run with one `error:` line instead of a traceback: the user's to fix.
+# Each carries its exit status (`exit_code`, default 1): 3 for a diverged run, 75 for
+# a preempted one that a rerun resumes.
+USER_ERRORS = (training.ConfigError, DataError, training.NonFiniteError, training.Preempted,
+               training.CheckpointError, FileNotFoundError)
 
 
-def run_driver(modes: dict[str, Callable[[str], None]], example_config: str) -> None:
-    """Parses the flags and runs `modes[--mode](workdir)`.
+class UsageError(Exception):
+    """A bad flag of a mode (a value out of range, a missing required flag)."""
 
-    Bad configs, bad data and non-finite losses are the user's to fix: they end the
-    program with one line on stderr and exit status 1, not a traceback.
+
+def run_driver(train: Callable, modes: dict[str, Callable[[str], None]],
+               example_config: str) -> None:
+    """Parses the flags and runs `train(config, workdir)` or `modes[--mode](workdir)`.
+
+    Bad flags, bad configs, bad data, damaged checkpoints and non-finite losses end
+    the program with one line on stderr (`error: ...`) and a non-zero exit status,
+    not a traceback.
     """
+    modes = {'train': lambda workdir: train(CONFIG.value, workdir), **modes}
 
     def main(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-        if MODE.value not in modes:
-            raise app.UsageError(f'--mode={MODE.value} is not a mode of this driver; choose '
-                                 f'one of {", ".join(modes)}')
-        if not WORKDIR.value:
-            raise app.UsageError('--workdir is required')
-        if MODE.value == 'train' and CONFIG.value is None:
-            raise app.UsageError(f'--config is required to train, e.g. --config={example_config}')
-        workdir = os.path.abspath(os.path.expanduser(WORKDIR.value))
         try:
+            if len(argv) > 1:
+                raise UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+            if MODE.value not in modes:
+                raise UsageError(f'--mode={MODE.value} is not a mode of this driver; choose '
+                                 f'one of {", ".join(modes)}')
+            if not WORKDIR.value:
+                raise UsageError('--workdir is required')
+            workdir = os.path.abspath(os.path.expanduser(WORKDIR.value))
+            if os.path.exists(workdir) and not os.path.isdir(workdir):
+                raise UsageError(f'--workdir={WORKDIR.value} is an existing file, not a '
+                                 'directory; choose another path')
+            if MODE.value == 'train' and CONFIG.value is None:
+                raise UsageError(f'--config is required to train, e.g. '
+                                 f'--config={example_config}')
+            if STEP.value is not None and STEP.value < 0:
+                raise UsageError(f'--step must be >= 0, got {STEP.value}')
             modes[MODE.value](workdir)
-        except (training.ConfigError, DataError, training.NonFiniteError,
-                FileNotFoundError) as e:  # e.g. no checkpoint, or no --step=N one
-            sys.stderr.write(f'error: {e}\n')
-            sys.exit(1)
+        except UsageError as e:
+            _exit(e, 2)
+        except USER_ERRORS as e:
+            _exit(e, getattr(e, 'exit_code', 1))
 
     app.run(main, flags_parser=training.parse_flags)
+
+
+def _exit(error: Exception, status: int) -> None:
+    sys.stderr.write(f'error: {error}\n')
+    sys.exit(status)
 
 
 def load_run_config(workdir: str, experiment: str):
     """The resolved config a training run wrote to WORKDIR/config.json."""
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
-        raise app.UsageError(f'{path} does not exist: is {workdir} the workdir of a '
-                             f'{experiment} training run?')
+        raise UsageError(f'{path} does not exist: is {workdir} the workdir of a '
+                         f'{experiment} training run?')
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def epsilon_schedule(config):
-    """eps(step) of scheduled sampling (Bengio et al. 2015): the probability of feeding
-    the true previous token, from the config keys `scheduled_sampling` ('none',
-    'linear', 'exponential', 'inverse_sigmoid'), `ss_k`, `ss_c` and `ss_min`.
+def read_lines(path: str | None) -> list[str]:
+    """The lines of a UTF-8 file, or of stdin when `path` is None, without line ends
+    (a final newline adds no empty line; a byte-order mark is dropped)."""
+    if path is None:
+        text = sys.stdin.buffer.read().decode('utf-8', errors='replace')
+    else:
+        try:
+            with open(path, 'rb') as f:
+                text = f.read().decode('utf-8')
+        except OSError as e:
+            raise UsageError(f'cannot read {path}: {e.strerror}') from None
+        except UnicodeDecodeError as e:
+            raise DataError(f'{path} is not UTF-8 text (byte offset {e.start})') from None
+    lines = text.removeprefix('\ufeff').split('\n')
+    if lines and lines[-1] == '':
+        lines.pop()
+    return [line.removesuffix('\r') for line in lines]
 
-    Raises ConfigError naming the key when the schedule's parameters are impossible.
-    """
-    kind = config.scheduled_sampling
-    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
-              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
-              'none': {}}.get(kind, {})
-    try:
-        return scheduled_sampling.make_schedule(kind, **params)
-    except ValueError as e:
-        raise training.ConfigError(f'config.scheduled_sampling={kind!r}: {e}') from None
+
+def write_lines(lines, path: str | None) -> None:
+    """One line each, to a file or (when `path` is None) to stdout."""
+    text = ''.join(line + '\n' for line in lines)
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
+
+
+def print_run_summary(workdir: str, experiment: str, next_mode: str) -> None:
+    """The lines a finished training run ends with: where things are, what to run next."""
+    print(f'checkpoints: {os.path.join(workdir, "checkpoints")}')
+    print(f'metrics:     {os.path.join(workdir, "metrics.jsonl")} (TensorBoard: '
+          f'tensorboard --logdir {workdir})')
+    print(f'{next_mode + ":":<12} python -m experiments.{experiment} --mode={next_mode} '
+          f'--workdir={workdir}')

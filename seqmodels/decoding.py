@@ -98,6 +98,18 @@ def _sample_logits(logits, rng, temperature=1.0, top_k=None, top_p=None):
     return jnp.where(temperature > 0, sampled, argmax)
 
 
+def check_sampling_options(temperature=1.0, top_k=None, top_p=None) -> None:
+    """Raises ValueError, naming the option and its valid range, for values that
+    `sample_next` would silently misread (a negative temperature flips the ranking;
+    top_k=0 or top_p outside (0, 1] would keep nothing or everything)."""
+    if temperature is not None and not temperature >= 0:
+        raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f'top_k must be an integer >= 1, got {top_k}')
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f'top_p must lie in (0, 1], got {top_p}')
+
+
 @jax.jit
 def sample_next(logits: Array, rng: Array, temperature=1.0, top_k=None, top_p=None) -> Array:
     """Draws one token per row of `logits` [N, V] -> int32[N].

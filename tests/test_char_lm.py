@@ -13,7 +13,7 @@ import pytest
 
 from configs import char_lm as char_lm_config
 from experiments import char_lm
-from seqmodels import models, training
+from seqmodels import inference, models, training
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TEXT = ''.join(f'line {i}: the quick brown fox jumps over the lazy dog {i % 7}\n'
@@ -70,20 +70,20 @@ def test_train_writes_the_workdir_contract(tmp_path):
     assert again['loss'] == pytest.approx(final['eval/loss'], rel=1e-6)
 
 
-def test_scheduled_sampling_eps_one_equals_teacher_forcing(tmp_path):
-    config = tiny_config(tmp_path, scheduled_sampling='linear', ss_k=1.0, ss_c=0.0)
+def test_scheduled_sampling_follows_the_step_the_engine_hands_in(tmp_path):
+    # eps(step) = max(0, 1 - step): the true character at step 0, the model's own from 1 on.
+    config = tiny_config(tmp_path, scheduled_sampling='linear', ss_k=1.0, ss_c=1.0)
     data, model, task = char_lm.build(config, str(tmp_path / 'run'))
     batch = task.train_batch(0, 0, 1)
-    assert np.all(batch['sampling_prob'] == 1.0)
+    assert set(batch) == {'inputs', 'targets'}  # nothing step-dependent rides in the batch
     params = task.init_params(jax.random.key(0))
     rng = jax.random.key(1)
-    forced, _ = task.loss_fn(params, {k: v for k, v in batch.items() if k != 'sampling_prob'},
-                             rng, deterministic=True)
-    scheduled, _ = task.loss_fn(params, batch, rng, deterministic=False)
+    loss_fn = jax.jit(task.loss_fn, static_argnames='deterministic')
+    forced, _ = loss_fn(params, batch, rng, deterministic=True, step=0)
+    scheduled, _ = loss_fn(params, batch, rng, deterministic=False, step=0)
     np.testing.assert_allclose(scheduled, forced, rtol=1e-6)
     # With eps = 0 every input after the first is the model's own sample: a different loss.
-    batch['sampling_prob'][:] = 0.0
-    own, _ = task.loss_fn(params, batch, rng, deterministic=False)
+    own, _ = loss_fn(params, batch, rng, deterministic=False, step=3)
     assert abs(float(own) - float(forced)) > 1e-4
 
 
@@ -96,7 +96,7 @@ def test_greedy_sampler_matches_the_full_forward_pass(tmp_path, variant):
     params = task.init_params(jax.random.key(3))
     # Random weights are nearly uniform; sharpen the output so argmax is not a near-tie.
     params = jax.tree.map(lambda x: 4 * x, params)
-    sampler = char_lm.Sampler(model, params, data.vocab)
+    sampler = inference.Sampler(model, params, data.vocab)
     prompt = 'line 1'
     text = sampler.generate(prompt, 30, jax.random.key(0), temperature=0.0)
     ids = list(data.vocab.encode(prompt + text))
@@ -159,12 +159,14 @@ def test_bad_text_file_exits_nonzero_with_the_byte_offset(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
-def test_every_variant_builds():
-    for variant in ('rnn', 'lstm', 'lnlstm', 'gru', 'gpt', 'shakespeare_gpt', 'bench_lstm',
-                    'bench_gpt'):
+def test_every_variant_validates_and_builds_the_model_it_describes():
+    for variant in char_lm_config.VARIANTS:
         config = char_lm_config.get_config(variant)
         config.model.vocab_size = 65
+        char_lm.validate(config)
         model = models.build_model(config.model)
-        assert model is not None
-    with pytest.raises(ValueError, match='unknown char_lm variant'):
+        fields = {k: v for k, v in config.model.items() if k != 'name'}
+        assert {k: getattr(model, k) for k in fields} == fields, variant
+        assert type(model).__name__ == {'rnn_lm': 'RNNLM', 'gpt': 'GPT'}[config.model.name]
+    with pytest.raises(training.ConfigError, match='unknown variant .* choose one of'):
         char_lm_config.get_config('transformerxl')

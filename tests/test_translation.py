@@ -14,7 +14,7 @@ import pytest
 
 from configs import translation as translation_config
 from experiments import translation
-from seqmodels import models, training
+from seqmodels import evaluation, inference, losses, models, training
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from seqmodels.data.translation import assemble_batch
 
@@ -33,10 +33,10 @@ def test_label_smoothed_cross_entropy_matches_the_definition():
     q = np.full(logits.shape, smoothing / 6)  # the V - 1 other tokens share the mass
     np.put_along_axis(q, targets[..., None], 1 - smoothing, axis=-1)
     expected = -(q * log_p).sum(-1)
-    got = translation.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
+    got = losses.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
                                                    jnp.asarray(targets), smoothing)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    nll = translation.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
+    nll = losses.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
                                                    jnp.asarray(targets), 0.0)
     np.testing.assert_allclose(nll, -np.take_along_axis(log_p, targets[..., None], -1)[..., 0],
                                rtol=1e-5)
@@ -84,8 +84,8 @@ def test_beam_of_one_is_greedy_and_greedy_is_the_full_forward_argmax(family):
     @jax.jit  # one compilation for all three
     def run(p, s, n):
         kwargs = dict(max_decode_extra=extra, max_decode_len=max_decode_len)
-        greedy = translation.decode(model, p, s, n, search='greedy', **kwargs)
-        beam = translation.decode(model, p, s, n, search='beam', beam_size=1, alpha=0.0,
+        greedy = inference.decode(model, p, s, n, search='greedy', **kwargs)
+        beam = inference.decode(model, p, s, n, search='beam', beam_size=1, alpha=0.0,
                                   **kwargs)
         return greedy, beam, teacher_forced_logits(model, p, s, n, greedy).argmax(-1)
 
@@ -155,7 +155,7 @@ def test_tiny_transformer_learns_to_copy_and_reverse(tmp_path):
 
     test = copy_reverse_pairs(np.random.default_rng(123), 400)
     batch = assemble_batch([s for s, _ in test], [t for _, t in test], TOY_LEN)
-    decode = jax.jit(lambda p, s, n: translation.decode(
+    decode = jax.jit(lambda p, s, n: inference.decode(
         model, p, s, n, search='greedy', max_decode_extra=2, max_decode_len=10))
     out = np.asarray(decode(jax.device_get(state.params), batch['src'], batch['src_lengths']))
     exact = np.array([list(out[i, :len(t) + 1]) == list(t) + [EOS_ID]
@@ -189,12 +189,12 @@ def reference_bleu(hypotheses, references, max_n=4):
 def test_bleu_is_sacrebleu_corpus_bleu():
     references = ['the cat sat on the mat today', 'a dog runs in the green park',
                   'we like to eat fresh bread']
-    score, signature = translation.corpus_bleu(references, references)
+    score, signature = evaluation.corpus_bleu(references, references)
     assert score == pytest.approx(100.0)
     assert 'tok:13a' in signature and 'nrefs:1' in signature
     hypotheses = ['the cat sat on a mat today', 'a dog runs in the park',
                   'we like to eat bread']
-    score, _ = translation.corpus_bleu(hypotheses, references)
+    score, _ = evaluation.corpus_bleu(hypotheses, references)
     assert score == pytest.approx(reference_bleu(hypotheses, references), rel=1e-6)
     assert 0 < score < 100
 
@@ -259,8 +259,20 @@ def test_training_logs_bleu_and_evaluate_writes_hypotheses(trained_workdir):
     for record in records:
         assert {'eval/bleu', 'eval/loss', 'eval/accuracy', 'train/loss',
                 'perf/tokens_per_sec'} <= set(record)
-        assert 0 <= record['eval/bleu'] <= 100
     resolved = json.load(open(os.path.join(workdir, 'config.json')))
+    # eval/bleu is sacreBLEU of the greedy translations of the first num_eval_examples
+    # validation lines by the parameters of that step.
+    config = translation.common.load_run_config(workdir, 'translation')
+    data, model, _ = translation.build(config, workdir)
+    translator = inference.Translator.from_config(config, model, data.source_tokenizer,
+                                                  data.target_tokenizer)
+    sources = data.sources('validation')[:config.num_eval_examples]
+    references = data.references('validation')[:config.num_eval_examples]
+    for record in records:
+        params = training.restore_params(workdir, record['step'])
+        hypotheses, _ = translator.translate(params, sources, 1)
+        assert record['eval/bleu'] == pytest.approx(
+            evaluation.corpus_bleu(hypotheses, references)[0], abs=1e-9)
     assert resolved['model']['src_vocab_size'] == resolved['model']['tgt_vocab_size'] <= 60
 
     result = translation.evaluate(workdir, 'test', beam_size=2)
@@ -271,7 +283,7 @@ def test_training_logs_bleu_and_evaluate_writes_hypotheses(trained_workdir):
     references = (data_dir / 'test.de').read_text('utf-8').splitlines()
     # The reported score is sacreBLEU of the written file against the references.
     assert result['bleu'] == pytest.approx(
-        translation.corpus_bleu(hypotheses[:-1], references)[0])
+        evaluation.corpus_bleu(hypotheses[:-1], references)[0])
     assert result['beam2/bleu'] == result['bleu']
     assert {'greedy/bleu', 'greedy/sentences_per_sec', 'beam2/sentences_per_sec'} <= set(result)
     assert result['signature'].startswith('nrefs:1|')
@@ -343,7 +355,9 @@ def test_every_variant_validates_and_builds():
     for variant in translation_config.VARIANTS:
         config = translation_config.get_config(variant)
         translation.validate(config)
-        assert models.build_model(config.model) is not None
+        model = models.build_model(config.model)
+        fields = {k: v for k, v in config.model.items() if k != 'name'}
+        assert {k: getattr(model, k) for k in fields} == fields, variant
     assert translation_config.get_config('').model.d_model == 256
     multi30k = translation_config.get_config('multi30k_small')
     assert (multi30k.source_lang, multi30k.target_lang, multi30k.test_split) == (
@@ -352,7 +366,7 @@ def test_every_variant_validates_and_builds():
     assert (rnn.dataset, rnn.source_lang, rnn.bucket_boundaries) == (
         multi30k.dataset, 'de', multi30k.bucket_boundaries)
     assert rnn.model.to_dict() == translation_config.get_config('rnn_attention').model.to_dict()
-    with pytest.raises(ValueError, match='unknown variant'):
+    with pytest.raises(training.ConfigError, match='unknown variant'):
         translation_config.get_config('huge')
 
 
@@ -361,18 +375,17 @@ def test_rnn_scheduled_sampling_with_eps_one_is_teacher_forcing():
     config.update(scheduled_sampling='linear', ss_k=1.0, ss_c=0.0)
     config.model.update(src_vocab_size=TOY_VOCAB, tgt_vocab_size=TOY_VOCAB)
     model = models.build_model(config.model)
+    config.ss_c = 1.0  # eps(step) = max(0, 1 - step): 1 at step 0, 0 from step 1 on
     task = translation.TranslationTask(config, model, CopyReverseData(4))
     batch = task.train_batch(0, 0, 1)
-    assert np.all(batch['sampling_prob'] == 1.0)
     params = jax.jit(task.init_params)(jax.random.key(0))
     loss_fn = jax.jit(task.loss_fn, static_argnames='deterministic')
     rng = jax.random.key(1)
-    # deterministic=False with eps = 1: the scheduled path, every coin picks the truth.
-    forced, _ = loss_fn(params, {**batch, 'sampling_prob': np.zeros(4, np.float32)}, rng,
-                        deterministic=True)
-    scheduled, aux = loss_fn(params, batch, rng, deterministic=False)
+    # The engine hands loss_fn the step; eps(0) = 1 takes the scheduled path with every
+    # coin picking the truth, which is teacher forcing.
+    forced, _ = loss_fn(params, batch, rng, deterministic=True, step=0)
+    scheduled, aux = loss_fn(params, batch, rng, deterministic=False, step=0)
     np.testing.assert_allclose(scheduled, forced, rtol=1e-5)
     assert aux['num_tokens'] == batch['weights'].sum()
-    batch['sampling_prob'][:] = 0.0
-    own, _ = loss_fn(params, batch, rng, deterministic=False)
+    own, _ = loss_fn(params, batch, rng, deterministic=False, step=5)  # eps = 0
     assert abs(float(own) - float(forced)) > 1e-4

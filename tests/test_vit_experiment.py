@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 
 from configs import vit as vit_config
 from experiments import common, vit
-from seqmodels import models, training
+from seqmodels import analysis, models, training
 from seqmodels.data import images
 from seqmodels.data.images import DataError
 from seqmodels.nn.transformer import stack_layer_params
@@ -130,7 +130,7 @@ def test_attention_rollout_matches_the_formula():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 2, 4, 5, 5)) * 2  # layers, batch, heads, T, T
     weights = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    got = np.asarray(vit.attention_rollout(weights))
+    got = np.asarray(analysis.attention_rollout(weights))
     np.testing.assert_allclose(got, numpy_rollout(weights), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
     # The layers do not commute: reversing them changes the result.
@@ -143,29 +143,30 @@ def test_patch_attention_reads_the_sown_weights(pool):
                        num_heads=2, d_ff=32, pool=pool, head_zero_init=False)
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
     params = jax.jit(model.init)(jax.random.key(0), x)['params']
-    weights = np.asarray(jax.jit(vit.attention_weights, static_argnums=0)(model, params, x))
+    weights = np.asarray(jax.jit(analysis.attention_weights, static_argnums=0)(model, params, x))
     tokens = 16 + (pool == 'cls')
     assert weights.shape == (2, 2, 2, tokens, tokens)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     # Scanned layers sow the same weights, already stacked.
     scanned = model.clone(scan_layers=True)
     np.testing.assert_allclose(
-        jax.jit(vit.attention_weights, static_argnums=0)(scanned, stack_layer_params(params), x),
+        jax.jit(analysis.attention_weights, static_argnums=0)(
+            scanned, stack_layer_params(params), x),
         weights, atol=1e-5)
 
     rollout = numpy_rollout(weights)
-    maps = vit.patch_attention(model, params, x, rollout=True)
+    maps = analysis.patch_attention(model, params, x, rollout=True)
     assert maps.shape == (2, 4, 4)
     if pool == 'cls':
         np.testing.assert_allclose(maps.reshape(2, -1), rollout[:, 0, 1:], atol=1e-5)
-        last = vit.patch_attention(model, params, x)
+        last = analysis.patch_attention(model, params, x)
         np.testing.assert_allclose(last.reshape(2, -1), weights[-1].mean(1)[:, 0, 1:],
                                    atol=1e-6)
     else:
         # No [class] token: the head reads the mean of all tokens, all of them patches.
         np.testing.assert_allclose(maps.reshape(2, -1), rollout.mean(1), atol=1e-5)
         np.testing.assert_allclose(maps.sum((1, 2)), 1.0, rtol=1e-5)
-        np.testing.assert_allclose(vit.patch_attention(model, params, x), maps)
+        np.testing.assert_allclose(analysis.patch_attention(model, params, x), maps)
 
 
 def test_label_smoothing_loss():
@@ -176,7 +177,7 @@ def test_label_smoothing_loss():
     # A zero head (the fine-tuning init) would give uniform logits; make them differ.
     params['head']['kernel'] = jax.random.normal(jax.random.key(1),
                                                  params['head']['kernel'].shape)
-    loss, aux = jax.jit(task.loss_fn, static_argnums=3)(params, batch, jax.random.key(2), True)
+    loss, aux = jax.jit(task.loss_fn, static_argnums=3)(params, batch, jax.random.key(2), True, 0)
     logits = np.asarray(jax.jit(model.apply)({'params': params}, batch['images']), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     k = logits.shape[-1]

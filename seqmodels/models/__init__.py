@@ -9,6 +9,7 @@ arguments that `model.init` accepts, which `seqmodels.summary` traces with
 
 from types import ModuleType
 
+from seqmodels.errors import require
 from seqmodels.models import bert, gpt, rnn_lm, seq2seq, transformer, vit
 from seqmodels.models.bert import BERT
 from seqmodels.models.gpt import GPT
@@ -16,6 +17,8 @@ from seqmodels.models.rnn_lm import RNNLM
 from seqmodels.models.seq2seq import RNNSeq2Seq
 from seqmodels.models.transformer import Transformer
 from seqmodels.models.vit import ViT
+from seqmodels.nn.recurrent import CELLS, DROPOUT_KINDS
+from seqmodels.nn.transformer import ACTIVATIONS, NORMS
 
 # model.name -> (module class, the file that defines its `example_inputs`).
 FAMILIES: dict[str, tuple[type, ModuleType]] = {
@@ -48,11 +51,61 @@ def build_model(model_config):
     return cls(**fields)
 
 
+def check_config(model_config) -> None:
+    """Checks a `model` sub-config before anything is built or compiled; raises
+    ConfigError naming the key. Each check applies to every family that has the key,
+    so a new family gets them by naming its fields as the others do."""
+    m = dict(model_config)
+    name = m.get('name')
+    require(name in FAMILIES, 'model.name', f'is not a model family; choose one of '
+            f'{", ".join(sorted(FAMILIES))}', name)
+    cls, _ = FAMILIES[name]
+    unknown = sorted(set(m) - {'name'} - (set(cls.__dataclass_fields__) - {'parent', 'name'}))
+    require(not unknown, 'model', f'{", ".join("model." + k for k in unknown)} '
+            f'{"is not a field" if len(unknown) == 1 else "are not fields"} of {cls.__name__}')
+    for key in ('d_model', 'num_heads', 'd_ff', 'num_layers', 'num_encoder_layers',
+                'num_decoder_layers', 'hidden_size', 'embed_dim', 'patch_size', 'max_len'):
+        if key in m:
+            require(isinstance(m[key], int) and m[key] > 0, f'model.{key}',
+                    'must be a positive integer', m[key])
+    if 'num_heads' in m and 'd_model' in m:
+        require(m['d_model'] % m['num_heads'] == 0, 'model.d_model',
+                f'must be divisible by model.num_heads={m["num_heads"]}', m['d_model'])
+    if 'cell' in m:
+        require(m['cell'] in CELLS, 'model.cell', f'must be one of {", ".join(CELLS)}',
+                m['cell'])
+    if 'dropout_kind' in m:
+        require(m['dropout_kind'] in DROPOUT_KINDS, 'model.dropout_kind',
+                f'must be one of {", ".join(DROPOUT_KINDS)}', m['dropout_kind'])
+    if 'norm' in m:
+        require(m['norm'] in NORMS, 'model.norm', f'must be one of {", ".join(NORMS)}',
+                m['norm'])
+    if 'activation' in m:
+        require(m['activation'] in ACTIVATIONS, 'model.activation',
+                f'must be one of {", ".join(ACTIVATIONS)}', m['activation'])
+    if name == 'vit':
+        require(m.get('pool', 'cls') in vit.POOLS, 'model.pool',
+                f'must be one of {", ".join(vit.POOLS)}', m.get('pool'))
+        position = m.get('position_embedding', 'learned')
+        require(position in vit.POSITION_EMBEDDINGS, 'model.position_embedding',
+                f'must be one of {", ".join(vit.POSITION_EMBEDDINGS)}', position)
+        if m.get('use_position_embeddings', True) and position == 'sincos2d':
+            require(m['d_model'] % 4 == 0, 'model.d_model', 'must be divisible by 4 for '
+                    'position_embedding=sincos2d (sin and cos of the row and of the column)',
+                    m['d_model'])
+
+
 def example_inputs(model_config, model, batch_size: int = 1):
     """The smallest arguments for `model.init`, from the family's `example_inputs`."""
     _, module = FAMILIES[model_config["name"]]
     return module.example_inputs(model, batch_size)
 
 
+def init_params(model_config, model, rng):
+    """Fresh parameters of `model` (as a Task's `init_params` returns them)."""
+    inputs = example_inputs(model_config, model)
+    return model.init({"params": rng, "dropout": rng}, *inputs)["params"]
+
+
 __all__ = ["BERT", "GPT", "RNNLM", "RNNSeq2Seq", "Transformer", "ViT", "FAMILIES",
-           "build_model", "example_inputs"]
+           "build_model", "check_config", "example_inputs", "init_params"]

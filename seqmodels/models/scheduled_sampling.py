@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from seqmodels.errors import ConfigError
+
 
 def linear(step, *, c: float, k: float = 1.0, epsilon_min: float = 0.0) -> jax.Array:
     step = jnp.asarray(step, jnp.float32)
@@ -74,6 +76,19 @@ def make_schedule(kind: str = 'none', **params) -> Callable[[Any], jax.Array]:
     except TypeError as e:
         raise ValueError(f'Bad parameters for schedule {kind!r}: {params} ({e})') from None
     return functools.partial(fn, **params)
+
+
+def from_config(config) -> Callable[[Any], jax.Array]:
+    """eps(step) from an experiment config's keys `scheduled_sampling` (a SCHEDULES
+    name), `ss_k`, `ss_c` and `ss_min`; raises ConfigError naming the key."""
+    kind = config.scheduled_sampling
+    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
+              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
+              }.get(kind, {})
+    try:
+        return make_schedule(kind, **params)
+    except ValueError as e:
+        raise ConfigError(f'config.scheduled_sampling={kind!r}: {e}') from None
 
 
 def _unroll_body(module, carry, xs, broadcast_args, *, step_fn):

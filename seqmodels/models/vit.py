@@ -17,6 +17,9 @@ import jax.numpy as jnp
 from seqmodels.nn.position import LearnedPositionEmbedding, sincos_2d_position_encoding
 from seqmodels.nn.transformer import Encoder
 
+POOLS = ('cls', 'gap')
+POSITION_EMBEDDINGS = ('learned', 'sincos2d')  # sincos2d is fixed
+
 
 def extract_patches(images, patch_size: int):
     """[B, H, W, C] -> [B, (H/P)·(W/P), P·P·C], patches in row-major grid order, each
@@ -45,6 +48,7 @@ def assemble_patches(patches, image_shape):
 
 class ViT(nn.Module):
     image_size: int = 224
+    num_channels: int = 3  # the shape of `example_inputs`; flax infers it when applied
     patch_size: int = 16
     num_classes: int = 1000
     d_model: int = 768  # "hidden size D"
@@ -62,10 +66,10 @@ class ViT(nn.Module):
     scan_layers: bool = False
 
     def setup(self):
-        if self.pool not in ('cls', 'gap'):
-            raise ValueError(f"pool must be 'cls' or 'gap', got {self.pool!r}")
-        if self.position_embedding not in ('learned', 'sincos2d'):
-            raise ValueError("position_embedding must be 'learned' or 'sincos2d', "
+        if self.pool not in POOLS:
+            raise ValueError(f'pool must be one of {POOLS}, got {self.pool!r}')
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f'position_embedding must be one of {POSITION_EMBEDDINGS}, '
                              f'got {self.position_embedding!r}')
         if self.image_size % self.patch_size:
             raise ValueError(f'image_size={self.image_size} is not divisible by '
@@ -130,5 +134,6 @@ class ViT(nn.Module):
 
 
 def example_inputs(model: ViT, batch_size: int = 1) -> tuple:
-    """(images,) of the model's size and 3 channels for `model.init(rngs, *inputs)`."""
-    return (jnp.zeros((batch_size, model.image_size, model.image_size, 3), jnp.float32),)
+    """(images,) of the model's size and channels for `model.init(rngs, *inputs)`."""
+    shape = (batch_size, model.image_size, model.image_size, model.num_channels)
+    return (jnp.zeros(shape, jnp.float32),)

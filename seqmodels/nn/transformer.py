@@ -30,6 +30,8 @@ from seqmodels.nn.masks import causal_mask, combine_masks
 
 Initializer = Callable[..., Any]
 
+NORMS = ('post', 'pre')
+
 ACTIVATIONS = {
     'relu': nn.relu,
     # The tanh approximation, as in the BERT and GPT-2 releases.
@@ -90,8 +92,8 @@ class LayerHyperparams(nn.Module):
 class _ResidualBlock(LayerHyperparams):
 
     def setup(self):
-        if self.norm not in ('post', 'pre'):
-            raise ValueError(f"norm must be 'post' or 'pre', got {self.norm!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f'norm must be one of {NORMS}, got {self.norm!r}')
         self.residual_dropout = nn.Dropout(self.dropout)
 
     def sublayer_input(self, x, norm):

@@ -1,0 +1,54 @@
+"""Metrics computed on the host from a model's outputs: BLEU, accuracy, confusion.
+
+Plain NumPy and sacreBLEU, no flags or workdirs, so that drivers, sweeps, the
+reproduction claims and notebooks score outputs the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import sacrebleu
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """sacreBLEU corpus BLEU (one reference per line, detokenised text) and its signature.
+
+    The default 13a tokenisation and mixed case, so scores compare across papers that
+    print the same signature.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
+    metric = sacrebleu.metrics.BLEU()
+    if not hypotheses:  # sacreBLEU needs a score before it can sign it
+        metric.corpus_score([''], [['']])
+        return 0.0, str(metric.get_signature())
+    score = metric.corpus_score(list(hypotheses), [list(references)])
+    return float(score.score), str(metric.get_signature())
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """[true class, predicted class] counts."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return np.bincount(labels * num_classes + predictions,
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def accuracy(labels, predictions) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
+
+
+def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
+    """Recall of each true class (the diagonal over the row sums; nan for an absent class)."""
+    totals = confusion.sum(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(totals > 0, np.diag(confusion) / totals, np.nan)
+
+
+def mean_log_loss(logits, labels) -> float:
+    """Mean negative log-likelihood of `labels` under softmax(`logits`), in float64."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-np.mean(np.take_along_axis(log_probs, np.asarray(labels)[:, None], 1)))
