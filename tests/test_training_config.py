@@ -1,6 +1,8 @@
 """Config validation: one clear error, naming the key, before anything compiles."""
 
 
+import pathlib
+
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -136,3 +138,40 @@ def test_parse_flags_one_line_errors(config_file, capsys, monkeypatch, override,
     first = err.splitlines()[0]
     assert first.startswith('FATAL Flags parsing error: ') and expected in first, err
     assert 'Traceback' not in err
+
+
+# --- command line: choosing a config file and variant -------------------------
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--config=configs/char_lm.py:nosuch'],
+     "unknown variant 'nosuch' of configs/char_lm.py; choose one of: rnn, elman, lstm, "
+     'lnlstm, gru, gpt, shakespeare_gpt, bench_lstm, bench_gpt'),
+    (['--config=configs/nope.py'],
+     '--config=configs/nope.py: config file configs/nope.py does not exist; the config '
+     'files in configs/ are: bert.py, char_lm.py, gpt.py, translation.py, vit.py'),
+    # With an override config_flags fails while parsing instead of on first use.
+    (['--config=configs/nope.py:small', '--config.batch_size=3'],
+     '--config=configs/nope.py:small: config file configs/nope.py does not exist'),
+    (['--config', 'nowhere/x.py'],
+     f'--config=nowhere/x.py: config file nowhere/x.py does not exist; paths are relative '
+     f'to the working directory {REPO_ROOT}'),
+    (['--config=configs'], '--config=configs: config file configs is a directory'),
+])
+def test_parse_flags_bad_config_selection_is_one_line(argv, expected, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(argv, monkeypatch)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err, err
+    assert err.startswith(f'FATAL Flags parsing error: {expected}'), err
+
+
+def test_parse_flags_loads_a_variant(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    flag_values = _parse(['--config=configs/char_lm.py:gru', '--config.batch_size=3'],
+                         monkeypatch)
+    assert (flag_values.config.model.cell, flag_values.config.batch_size) == ('gru', 3)

@@ -241,17 +241,29 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
 
 
 def parse_flags(argv: list[str], flag_values=None) -> list[str]:
-    """absl flags parser that turns an unknown `--config.KEY` into one clear line.
+    """absl flags parser that turns bad config flags into one clear line.
 
     Use as `app.run(main, flags_parser=parse_flags)`. Exits with status 1 and a
-    one-line message for unknown keys and unparsable values.
+    one-line message for a config file that does not exist, an unknown variant
+    (any ConfigError raised by the file's get_config), unknown `--config.KEY`s
+    and unparsable values.
     """
     from absl import flags
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
+    # config_flags defers a missing file's error to the first use of the config,
+    # which would be a traceback in the middle of the run.
+    missing = _missing_config_file(argv, flag_values)
+    if missing:
+        _exit_with(missing)
     try:
         return flag_values(argv)
     except flags.Error as error:
+        # config_flags re-raises get_config's error with its traceback as text,
+        # and absl wraps that again; the original is at the end of the chain.
+        cause = _original_error(error)
+        if isinstance(cause, ConfigError):
+            _exit_with(str(cause))
         sys.stderr.write(f'FATAL Flags parsing error: {error}\n')
     except (KeyError, AttributeError) as error:
         # config_flags surfaces a missing key as a KeyError/AttributeError whose
@@ -267,3 +279,46 @@ def parse_flags(argv: list[str], flag_values=None) -> list[str]:
         sys.stderr.write(f'FATAL Flags parsing error: {message}\n')
     sys.stderr.write('Pass --helpshort or --helpfull to see help on flags.\n')
     sys.exit(1)
+
+
+def _exit_with(message: str) -> None:
+    sys.stderr.write(f'FATAL Flags parsing error: {message}\n')
+    sys.exit(1)
+
+
+def _original_error(error: BaseException) -> BaseException:
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _missing_config_file(argv: list[str], flag_values) -> str | None:
+    """The message for a config-file flag on `argv` whose file is absent, else None."""
+    from ml_collections.config_flags import config_flags
+
+    args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+    for i, arg in enumerate(args):
+        match = re.fullmatch(r'--?([\w-]+)(?:=(.*))?', arg, re.DOTALL)
+        if not match or match.group(1) not in flag_values:
+            continue
+        name, value = match.groups()
+        if not isinstance(flag_values[name].parser, config_flags.ConfigFileFlagParser):
+            continue
+        if value is None:  # --config FILE
+            value = args[i + 1] if i + 1 < len(args) else ''
+        path = value.split(':', 1)[0]
+        if os.path.isfile(path):
+            continue
+        if not path:
+            return f'--{name} names no config file; pass --{name}=configs/<experiment>.py'
+        problem = 'is a directory' if os.path.isdir(path) else 'does not exist'
+        directory = os.path.dirname(path) or '.'
+        if os.path.isdir(directory):
+            names = sorted(f for f in os.listdir(directory)
+                           if f.endswith('.py') and not f.startswith('_'))
+            fix = (f'the config files in {directory}/ are: {", ".join(names)}' if names
+                   else f'{directory}/ holds no config files')
+        else:
+            fix = f'paths are relative to the working directory {os.getcwd()}'
+        return f'--{name}={value}: config file {path} {problem}; {fix}'
+    return None
