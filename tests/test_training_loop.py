@@ -1,5 +1,6 @@
 """The loop on one device, in process: outputs, determinism, resume, accumulation, NaNs."""
 
+import io
 import json
 import math
 import os
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'scripts'))
 from train_toy import ToyTask, toy_config
 
 from seqmodels import training
+from seqmodels.training.metrics import Progress
 
 
 def _records(workdir):
@@ -206,3 +208,49 @@ def test_loss_fn_is_handed_the_step_being_trained(tmp_path, grad_accum_steps):
     assert [r['train/step_seen'] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert all(r['train/grad_norm'] == 0.0 for r in records)
     assert int(state.step) == 5
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _visible_lines(text):
+    """What a terminal keeps of each line: a carriage return rewrites it from the start."""
+    return [line.split('\r')[-1].rstrip() for line in text.split('\n')]
+
+
+def test_terminal_shows_each_evaluation_as_a_line_above_the_bar():
+    terminal = _FakeTerminal()
+    progress = Progress(10, 0, stream=terminal)
+    progress.update(3)
+    progress.report(3, {'train/loss': 1.5, 'perf/steps_per_sec': 9.0})
+    progress.update(5)
+    progress.report(5, {'train/loss': 1.25, 'eval/loss': 1.234567, 'perf/steps_per_sec': 8.0,
+                        'eval/bits_per_char': 1.7810612, 'eval/bleu': 34.5})
+    progress.close()
+    text = terminal.getvalue()
+    assert '5/10' in text  # the bar itself was drawn on this stream
+    shown = [line for line in _visible_lines(text) if line.startswith('step ')]
+    assert shown == ['step 5: eval/loss=1.2346 eval/bits_per_char=1.7811 eval/bleu=34.5']
+
+
+def test_a_run_on_a_terminal_shows_its_evaluations(tmp_path, monkeypatch):
+    config = toy_config(checkpoint_every_steps=0)
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, 'stderr', terminal)
+    training.train_and_evaluate(config, str(tmp_path), ToyTask(config))
+    lines = _visible_lines(terminal.getvalue())
+    shown = {}
+    for line in lines:
+        if line.startswith('step ') and 'eval/' in line:
+            step, values = line.split(': ', 1)
+            shown[int(step.split()[1])] = dict(v.split('=') for v in values.split())
+    records = {r['step']: r for r in _records(tmp_path) if 'eval/loss' in r}
+    assert sorted(shown) == sorted(records) == [6, 12]
+    for step, values in shown.items():
+        expected = {k: v for k, v in records[step].items() if k.startswith('eval/')}
+        assert set(values) == set(expected)
+        for name, value in values.items():
+            assert float(value) == pytest.approx(expected[name], rel=1e-4)
+    assert '[step 12] summary:' in lines  # the text samples too

@@ -90,17 +90,23 @@ class MetricWriter:
 
 
 class Progress:
-    """A tqdm bar with ETA and loss on a terminal, plain log lines otherwise."""
+    """A tqdm bar with ETA and loss on a terminal, plain log lines otherwise.
 
-    def __init__(self, total: int, initial: int, enabled: bool = True):
+    On a terminal (`stream`, default sys.stderr, is a TTY) each evaluation is
+    printed as one line above the bar; elsewhere every record is logged.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool = True, stream=None):
         self.total = total
         self.enabled = enabled
         self._bar = None
+        self._stream = sys.stderr if stream is None else stream
         self._start_step = initial
         self._start_time = time.time()
-        if enabled and sys.stderr.isatty():
+        if enabled and self._stream.isatty():
             from tqdm import tqdm
-            self._bar = tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True,
+                             file=self._stream)
 
     def update(self, step: int) -> None:
         if self._bar is not None:
@@ -113,18 +119,22 @@ class Progress:
         if self._bar is not None:
             if loss is not None:
                 self._bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
+            evals = ' '.join(f'{k}={_number(v)}' for k, v in scalars.items()
+                             if k.startswith('eval/'))
+            if evals:
+                self._bar.write(f'step {step}: {evals}', file=self._stream)
             return
         elapsed = time.time() - self._start_time
         done = step - self._start_step
         eta = elapsed / done * (self.total - step) if done > 0 else float('nan')
-        shown = ', '.join(f'{k}={v:.4g}' for k, v in scalars.items())
+        shown = ', '.join(f'{k}={_number(v)}' for k, v in scalars.items())
         logging.info('step %d/%d (ETA %s): %s', step, self.total, _duration(eta), shown)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.write(text)
+            self._bar.write(text, file=self._stream)
         else:
             logging.info('%s', text)
 
@@ -132,6 +142,10 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _number(value: float) -> str:
+    return f'{value:.5g}'
 
 
 def _duration(seconds: float) -> str:
