@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from seqmodels import models, training
+from seqmodels.nn.recurrent import CELLS
 from seqmodels.training import ConfigError
 from seqmodels.training.config import ENGINE_DEFAULTS, apply_overrides, select_variant
 
@@ -61,8 +62,14 @@ def test_variants_differ_from_the_base_only_where_their_table_says():
     assert gru == base
 
 
+def test_a_returned_config_shares_nothing_with_the_variant_table():
+    module = _module('char_lm')
+    config = module.get_config('gpt')
+    config.model.d_model = 7
+    assert module.get_config('gpt').model.d_model == 128
+
+
 def test_char_lm_has_one_variant_per_recurrent_cell():
-    from seqmodels.nn.recurrent import CELLS
     module = _module('char_lm')
     assert set(CELLS) <= set(module.VARIANTS)
     shapes = {}
