@@ -1,19 +1,14 @@
-"""Smoke test of benchmarks/run.py on tiny shapes (in one process, two repeats), and
-the equivalence of the performance changes the benchmarks led to.
+"""Smoke test of benchmarks/run.py on tiny shapes (in one process, two repeats).
 
 The benchmark compares against PyTorch, which CI does not install: its tests are
-skipped there.
+skipped there. The fused LSTM that the benchmarks led to is tested, without torch, in
+test_recurrent.py.
 """
 
 import math
 import random
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-
-from seqmodels.nn.recurrent import RNN, LSTMCell
 
 
 @pytest.fixture(scope='module')
@@ -70,28 +65,3 @@ def test_flop_counts_match_the_shapes(results):
 def test_cached_and_full_sampling_draw_the_same_tokens(results):
     # Same keys, same context: the KV cache must not change what is sampled.
     assert results['sample']['token_agreement'] == 1.0
-
-
-@pytest.mark.parametrize('reverse,unroll', [(False, 1), (True, 1), (False, 3)])
-def test_fused_lstm_matches_the_scanned_cell(reverse, unroll):
-    # RNN takes the fused `lstm_sequence` (hand-written backward) when it has nothing
-    # to mask; passing full lengths forces the generic scan of LSTMCell.step, autodiffed
-    # by JAX. Values, and gradients for params, inputs and initial carry, must agree;
-    # also when 3 steps run per loop iteration (T = 5 leaves a remainder).
-    B, T, F, H = 3, 5, 4, 6
-    keys = jax.random.split(jax.random.key(0), 4)
-    xs = jax.random.normal(keys[0], (B, T, F))
-    carry = (jax.random.normal(keys[1], (B, H)), jax.random.normal(keys[2], (B, H)))
-    rnn = RNN(LSTMCell(H), reverse=reverse, unroll=unroll)
-    params = rnn.init(keys[3], xs)
-
-    def loss(params, xs, carry, lengths):
-        hs, (c, h) = rnn.apply(params, xs, lengths, carry)
-        return jnp.sum(jnp.sin(hs)) + jnp.sum(c * c) + jnp.sum(jnp.cos(h))
-
-    fused = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry, None)
-    scanned = jax.value_and_grad(loss, argnums=(0, 1, 2))(
-        params, xs, carry, jnp.full((B,), T))
-    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(scanned)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert float(jnp.abs(fused[1][0]['params']['cell']['recurrent']['kernel']).max()) > 0

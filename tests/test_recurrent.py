@@ -219,6 +219,32 @@ def test_rnn_lengths_padding_is_invisible(reverse):
         np.testing.assert_allclose(carry[1][b : b + 1], ref_h, atol=2e-5)
 
 
+@pytest.mark.parametrize('reverse,unroll', [(False, 1), (True, 1), (False, 3)])
+def test_fused_lstm_matches_the_scanned_cell(reverse, unroll):
+    # RNN takes the fused `lstm_sequence` (hand-written backward) when it has nothing
+    # to mask; passing full lengths forces the generic scan of LSTMCell.step, autodiffed
+    # by JAX. Values, and gradients for params, inputs and initial carry, must agree;
+    # also when 3 steps run per loop iteration (T = 5 leaves a remainder).
+    rnn = RNN(LSTMCell(H), reverse=reverse, unroll=unroll)
+    xs = normal((B, T, F), seed=0)
+    carry = (normal((B, H), seed=1), normal((B, H), seed=2))
+    params = random_params(rnn, xs, seed=3)
+    full = jnp.full((B,), T)
+
+    def loss(params, xs, carry, lengths):
+        hs, (c, h) = rnn.apply({'params': params}, xs, lengths, carry)
+        return jnp.sum(jnp.sin(hs)) + jnp.sum(c * c) + jnp.sum(jnp.cos(h))
+
+    # The two calls take the two paths (else this test would compare a path to itself).
+    assert 'custom_vjp' in str(jax.make_jaxpr(loss)(params, xs, carry, None))
+    assert 'custom_vjp' not in str(jax.make_jaxpr(loss)(params, xs, carry, full))
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    fused, scanned = grad(params, xs, carry, None), grad(params, xs, carry, full)
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(scanned)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(fused[1][0]['cell']['recurrent']['kernel']).max()) > 0
+
+
 def test_bidirectional_is_forward_concat_reversed_backward():
     bi = Bidirectional(RNN(GRUCell(H)), RNN(GRUCell(H), reverse=True))
     xs = normal((B, T, F), seed=0)
