@@ -55,11 +55,13 @@ DEFAULT_VARIANT = 'digits'
 
 
 def vit_model(num_layers: int, d_model: int, num_heads: int, d_ff: int, patch_size: int,
-              image_size: int = 0, num_classes: int = 0,
+              image_size: int = 0, num_classes: int = 0, num_channels: int = 0,
               dropout: float = 0.0) -> ml_collections.ConfigDict:
-    """A `model` sub-config whose keys are exactly the ViT module's fields."""
+    """A `model` sub-config whose keys are exactly the ViT module's fields (0 for a size
+    means: taken from the data)."""
     return ml_collections.ConfigDict(dict(
-        name='vit', image_size=image_size, patch_size=patch_size, num_classes=num_classes,
+        name='vit', image_size=image_size, num_channels=num_channels, patch_size=patch_size,
+        num_classes=num_classes,
         d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff,
         dropout=dropout, attention_dropout=0.0, pool='cls', use_position_embeddings=True,
         position_embedding='learned',
@@ -125,7 +127,8 @@ def paper_variant(size: str, patch_size: int) -> dict:
     num_layers, d_model, num_heads, d_ff = SIZES[size]
     return {
         'model': vit_model(num_layers, d_model, num_heads, d_ff, patch_size=patch_size,
-                           image_size=PAPER_IMAGE_SIZE, num_classes=1000, dropout=0.1),
+                           image_size=PAPER_IMAGE_SIZE, num_classes=1000, num_channels=3,
+                           dropout=0.1),
         'dataset': 'tfds:imagenet2012', 'batch_size': 4096,
         'num_train_steps': 93_836,  # 300 epochs of ImageNet's 1,281,167 images
         'learning_rate': 3e-3, 'warmup_steps': 10_000, 'weight_decay': 0.3,

@@ -44,10 +44,8 @@ _SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.')
 MODEL_NAMES = ('rnn_lm', 'gpt')
 
 
-# --------------------------------------------------------------------------- #
-# Config checks that belong to this experiment (the engine checks its own keys).
-
 def validate(config: ml_collections.ConfigDict) -> None:
+    """Every key of a char-LM config, checked before anything is read or compiled."""
     training.validate_config(config, num_devices=jax.device_count())
     models.check_config(config.model)
     require = training.require

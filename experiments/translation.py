@@ -13,11 +13,8 @@ r"""Machine translation: train, resume, evaluate a split with sacreBLEU, transla
         [--output=FILE] [--beam_size=K]
 
 The evaluate and translate modes read the run's own DIR/config.json and tokenizer, so
-they need no --config. `--beam_size=1` is greedy decoding.
-
-BLEU is sacreBLEU's corpus BLEU of detokenised output against the raw reference
-lines (default 13a tokenisation, mixed case); its signature is printed with every
-score so that numbers can be compared across papers.
+they need no --config. `--beam_size=1` is greedy decoding. BLEU is sacreBLEU's corpus
+BLEU of detokenised output, printed with its signature (seqmodels.evaluation).
 """
 
 from __future__ import annotations
@@ -32,10 +29,9 @@ import ml_collections
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import models, training
+from seqmodels import evaluation, models, training
 from seqmodels.data import DataError
 from seqmodels.data import translation as translation_data
-from seqmodels.data.tokenizers import SentencePieceTokenizer
 from seqmodels.inference import Translator
 from seqmodels.losses import label_smoothed_cross_entropy
 from seqmodels.models import scheduled_sampling
@@ -51,33 +47,16 @@ _OUTPUT = flags.DEFINE_string('output', None, 'translate: output file (default s
 MODEL_NAMES = ('transformer', 'seq2seq')
 
 
-# --------------------------------------------------------------------------- #
-# Config checks that belong to this experiment (the engine checks its own keys).
-
 def validate(config: ml_collections.ConfigDict) -> None:
+    """Every key of a translation config, checked before anything is read or compiled."""
     training.validate_config(config, num_devices=jax.device_count())
     models.check_config(config.model)
     require = training.require
     m = config.model
     require(m.name in MODEL_NAMES, 'model.name', f'must be one of {", ".join(MODEL_NAMES)}',
             m.name)
-    dataset = config.dataset
-    require(dataset == translation_data.locale_corpus.NAME
-            or dataset.startswith(('parallel:', 'tfds:')), 'dataset',
-            f"must be '{translation_data.locale_corpus.NAME}', 'parallel:DIR' or "
-            "'tfds:NAME[/CONFIG]'", dataset)
-    require(config.source_lang != config.target_lang, 'target_lang',
-            f'must differ from source_lang={config.source_lang!r}', config.target_lang)
-    require(config.train_split != '', 'train_split', 'is required', config.train_split)
-    require(config.vocab_size >= 16, 'vocab_size', 'must be >= 16', config.vocab_size)
-    for key in ('max_source_length', 'max_target_length'):
-        require(isinstance(config[key], int) and config[key] >= 2, key,
-                'must be an integer >= 2 (it counts EOS/BOS)', config[key])
-    for key in ('beam_size', 'max_decode_extra', 'decode_batch_size'):
-        require(isinstance(config[key], int) and config[key] >= 1, key,
-                'must be a positive integer', config[key])
-    require(config.length_penalty_alpha >= 0, 'length_penalty_alpha', 'must be >= 0',
-            config.length_penalty_alpha)
+    translation_data.check_config(config)
+    Translator.check_config(config)
     require(config.num_eval_examples >= 0, 'num_eval_examples', 'must be >= 0 (0 = no BLEU '
             'while training)', config.num_eval_examples)
     require(config.eval_decoding in ('greedy', 'beam'), 'eval_decoding',
@@ -113,7 +92,6 @@ class TranslationTask:
         self.epsilon = (scheduled_sampling.from_config(config)
                         if config.scheduled_sampling != 'none' else None)
         self._translator = None
-        self._signature_shown = False
 
     def init_params(self, rng):
         return models.init_params(self.config.model, self.model, rng)
@@ -136,23 +114,24 @@ class TranslationTask:
         num_tokens = jnp.maximum(w.sum(), 1.0)
         smoothed = label_smoothed_cross_entropy(logits, batch['tgt_out'],
                                                 self.config.label_smoothing)
+        aux = {'nll' if k == 'loss' else k: total / num_tokens
+               for k, (total, _) in self.scores(logits, batch).items()}
+        return (smoothed * w).sum() / num_tokens, dict(aux, num_tokens=w.sum())
+
+    @staticmethod
+    def scores(logits, batch):
+        """Summed negative log-likelihood and correct tokens, with their weight."""
         nll = label_smoothed_cross_entropy(logits, batch['tgt_out'], 0.0)
         correct = logits.argmax(-1) == batch['tgt_out']
-        aux = {'nll': (nll * w).sum() / num_tokens,
-               'accuracy': (correct * w).sum() / num_tokens,
-               'num_tokens': w.sum()}
-        return (smoothed * w).sum() / num_tokens, aux
+        w = batch['weights']
+        return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
 
     def train_batch(self, step, process_index, process_count):
         return self.data.train_batch(step, process_index, process_count)
 
     def eval_metrics(self, params, batch):
-        batch = fit_to_model(self.model, batch)
-        logits = self.logits(params, batch, None, deterministic=True)
-        nll = label_smoothed_cross_entropy(logits, batch['tgt_out'], 0.0)
-        correct = logits.argmax(-1) == batch['tgt_out']
-        w = batch['weights']
-        return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
+        batch = translation_data.fit_to_length(batch, getattr(self.model, 'max_len', None))
+        return self.scores(self.logits(params, batch, None, deterministic=True), batch)
 
     def eval_batches(self, process_index, process_count):
         if not self.data.split_stems['validation']:
@@ -169,78 +148,34 @@ class TranslationTask:
         n = self.config.num_eval_examples
         if not n or not self.data.split_stems['validation']:
             return {}
-        if self._translator is None:
-            self._translator = Translator.from_config(
-                self.config, self.model, self.data.source_tokenizer,
-                self.data.target_tokenizer)
         sources = self.data.sources('validation')[:n]
         references = self.data.references('validation')[:n]
-        beams = 1 if self.config.eval_decoding == 'greedy' else self.config.beam_size
-        bleu, signature, hypotheses, _ = self._translator.score(
-            jax.device_get(params), sources, references, beams)
-        if not self._signature_shown:
+        if self._translator is None:
+            self._translator = Translator.from_config(
+                self.config, self.model, self.data.source_tokenizer, self.data.target_tokenizer)
             logging.info('eval/bleu: sacreBLEU on the first %d validation lines, %s decoding; '
-                         'signature %s', len(sources), self.config.eval_decoding, signature)
-            self._signature_shown = True
+                         'signature %s', len(sources), self.config.eval_decoding,
+                         evaluation.corpus_bleu([], [])[1])
+        beams = 1 if self.config.eval_decoding == 'greedy' else self.config.beam_size
+        bleu, _, hypotheses, _ = self._translator.score(jax.device_get(params), sources,
+                                                        references, beams)
         shown = [f'src: {s}\nref: {r}\nhyp: {h}' for s, r, h in
                  zip(sources, references, hypotheses)][:self.config.num_shown_translations]
-        out = {'bleu': bleu}
-        if shown:
-            out['translations'] = '\n\n'.join(shown)
-        return out
-
-
-def fit_to_model(model, batch):
-    """Cuts columns beyond a Transformer's position table (long evaluation lines only:
-    training pairs are filtered to fit, evaluation splits are not)."""
-    limit = getattr(model, 'max_len', None)
-    if limit is None:
-        return batch
-    out = dict(batch)
-    for key in ('src', 'tgt_in', 'tgt_out', 'weights'):
-        if key in out and out[key].shape[1] > limit:
-            out[key] = out[key][:, :limit]
-    return out
+        return {'bleu': bleu, **({'translations': '\n\n'.join(shown)} if shown else {})}
 
 
 # --------------------------------------------------------------------------- #
 # Modes.
 
-def load_data(config, workdir):
-    """The pipeline; every data problem becomes a DataError (one line, no traceback)."""
-    try:
-        data = translation_data.make_translation_data(
-            config, workdir, data_dir=os.path.expanduser(config.data_dir) or None)
-        # Read the evaluation splits now: a bad file fails before anything compiles.
-        for role in ('validation', 'test'):
-            if data.split_stems[role]:
-                data.sources(role)
-        return data
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise DataError(f'translation data {config.dataset!r}: {e}') from None
-
-
 def build(config, workdir):
     """Data, model and task for `config`; fills in the model's vocab sizes from the
     tokenizers (SentencePiece may give fewer pieces than `vocab_size` asks)."""
-    data = load_data(config, workdir)
+    data = translation_data.load(config, workdir)
     with config.unlocked():
         config.model.src_vocab_size = data.source_tokenizer.vocab_size
         config.model.tgt_vocab_size = data.target_tokenizer.vocab_size
     model = models.build_model(config.model)
     return data, model, TranslationTask(config, model, data)
-
-
-def load_tokenizers(config, workdir):
-    folder = os.path.join(workdir, 'tokenizer')
-    names = (['joint', 'joint'] if config.joint_vocab
-             else [config.source_lang, config.target_lang])
-    paths = [os.path.join(folder, f'spm_{name}.model') for name in names]
-    for path in paths:
-        if not os.path.exists(path):
-            raise DataError(f'{path} does not exist: is {workdir} the workdir of a '
-                            'translation training run?')
-    return tuple(SentencePieceTokenizer.load(p) for p in paths)
 
 
 def train(config, workdir):
@@ -250,6 +185,13 @@ def train(config, workdir):
     state = training.train_and_evaluate(config, workdir, task)
     common.print_run_summary(workdir, 'translation', 'evaluate')
     return state
+
+
+def _beam_size(config, beam_size: int | None) -> int:
+    beam_size = config.beam_size if beam_size is None else beam_size
+    if beam_size < 1:
+        raise common.UsageError(f'--beam_size must be >= 1, got {beam_size}')
+    return beam_size
 
 
 def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
@@ -265,9 +207,7 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
     params = training.restore_params(workdir, step)
     translator = Translator.from_config(config, model, data.source_tokenizer,
                                         data.target_tokenizer)
-    beam_size = config.beam_size if beam_size is None else beam_size
-    if beam_size < 1:
-        raise common.UsageError(f'--beam_size must be >= 1, got {beam_size}')
+    beam_size = _beam_size(config, beam_size)
     result = {'split': split, 'sentences': len(sources)}
     for beams in dict.fromkeys([beam_size, 1]):  # the requested search first
         bleu, signature, hypotheses, stats = translator.score(params, sources, references,
@@ -280,8 +220,7 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
                      stats.sentences_per_sec, stats.decode_sec, stats.compile_sec)
         if beams == beam_size:
             path = os.path.join(workdir, f'{split}.hyp.{config.target_lang}')
-            with open(path, 'w', encoding='utf-8') as f:
-                f.writelines(h + '\n' for h in hypotheses)
+            common.write_lines(hypotheses, path)
             result.update(bleu=bleu, signature=signature, hypotheses=path)
     print(json.dumps(result, sort_keys=True))
     return result
@@ -291,15 +230,12 @@ def translate(workdir, input_path: str | None = None, output_path: str | None = 
               beam_size: int | None = None, step: int | None = None) -> list[str]:
     """Translates one sentence a line; the output is line-aligned with the input."""
     config = common.load_run_config(workdir, 'translation')
-    source_tokenizer, target_tokenizer = load_tokenizers(config, workdir)
+    source_tokenizer, target_tokenizer = translation_data.load_tokenizers(config, workdir)
     model = models.build_model(config.model)
     params = training.restore_params(workdir, step)
     sentences = common.read_lines(input_path)
     translator = Translator.from_config(config, model, source_tokenizer, target_tokenizer)
-    beam_size = config.beam_size if beam_size is None else beam_size
-    if beam_size < 1:
-        raise common.UsageError(f'--beam_size must be >= 1, got {beam_size}')
-    hypotheses, stats = translator.translate(params, sentences, beam_size)
+    hypotheses, stats = translator.translate(params, sentences, _beam_size(config, beam_size))
     common.write_lines(hypotheses, output_path)
     logging.info('translated %d lines: %.1f sentences/s decoding, %.1f s compiling',
                  len(sentences), stats.sentences_per_sec, stats.compile_sec)
@@ -308,8 +244,7 @@ def translate(workdir, input_path: str | None = None, output_path: str | None = 
 
 if __name__ == '__main__':
     common.run_driver(train, {
-        'evaluate': lambda workdir: evaluate(workdir, _SPLIT.value, _BEAM_SIZE.value,
-                                             common.STEP.value),
-        'translate': lambda workdir: translate(workdir, _INPUT.value, _OUTPUT.value,
-                                               _BEAM_SIZE.value, common.STEP.value),
+        'evaluate': lambda w: evaluate(w, _SPLIT.value, _BEAM_SIZE.value, common.STEP.value),
+        'translate': lambda w: translate(w, _INPUT.value, _OUTPUT.value, _BEAM_SIZE.value,
+                                         common.STEP.value),
     }, 'configs/translation.py:small')

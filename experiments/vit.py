@@ -44,17 +44,14 @@ _ROLLOUT = flags.DEFINE_bool('rollout', False, 'attention: attention rollout thr
                              'always use rollout).')
 
 
-# --------------------------------------------------------------------------- #
-# Config checks that belong to this experiment (the engine checks its own keys).
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """Everything that can be checked without the data, before anything compiles."""
     training.validate_config(config, num_devices=jax.device_count())
     require = training.require
     m = config.model
     require(m.name == 'vit', 'model.name', "must be 'vit'", m.name)
-    for key in ('image_size', 'num_classes'):
-        require(isinstance(m[key], int) and m[key] >= 0, f'model.{key}',
+    for key in ('image_size', 'num_classes', 'num_channels'):
+        require(isinstance(m.get(key, 0), int) and m.get(key, 0) >= 0, f'model.{key}',
                 'must be a non-negative integer (0 = from the data)', m[key])
     models.check_config(m)
     require(isinstance(config.random_crop_padding, int) and config.random_crop_padding >= 0,
@@ -67,16 +64,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def check_against_data(config: ml_collections.ConfigDict, data: ImageData) -> None:
-    """Fills model.image_size / model.num_classes left at 0; otherwise they must match."""
+    """Fills model.image_size, num_classes and num_channels left at 0; otherwise they must
+    match the data."""
     height, width, _ = data.image_shape
     if height != width:
         raise DataError(f"dataset '{config.dataset}' holds {height}x{width} images; the ViT "
                         'here takes square images (model.image_size)')
     check_patch_size((height, width), config.model.patch_size)
-    with config.unlocked():
-        config.model.num_channels = data.image_shape[-1]
-    for key, actual in (('image_size', height), ('num_classes', data.num_classes)):
-        given = config.model[key]
+    for key, actual in (('image_size', height), ('num_classes', data.num_classes),
+                        ('num_channels', data.image_shape[-1])):
+        given = config.model.get(key, 0)  # runs from before num_channels have none
         training.require(given in (0, actual), f'model.{key}',
                          f"does not match dataset '{config.dataset}' ({actual}); set it to "
                          f'{actual} or to 0 (= from the data)', given)

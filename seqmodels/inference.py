@@ -25,6 +25,7 @@ import numpy as np
 from seqmodels import decoding, models
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from seqmodels.data.translation import DEFAULT_BOUNDARIES
+from seqmodels.errors import require
 from seqmodels.evaluation import corpus_bleu
 from seqmodels.training import sharding as sharding_lib
 
@@ -218,6 +219,15 @@ class Translator:
                    boundaries=[b for b in boundaries if b < longest] + [longest],
                    max_decode_extra=config.max_decode_extra,
                    alpha=config.length_penalty_alpha)
+
+    @staticmethod
+    def check_config(config) -> None:
+        """The decoding keys of a translation config; raises ConfigError naming the key."""
+        for key in ('beam_size', 'max_decode_extra', 'decode_batch_size'):
+            require(isinstance(config[key], int) and config[key] >= 1, key,
+                    'must be a positive integer', config[key])
+        require(config.length_penalty_alpha >= 0, 'length_penalty_alpha', 'must be >= 0',
+                config.length_penalty_alpha)
 
     def bucket(self, length: int) -> int:
         for boundary in self.boundaries:

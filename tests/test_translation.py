@@ -245,7 +245,7 @@ def trained_workdir(tmp_path_factory):
     # Enough steps for non-empty translations (steps are cheap; compiling is not).
     config.update(num_train_steps=40, log_every_steps=20, eval_every_steps=20,
                   checkpoint_every_steps=20)
-    data = translation.load_data(config, None)
+    data = translation.translation_data.load(config, None)
     # Training sees two batch shapes: the engine compiles one step per length bucket.
     assert len({data.train_batch(step)['src'].shape for step in range(4)}) == 2
     translation.train(config, workdir)

@@ -46,8 +46,10 @@ import grain
 import numpy as np
 
 from seqmodels.data import locale_corpus, tokenizers
+from seqmodels.data.errors import DataError
 from seqmodels.data.rows import process_rows
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from seqmodels.errors import require
 
 ROLES = ("train", "validation", "test")
 DEFAULT_BOUNDARIES = (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -101,6 +103,67 @@ def make_translation_data(config: Any = None, workdir: str | os.PathLike | None 
     if values.get("bucket_boundaries") is not None:
         values["bucket_boundaries"] = tuple(int(b) for b in values["bucket_boundaries"])
     return TranslationData(TranslationDataConfig(**values), workdir, verbose=verbose)
+
+
+def load(config, workdir: str | os.PathLike | None) -> TranslationData:
+    """The pipeline of an experiment config, its evaluation splits read at once so that a
+    bad file fails before anything compiles; every data problem is a DataError."""
+    try:
+        data = make_translation_data(
+            config, workdir, data_dir=os.path.expanduser(config.data_dir) or None)
+        for role in ("validation", "test"):
+            if data.split_stems[role]:
+                data.sources(role)
+        return data
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"translation data {config.dataset!r}: {e}") from None
+
+
+def check_config(config) -> None:
+    """The pipeline's keys of an experiment config, checked before anything is read;
+    raises ConfigError naming the key."""
+    dataset = config.dataset
+    require(dataset == locale_corpus.NAME or dataset.startswith(("parallel:", "tfds:")),
+            "dataset", f"must be '{locale_corpus.NAME}', 'parallel:DIR' or "
+            "'tfds:NAME[/CONFIG]'", dataset)
+    require(config.source_lang != config.target_lang, "target_lang",
+            f"must differ from source_lang={config.source_lang!r}", config.target_lang)
+    require(config.train_split != "", "train_split", "is required", config.train_split)
+    require(config.vocab_size >= 16, "vocab_size", "must be >= 16", config.vocab_size)
+    for key in ("max_source_length", "max_target_length"):
+        require(isinstance(config[key], int) and config[key] >= 2, key,
+                "must be an integer >= 2 (it counts EOS/BOS)", config[key])
+
+
+def tokenizer_paths(workdir, joint_vocab: bool, source_lang: str, target_lang: str
+                    ) -> tuple[str, str]:
+    """Where a run keeps its SentencePiece models (one file for a joint vocabulary)."""
+    folder = os.path.join(os.fspath(workdir), "tokenizer")
+    names = ("joint", "joint") if joint_vocab else (source_lang, target_lang)
+    return tuple(os.path.join(folder, f"spm_{name}.model") for name in names)
+
+
+def load_tokenizers(config, workdir) -> tuple[tokenizers.SentencePieceTokenizer, ...]:
+    """(source, target) tokenizers a training run stored in its workdir."""
+    paths = tokenizer_paths(workdir, config.joint_vocab, config.source_lang,
+                            config.target_lang)
+    for path in paths:
+        if not os.path.exists(path):
+            raise DataError(f"{path} does not exist: is {workdir} the workdir of a "
+                            "translation training run?")
+    return tuple(tokenizers.SentencePieceTokenizer.load(p) for p in paths)
+
+
+def fit_to_length(batch: Mapping[str, np.ndarray], limit: int | None) -> dict:
+    """Cuts the columns of a batch beyond `limit` (a Transformer's position table).
+    Only long evaluation lines need it: training pairs are filtered to fit."""
+    out = dict(batch)
+    if limit is None:
+        return out
+    for key in ("src", "tgt_in", "tgt_out", "weights"):
+        if key in out and out[key].shape[1] > limit:
+            out[key] = out[key][:, :limit]
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -556,20 +619,15 @@ class TranslationData:
         options = {"vocab_size": self.config.vocab_size, "model_type": self.config.model_type,
                        "character_coverage": self.config.character_coverage,
                        "split_digits": self.config.split_digits}
-        folder = None if workdir is None else os.path.join(os.fspath(workdir), "tokenizer")
-
-        def path(name):
-            return None if folder is None else os.path.join(folder, f"spm_{name}.model")
-
+        source_path, target_path = (None, None) if workdir is None else tokenizer_paths(
+            workdir, self.config.joint_vocab, self.config.source_lang, self.config.target_lang)
         if self.config.joint_vocab:
             joint = tokenizers.load_or_train_sentencepiece(
-                path("joint"), train.sources + train.references, **options)
+                source_path, train.sources + train.references, **options)
             return joint, joint
         return (
-            tokenizers.load_or_train_sentencepiece(
-                path(self.config.source_lang), train.sources, **options),
-            tokenizers.load_or_train_sentencepiece(
-                path(self.config.target_lang), train.references, **options),
+            tokenizers.load_or_train_sentencepiece(source_path, train.sources, **options),
+            tokenizers.load_or_train_sentencepiece(target_path, train.references, **options),
         )
 
     # -- training ---------------------------------------------------------------------

@@ -18,10 +18,12 @@ from seqmodels.training.config import (
     OPTIMIZERS,
     SCHEDULES,
     ConfigError,
+    apply_overrides,
     default_config,
     parse_flags,
     require,
     resolve_config,
+    select_variant,
     validate_config,
 )
 from seqmodels.training.loop import (
@@ -52,6 +54,7 @@ __all__ = [
     'CheckpointError',
     'Checkpointer',
     'ConfigError',
+    'apply_overrides',
     'NonFiniteError',
     'Preempted',
     'Task',
@@ -70,6 +73,7 @@ __all__ = [
     'process_rows',
     'require',
     'resolve_config',
+    'select_variant',
     'restore_params',
     'train_and_evaluate',
     'validate_config',
