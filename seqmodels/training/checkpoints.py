@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -53,8 +54,9 @@ logging.getLogger('absl').addFilter(_quiet_orbax)
 @contextlib.contextmanager
 def _quiet_failed_reads():
     """A failed orbax read leaves coroutines and loop callbacks behind that print
-    'Exception ignored ... Event loop is closed' tracebacks when collected; the
-    failure itself is reported as one line, so these are dropped."""
+    'Exception ignored ... Event loop is closed' tracebacks or 'coroutine ... was
+    never awaited' warnings when collected; the failure itself is reported as one
+    line, so these are dropped."""
     previous = sys.unraisablehook
 
     def hook(unraisable):
@@ -66,9 +68,13 @@ def _quiet_failed_reads():
 
     sys.unraisablehook = hook
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', r'coroutine .* was never awaited', RuntimeWarning)
+            try:
+                yield
+            finally:
+                gc.collect()
     finally:
-        gc.collect()
         sys.unraisablehook = previous
 
 
@@ -217,7 +223,8 @@ class Checkpointer:
                 try:
                     state, problem = self.restore(abstract_state, step), None
                 except Exception as error:  # any failure to read is damage
-                    state, problem = None, error
+                    # Only the text: the error's frames hold orbax's coroutines.
+                    state, problem = None, _reason(error)
                 if _all_processes_max(int(problem is not None)) == 0:
                     break
                 if not damaged:
@@ -227,10 +234,10 @@ class Checkpointer:
                             f'checkpoint step {step} in {self.directory} does not fit the '
                             f'model and optimizer of this config: '
                             f'{difference or "it differs on another process"}; resume with '
-                            f'the config it was saved with (config.json next to it) or '
-                            f'start in a new --workdir')
-                damaged.append((step, _reason(problem) if problem else 'failed on '
-                                'another process'))
+                            f'the config it was saved with '
+                            f'({os.path.join(os.path.dirname(self.directory), "config.json")})'
+                            f' or start in a new --workdir')
+                damaged.append((step, problem or 'failed on another process'))
             else:
                 state = None
         if damaged and state is None:
