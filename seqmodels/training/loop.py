@@ -6,7 +6,9 @@ of the common config keys, the mesh, jit-compiled sharded train and eval steps,
 gradient clipping and accumulation, checkpoints and exact resume, metrics,
 progress. Calling it again on the same workdir resumes from the latest
 checkpoint; `restore_params(workdir)` loads the latest parameters for sampling
-or evaluation.
+or evaluation. A preemption notice (SIGTERM or SIGUSR1) saves the state after
+the step in flight and raises `Preempted`; drivers exit with its `exit_code`
+(75) and rerunning the same command resumes.
 
 One update, step s (0-based; the metrics record and checkpoint of its result
 carry step s + 1):
@@ -26,6 +28,8 @@ state, which is what makes a killed run resume bitwise.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -128,6 +132,51 @@ class Preempted(Exception):
     def __init__(self, step: int, message: str | None = None):
         self.step = step
         super().__init__(message or f'preempted; checkpoint saved at step {step}')
+
+
+class _PreemptionNotice:
+    """Turns a cluster's preemption notice into a flag the loop reads between steps.
+
+    One process, main thread: SIGTERM and SIGUSR1 (what SLURM and Kubernetes send
+    ahead of an eviction) set the flag; the previous handlers come back on exit.
+    Several processes: the flag is JAX's preemption sync point (its distributed
+    runtime catches SIGTERM on any process and picks one step for all of them), so
+    every process saves the same step.
+    """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGUSR1')
+                    if hasattr(signal, name))
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+        self._shared = jax.process_count() > 1
+
+    def __enter__(self):
+        if not self._shared and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._receive)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            # None: the previous handler was not installed from Python.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+    def _receive(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def due(self, step: int) -> bool:
+        """Whether to save `step` and stop; called with every step by every process."""
+        if self._shared:
+            from jax.experimental import multihost_utils
+            try:
+                if multihost_utils.reached_preemption_sync_point(step):
+                    self.signal_name = 'SIGTERM (JAX preemption service)'
+            except RuntimeError:  # jax_enable_preemption_service is off
+                self._shared = False
+        return self.signal_name is not None
 
 
 def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
@@ -267,7 +316,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     Returns the final TrainState (parameters replicated on all devices). Raises
     ConfigError before compiling for impossible config values, NonFiniteError
     when a loss or gradient is nan/inf, CheckpointError when the workdir holds
-    checkpoints of which none can be resumed (a damaged newer one is skipped).
+    checkpoints of which none can be resumed (a damaged newer one is skipped),
+    Preempted after saving the state when SIGTERM or SIGUSR1 arrives.
     """
     mesh = sharding_lib.make_mesh()
     config = validate_config(config, num_devices=mesh.size)
@@ -281,30 +331,31 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                                 async_save=config.async_checkpoints)
     try:
-        abstract = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-            jax.eval_shape(init))
-        restored = checkpointer.restore_latest(abstract)
-        start, state = restored if restored is not None else (0, init())
-        writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
-        try:
-            writer.write_config(config)
-            if start >= num_steps:
-                logging.info('%s holds a checkpoint at step %d >= num_train_steps=%d; '
-                             'nothing to train', workdir, start, num_steps)
-                return state
-            state = _train(config, task, tx, schedule, mesh, state, start, checkpointer,
-                           writer, is_main)
-        finally:
-            writer.close()
-        checkpointer.wait()
-        return state
+        with _PreemptionNotice() as notice:
+            abstract = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                jax.eval_shape(init))
+            restored = checkpointer.restore_latest(abstract)
+            start, state = restored if restored is not None else (0, init())
+            writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
+            try:
+                writer.write_config(config)
+                if start >= num_steps:
+                    logging.info('%s holds a checkpoint at step %d >= num_train_steps=%d; '
+                                 'nothing to train', workdir, start, num_steps)
+                    return state
+                state = _train(config, task, tx, schedule, mesh, state, start, checkpointer,
+                               writer, is_main, notice)
+            finally:
+                writer.close()
+            checkpointer.wait()
+            return state
     finally:
         checkpointer.close()
 
 
 def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
-           is_main) -> TrainState:
+           is_main, notice) -> TrainState:
     num_steps = config.num_train_steps
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     logging.info('%s at step %d: %d parameters, %d devices in %d processes',
@@ -344,8 +395,21 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
             window.add(metrics)
         pending.clear()
 
+    def preempt(step):
+        # `state` holds `step` updates: the step that was in flight when the notice came.
+        check_pending()  # a non-finite state must not be saved
+        if checkpointer.latest_step() != step:
+            checkpointer.save(state)
+        checkpointer.wait()
+        message = (f'preempted by {notice.signal_name}: saved the state after step {step} '
+                   f'in {checkpointer.directory}; rerun the same command to resume')
+        logging.warning('%s', message)
+        raise Preempted(step, message)
+
     try:
         for step in range(start, num_steps):
+            if notice.due(step):
+                preempt(step)
             if batch is None:
                 batch = sharding_lib.global_batch(
                     _local_rows(task, step, config.batch_size), mesh)

@@ -8,8 +8,12 @@ any process can produce any rows of any step.
 As a driver (JAX_PLATFORMS=cpu):
     python tests/scripts/train_toy.py --workdir DIR --out params.npz [--devices 8]
         [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
-        [--config KEY=VALUE ...] [--print_steps]
-Writes the final parameters to --out (process 0) and prints DONE.
+        [--config KEY=VALUE ...] [--print_steps] [--hold_at_batch N --hold_until FILE]
+Writes the final parameters to --out (process 0) and prints DONE. An engine
+error with an exit code (Preempted, NonFiniteError, CheckpointError) is printed
+as one line on stderr and becomes the exit status, as in the drivers.
+--hold_at_batch makes train_batch(N) wait until FILE exists: a test that signals
+the run there knows which step is in flight.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def toy_config(**overrides):
 
 class ToyTask:
     def __init__(self, config, nan_at_step: int | None = None, print_steps: bool = False,
-                 eval_rows: int = 16):
+                 eval_rows: int = 16, hold: tuple[int, str] | None = None):
         import flax.linen as nn
         import numpy as np
 
@@ -70,6 +74,7 @@ class ToyTask:
         self.nan_at_step = nan_at_step
         self.print_steps = print_steps
         self.eval_rows = eval_rows
+        self.hold = hold
         self.teacher = np.random.default_rng(1234).normal(size=(NUM_FEATURES, NUM_CLASSES))
 
     def _rows(self, seed, num_rows, process_index, process_count):
@@ -104,6 +109,11 @@ class ToyTask:
     def train_batch(self, step, process_index, process_count):
         if self.print_steps:
             print(f'batch {step}', flush=True)
+        if self.hold is not None and step == self.hold[0]:
+            import time
+
+            while not os.path.exists(self.hold[1]):
+                time.sleep(0.01)
         batch = self._rows((7, step), self.batch_size, process_index, process_count)
         if self.nan_at_step is not None and step == self.nan_at_step:
             batch['x'] = batch['x'] * float('inf')
@@ -153,6 +163,8 @@ def main():
     parser.add_argument('--config', nargs='*', default=[])
     parser.add_argument('--nan_at_step', type=int)
     parser.add_argument('--print_steps', action='store_true')
+    parser.add_argument('--hold_at_batch', type=int)
+    parser.add_argument('--hold_until')
     args = parser.parse_args()
 
     # Must precede the first `import jax`: the CPU backend reads it once.
@@ -168,8 +180,14 @@ def main():
                                         initialization_timeout=60)
     overrides = dict(item.split('=', 1) for item in args.config)
     config = toy_config(**{k: _parse_value(v) for k, v in overrides.items()})
-    task = ToyTask(config, nan_at_step=args.nan_at_step, print_steps=args.print_steps)
-    state = training.train_and_evaluate(config, args.workdir, task)
+    hold = None if args.hold_at_batch is None else (args.hold_at_batch, args.hold_until)
+    task = ToyTask(config, nan_at_step=args.nan_at_step, print_steps=args.print_steps,
+                   hold=hold)
+    try:
+        state = training.train_and_evaluate(config, args.workdir, task)
+    except (training.Preempted, training.NonFiniteError, training.CheckpointError) as error:
+        print(f'{type(error).__name__}: {error}', file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
     if args.out and jax.process_index() == 0:
         params = jax.tree.map(np.asarray, state.params)
         flat = {jax.tree_util.keystr(path): leaf
