@@ -137,8 +137,9 @@ class Preempted(Exception):
 class _PreemptionNotice:
     """Turns a cluster's preemption notice into a flag the loop reads between steps.
 
-    One process, main thread: SIGTERM and SIGUSR1 (what SLURM and Kubernetes send
-    ahead of an eviction) set the flag; the previous handlers come back on exit.
+    One process, main thread: SIGTERM (what SLURM and Kubernetes send ahead of an
+    eviction) and SIGUSR1 (what `sbatch --signal=USR1@SECONDS` asks for) set the
+    flag; the previous handlers come back on exit.
     Several processes: the flag is JAX's preemption sync point (its distributed
     runtime catches SIGTERM on any process and picks one step for all of them), so
     every process saves the same step.
