@@ -46,12 +46,9 @@ MODEL_NAMES = ('rnn_lm', 'gpt')
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every key of a char-LM config, checked before anything is read or compiled."""
-    training.validate_config(config, num_devices=jax.device_count())
-    models.check_config(config.model)
+    common.validate(config, MODEL_NAMES)
     require = training.require
     m = config.model
-    require(m.name in MODEL_NAMES, 'model.name', f'must be one of {", ".join(MODEL_NAMES)}',
-            m.name)
     require(isinstance(config.seq_len, int) and config.seq_len > 0, 'seq_len',
             'must be a positive integer', config.seq_len)
     require(config.max_chars >= 0, 'max_chars', 'must be >= 0 (0 = all)', config.max_chars)

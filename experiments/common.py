@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 
+import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from seqmodels import training
+from seqmodels import models, training
 from seqmodels.data import DataError
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -81,6 +82,15 @@ def run_driver(train: Callable, modes: dict[str, Callable[[str], None]],
 def _exit(error: Exception, status: int) -> None:
     sys.stderr.write(f'error: {error}\n')
     sys.exit(status)
+
+
+def validate(config, model_names) -> None:
+    """The checks every experiment makes first: the engine's keys, that the model is a
+    family this experiment trains, the model's keys. Raises ConfigError naming the key."""
+    training.validate_config(config, num_devices=jax.device_count())
+    training.require(config.model.name in model_names, 'model.name',
+                     f'must be one of {", ".join(model_names)}', config.model.name)
+    models.check_config(config.model)
 
 
 def load_run_config(workdir: str, experiment: str):

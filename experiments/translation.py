@@ -49,12 +49,9 @@ MODEL_NAMES = ('transformer', 'seq2seq')
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every key of a translation config, checked before anything is read or compiled."""
-    training.validate_config(config, num_devices=jax.device_count())
-    models.check_config(config.model)
+    common.validate(config, MODEL_NAMES)
     require = training.require
     m = config.model
-    require(m.name in MODEL_NAMES, 'model.name', f'must be one of {", ".join(MODEL_NAMES)}',
-            m.name)
     translation_data.check_config(config)
     Translator.check_config(config)
     require(config.num_eval_examples >= 0, 'num_eval_examples', 'must be >= 0 (0 = no BLEU '

@@ -46,14 +46,12 @@ _ROLLOUT = flags.DEFINE_bool('rollout', False, 'attention: attention rollout thr
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Everything that can be checked without the data, before anything compiles."""
-    training.validate_config(config, num_devices=jax.device_count())
+    common.validate(config, ('vit',))
     require = training.require
     m = config.model
-    require(m.name == 'vit', 'model.name', "must be 'vit'", m.name)
     for key in ('image_size', 'num_classes', 'num_channels'):
         require(isinstance(m.get(key, 0), int) and m.get(key, 0) >= 0, f'model.{key}',
-                'must be a non-negative integer (0 = from the data)', m[key])
-    models.check_config(m)
+                'must be a non-negative integer (0 = from the data)', m.get(key))
     require(isinstance(config.random_crop_padding, int) and config.random_crop_padding >= 0,
             'random_crop_padding', 'must be a non-negative integer (0 = off)',
             config.random_crop_padding)
