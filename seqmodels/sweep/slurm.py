@@ -1,0 +1,286 @@
+"""The SLURM executor, through submitit: trials as one job array, requeued on
+preemption and at the time limit, each resuming from its own checkpoints.
+
+A job runs `TrialJob`, which starts the trial's driver as a child process and waits.
+Preemption reaches the driver one of two ways, and both end in a requeue:
+
+- SLURM sends SIGTERM to every process of a preempted job: the driver saves a
+  checkpoint after the step in flight and exits 75 (EXIT_PREEMPTED); submitit's own
+  handler ignores SIGTERM in the job, so TrialJob sees the 75 and sends itself
+  submitit's requeue signal.
+- Ahead of the time limit submitit has SLURM send its requeue signal (SIGUSR2,
+  `signal_delay_s` before the end): submitit calls `TrialJob.checkpoint`, which
+  SIGTERMs the driver, waits for its checkpoint and exit, and hands back a fresh
+  TrialJob for the requeued job.
+
+With cluster='local' the same code runs under submitit's LocalExecutor (a process per
+job on this machine, requeued in place): the tests use it, since CI has no SLURM.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+
+from seqmodels.sweep import records, runner
+from seqmodels.sweep.local import data_prepared
+
+_POLL_S = 0.5
+_STOP_GRACE_S = 120.0  # how long a preempted driver gets to save its checkpoint
+_ALIVE_STATES = {'PENDING', 'RUNNING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
+                 'CONFIGURING', 'COMPLETING', 'RESIZING', 'SUSPENDED', 'STAGE_OUT',
+                 'SIGNALING', 'PREEMPTED'}
+
+
+def _requeue_signal() -> int:
+    # The signal submitit's job handler treats as "checkpoint and requeue".
+    return getattr(signal, 'SIG' + os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2'))
+
+
+class TrialJob:
+    """What one array task runs: the trial's driver, until it ends or is preempted."""
+
+    def __init__(self, directory: str, command: list[str], cwd: str, sweep_dir: str):
+        self.directory, self.command, self.cwd, self.sweep_dir = (
+            directory, command, cwd, sweep_dir)
+        self._process = None
+        self._returncode = None
+        self._since = 0
+        self._preempting = False
+        self._recorded = None
+
+    def __getstate__(self):  # a running process does not travel in a pickle
+        return {k: self.__dict__[k] for k in ('directory', 'command', 'cwd', 'sweep_dir')}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def __call__(self) -> dict:
+        trial = records.Trial.load(self.directory)
+        cores = sorted(os.sched_getaffinity(0))  # what SLURM gave this job
+        env = runner.trial_env(cores, {})
+        lock = self._gate()
+        process, self._since = runner.start(trial, self.command, env, self.cwd)
+        self._process = process
+        runner.record_start(trial, process.pid, executor='slurm', cores=cores,
+                            job_id=_job_id(), job_pid=os.getpid(),
+                            devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
+        while self._reap() is None:
+            if lock is not None and os.path.exists(os.path.join(self.directory, 'config.json')):
+                lock.close()  # our data is prepared: the other trials may start theirs
+                lock = None
+            time.sleep(_POLL_S)
+        if lock is not None:
+            lock.close()
+        status = self._record_end()
+        if status['status'] == records.PREEMPTED and not self._preempting:
+            # SLURM's SIGTERM reached the driver first: have submitit requeue the job.
+            os.kill(os.getpid(), _requeue_signal())
+            time.sleep(60)  # submitit's handler exits this process
+        return status
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's hook on its requeue signal: stop the driver (which saves a
+        checkpoint) and resubmit a fresh copy of this job; None (no requeue) when the
+        trial has ended anyway."""
+        import submitit
+
+        self._preempting = True
+        if self._process is not None and self._reap() is None:
+            try:
+                os.killpg(self._process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + _STOP_GRACE_S
+            while self._reap() is None and time.time() < deadline:
+                time.sleep(0.1)
+        if self._process is not None:
+            status = self._record_end()
+            if status['status'] != records.PREEMPTED:
+                return None
+        return submitit.helpers.DelayedSubmission(
+            TrialJob(self.directory, self.command, self.cwd, self.sweep_dir))
+
+    def _record_end(self) -> dict:
+        """The attempt's outcome, recorded once (the end of __call__ and a requeue
+        signal may both get here)."""
+        trial = records.Trial.load(self.directory)
+        if self._recorded is not None:
+            return self._recorded
+        if self._reap() is None:  # still running after the grace period
+            os.killpg(self._process.pid, signal.SIGKILL)
+            while self._reap() is None:
+                time.sleep(0.05)
+        result = runner.outcome(self._returncode,
+                                os.path.join(self.directory, records.STDERR_FILE), self._since)
+        if self._preempting and result['status'] == records.ERROR:
+            result.update(status=records.PREEMPTED, error=None)  # stopped by us: resumable
+        self._recorded = runner.record_end(trial, result)
+        return self._recorded
+
+    def _reap(self) -> int | None:
+        """The driver's exit status once it has exited. os.waitpid, not Popen.wait:
+        this also runs inside a signal handler that may interrupt a wait."""
+        if self._returncode is None:
+            try:
+                pid, status = os.waitpid(self._process.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self._process.pid, 0
+            if pid:
+                self._returncode = os.waitstatus_to_exitcode(status)
+                self._process.returncode = self._returncode
+        return self._returncode
+
+    def _gate(self):
+        """Until some trial has prepared its data, trials take turns preparing theirs
+        (two writing one dataset at once would race). Returns the held lock or None."""
+        trials = records.load_trials(self.sweep_dir)
+        if data_prepared(trials):
+            return None
+        lock = open(os.path.join(self.sweep_dir, '.prepare.lock'), 'w')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: go ahead
+            lock.close()
+            return None
+        if data_prepared(records.load_trials(self.sweep_dir)):
+            lock.close()
+            return None
+        return lock
+
+
+def _job_id() -> str | None:
+    array, task = os.environ.get('SLURM_ARRAY_JOB_ID'), os.environ.get('SLURM_ARRAY_TASK_ID')
+    if array and task:
+        return f'{array}_{task}'
+    return os.environ.get('SLURM_JOB_ID') or os.environ.get('SUBMITIT_LOCAL_JOB_ID')
+
+
+class SubmititExecutor:
+    """Submits the plan's trials through submitit and waits for them.
+
+    A grid or random search goes out as one job array (at most `parallel` tasks run at
+    once); a Bayesian search submits trials as Optuna proposes them, `parallel` at a
+    time. The launcher may be stopped and rerun at any time: a rerun finds the jobs
+    still queued or running (their ids are in each trial's status.json) and waits for
+    them instead of submitting them again.
+    """
+
+    def __init__(self, cluster: str = 'slurm', parallel: int = 1,
+                 parameters: Mapping | None = None, log: Callable = print):
+        self.cluster, self.parallel, self.log = cluster, parallel, log
+        self.parameters = dict(parameters or {})
+        self.stopped_by: int | None = None
+
+    def _executor(self, workdir: str):
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=os.path.join(workdir, 'slurm', '%j'),
+                                         cluster=self.cluster, slurm_max_num_timeout=20)
+        executor.update_parameters(**self.parameters)
+        return executor
+
+    def _job(self, workdir: str, job_id: str):
+        import submitit
+
+        if self.cluster != 'slurm':
+            return None  # a local job cannot be found again from another process
+        return submitit.SlurmJob(folder=os.path.join(workdir, 'slurm', '%j'), job_id=job_id)
+
+    def run(self, sweep, plan, monitor) -> None:
+        executor = self._executor(sweep.workdir)
+        adaptive = getattr(plan, 'adaptive', False)
+        capacity = self.parallel if adaptive or self.cluster != 'slurm' else 10**9
+        active: dict[int, tuple[records.Trial, object]] = {}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+        try:
+            while self.stopped_by is None:
+                batch = []
+                while len(active) + len(batch) < capacity:
+                    trial = plan.next_trial()
+                    if trial is None:
+                        break
+                    job = self._live_job(sweep.workdir, trial)
+                    if job is not None:
+                        self.log(f'{trial.name}: job {job.job_id} is still queued or running;'
+                                 ' waiting for it')
+                        active[trial.index] = (trial, job)
+                    else:
+                        batch.append(trial)
+                if batch:
+                    self._submit(executor, sweep, batch, active, monitor)
+                for index, (trial, job) in list(active.items()):
+                    if not job.done():
+                        continue
+                    del active[index]
+                    status = self._ended(trial, job)
+                    plan.finished(trial, status)
+                    monitor.ended(trial, status)
+                if not active:
+                    break
+                monitor.tick()
+                time.sleep(_POLL_S)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.stopped_by is not None and active:
+            ids = sorted({str(job.job_id).split('_')[0] for _, job in active.values()})
+            self.log(f'{len(active)} trials keep running as jobs {", ".join(ids)}; rerun this '
+                     'command to wait for them and gather the table (or scancel them)')
+
+    def _on_signal(self, signum, frame):
+        self.stopped_by = signum
+
+    def _submit(self, executor, sweep, batch, active, monitor) -> None:
+        jobs = []
+        with executor.batch():
+            for trial in batch:
+                command = runner.trial_command(sweep.manifest, trial)
+                jobs.append(executor.submit(TrialJob(trial.directory, command,
+                                                     sweep.manifest['cwd'], sweep.workdir)))
+        for trial, job in zip(batch, jobs):
+            trial.update_status(status=records.SUBMITTED, job_id=str(job.job_id),
+                                executor=self.cluster, submitted=time.time(),
+                                host=socket.gethostname(), pid=None)
+            active[trial.index] = (trial, job)
+            monitor.started(trial)
+        self.log(f'submitted {len(batch)} trials as job(s) '
+                 f'{", ".join(sorted({str(j.job_id).split("_")[0] for j in jobs}))}')
+
+    def _live_job(self, workdir: str, trial: records.Trial):
+        status = trial.status()
+        if (status.get('status') not in (records.SUBMITTED, records.RUNNING,
+                                         records.PREEMPTED)
+                or status.get('executor') != self.cluster or not status.get('job_id')):
+            return None
+        job = self._job(workdir, status['job_id'])
+        if job is None:
+            return None
+        try:
+            return job if job.state in _ALIVE_STATES else None
+        except Exception:  # sacct unreachable: submit again rather than wait forever
+            return None
+
+    def _ended(self, trial: records.Trial, job) -> dict:
+        """The trial's final status; a job that ended without recording one (killed,
+        out of memory, out of requeues) is recorded as an error saying so."""
+        status = trial.status()
+        if status.get('status') in (records.DONE, records.DIVERGED, records.ERROR):
+            return status
+        try:
+            state = job.state
+        except Exception:
+            state = 'unknown'
+        tail = ''
+        try:
+            lines = [line for line in (job.stderr() or '').splitlines() if line.strip()]
+            tail = f': {lines[-1][:300]}' if lines else ''
+        except Exception:
+            pass
+        error = f'job {job.job_id} ended ({state}) before the trial did{tail}'
+        return trial.update_status(status=records.ERROR, error=error, pid=None)
