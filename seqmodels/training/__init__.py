@@ -45,6 +45,7 @@ from seqmodels.training.sharding import (
     process_rows,
 )
 from seqmodels.training.state import TrainState, init_train_state
+from seqmodels.training.warm_start import check_compatible, load_pretrained, restore_pretrained
 
 __all__ = [
     'EXIT_DIVERGED',
@@ -77,4 +78,5 @@ __all__ = [
     'restore_params',
     'train_and_evaluate',
     'validate_config',
+    'check_compatible', 'load_pretrained', 'restore_pretrained',
 ]
