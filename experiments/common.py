@@ -1,8 +1,16 @@
 """What every experiment driver shares: the common flags, `run_driver`, the run config.
 
-absl flags are process-wide, so `--config`, `--workdir`, `--mode` and `--step` are
-defined here once; each driver defines only its own extra flags (names unique across
-drivers), and any number of drivers can be imported into one process (the tests do).
+absl flags are process-wide, so `--config`, `--workdir`, `--mode`, `--step` and the
+multi-process flags are defined here once; each driver defines only its own extra
+flags (names unique across drivers), and any number of drivers can be imported into
+one process (the tests do).
+
+Multi-process runs: every driver joins one when it is started as one of its
+processes (`training.join_cluster`): under SLURM (srun with several tasks), Open MPI
+(mpirun) or on a multi-host TPU slice this is detected; elsewhere pass
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or the variables
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) to each process. A single
+task (SLURM_NTASKS=1, as one array trial is) joins nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seqmodels import models, training
@@ -30,6 +38,19 @@ MODE = flags.DEFINE_string(
 STEP = flags.DEFINE_integer(
     'step', None, 'Modes that read a checkpoint: the step to use (default: the latest '
     'intact one; WORKDIR/checkpoints lists the saved steps).')
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-process runs: HOST:PORT of process 0, the same on '
+    'every process (default: $JAX_COORDINATOR_ADDRESS, or found by SLURM/Open MPI/TPU).')
+NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-process runs: how many processes take part (default: '
+    '$JAX_NUM_PROCESSES, or the SLURM/Open MPI task count; 1 = a single process).')
+PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-process runs: this process\'s index in [0, num_processes) '
+    '(default: $JAX_PROCESS_ID, or the SLURM/Open MPI rank).')
+DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'], 'auto: join a multi-process run when the '
+    'flags, variables or scheduler describe one; on: always call jax.distributed.initialize '
+    '(e.g. a TPU pod slice on GCE, found through its metadata server); off: never.')
 
 # What ends a run with one `error:` line instead of a traceback: the user's to fix.
 # Each carries its exit status (`exit_code`, default 1): 3 for a diverged run, 75 for
@@ -54,6 +75,7 @@ def run_driver(train: Callable, modes: dict[str, Callable[[str], None]],
 
     def main(argv):
         try:
+            join_cluster()  # before anything touches JAX devices
             if len(argv) > 1:
                 raise UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
             if MODE.value not in modes:
@@ -77,6 +99,22 @@ def run_driver(train: Callable, modes: dict[str, Callable[[str], None]],
             _exit(e, getattr(e, 'exit_code', 1))
 
     app.run(main, flags_parser=training.parse_flags)
+
+
+def join_cluster() -> training.Cluster | None:
+    """Joins the multi-process run the flags, variables or scheduler describe (if any).
+
+    Raises UsageError for an incomplete description (a count without an index, ...).
+    """
+    try:
+        cluster = training.join_cluster(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
+                                        PROCESS_ID.value, DISTRIBUTED.value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if cluster is not None:
+        logging.info('joined a multi-process run as %s: %d devices, %d of them local',
+                     cluster.describe(), jax.device_count(), jax.local_device_count())
+    return cluster
 
 
 def _exit(error: Exception, status: int) -> None:

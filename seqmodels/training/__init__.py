@@ -9,8 +9,8 @@
 
 `task` implements `training.Task` (see loop.py for the contract). In WORKDIR the
 engine writes config.json, metrics.jsonl, TensorBoard events, samples.txt and
-checkpoints/. Multi-process runs call `training.initialize_distributed(...)`
-before anything else touches JAX.
+checkpoints/. Multi-process runs call `training.join_cluster(...)` (or
+`initialize_distributed`) before anything else touches JAX devices.
 """
 
 from seqmodels.training.checkpoints import CheckpointError, Checkpointer, restore_params
@@ -39,8 +39,11 @@ from seqmodels.training.loop import (
 )
 from seqmodels.training.optimizers import make_optimizer, make_schedule
 from seqmodels.training.sharding import (
+    Cluster,
+    detect_cluster,
     global_batch,
     initialize_distributed,
+    join_cluster,
     make_mesh,
     process_rows,
 )
@@ -54,6 +57,7 @@ __all__ = [
     'SCHEDULES',
     'CheckpointError',
     'Checkpointer',
+    'Cluster',
     'ConfigError',
     'apply_overrides',
     'NonFiniteError',
@@ -61,10 +65,12 @@ __all__ = [
     'Task',
     'TrainState',
     'default_config',
+    'detect_cluster',
     'evaluate',
     'global_batch',
     'init_train_state',
     'initialize_distributed',
+    'join_cluster',
     'make_eval_step',
     'make_mesh',
     'make_optimizer',

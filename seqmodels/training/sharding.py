@@ -1,13 +1,22 @@
-"""Data-parallel SPMD over all devices of all processes.
+"""SPMD over all devices of all processes, and joining a multi-process run.
 
 The mesh has one axis, 'data'. Batches are sharded on their leading axis,
 parameters and optimizer state are replicated. Devices are ordered by process,
 so process p owns the contiguous rows [p*B/P, (p+1)*B/P) of a global batch of B
 rows: each process loads only those rows (see `process_rows`, defined with the
 loaders in `seqmodels.data.rows` and re-exported here).
+
+A process is part of a multi-process run when flags or environment variables
+say so (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`) or when
+a scheduler started several tasks of it (SLURM, Open MPI, a multi-host TPU
+slice); `detect_cluster` reads which, `join_cluster` joins it.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -16,8 +25,8 @@ from jax.sharding import PartitionSpec as P
 
 from seqmodels.data.rows import process_rows
 
-__all__ = ['DATA_AXIS', 'batch_sharding', 'global_batch', 'initialize_distributed',
-           'make_mesh', 'process_rows', 'replicated']
+__all__ = ['DATA_AXIS', 'Cluster', 'batch_sharding', 'detect_cluster', 'global_batch',
+           'initialize_distributed', 'join_cluster', 'make_mesh', 'process_rows', 'replicated']
 
 DATA_AXIS = 'data'
 
@@ -36,6 +45,135 @@ def initialize_distributed(coordinator_address: str | None = None,
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id, **kwargs)
+
+
+ENV_COORDINATOR_ADDRESS = 'JAX_COORDINATOR_ADDRESS'  # JAX itself reads this one too
+ENV_NUM_PROCESSES = 'JAX_NUM_PROCESSES'
+ENV_PROCESS_ID = 'JAX_PROCESS_ID'
+DISTRIBUTED_MODES = ('auto', 'on', 'off')
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The multi-process run this process belongs to.
+
+    `source` says what told us (flags, the JAX_* variables, SLURM, Open MPI, TPU).
+    A field left None is for `jax.distributed.initialize` to detect from the same
+    scheduler (e.g. SLURM's coordinator, the first host of SLURM_STEP_NODELIST).
+    """
+
+    source: str
+    num_processes: int | None
+    process_id: int | None
+    coordinator_address: str | None
+
+    def describe(self) -> str:
+        count = '?' if self.num_processes is None else self.num_processes
+        index = '?' if self.process_id is None else self.process_id
+        where = self.coordinator_address or 'detected by JAX'
+        return f'process {index} of {count} ({self.source}; coordinator {where})'
+
+
+def _int_var(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name, '').strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'environment variable {name}={value!r} is not an integer') from None
+
+
+def _scheduler(environ: Mapping[str, str]) -> tuple[str, int | None, int | None, bool] | None:
+    """(name, task count, this task's index, whether JAX finds the coordinator) of the
+    scheduler that started this process, or None."""
+    if 'SLURM_JOB_ID' in environ and 'SLURM_PROCID' in environ:
+        # The tasks of this job step (srun), not of the allocation: a batch script run
+        # by sbatch --ntasks=N is one task until it calls srun.
+        count = _int_var(environ, 'SLURM_STEP_NUM_TASKS') or _int_var(environ, 'SLURM_NTASKS')
+        return 'SLURM', count, _int_var(environ, 'SLURM_PROCID'), (
+            'SLURM_STEP_NODELIST' in environ and 'SLURM_LOCALID' in environ)
+    if 'OMPI_COMM_WORLD_SIZE' in environ:
+        return ('Open MPI', _int_var(environ, 'OMPI_COMM_WORLD_SIZE'),
+                _int_var(environ, 'OMPI_COMM_WORLD_RANK'),
+                'OMPI_MCA_orte_hnp_uri' in environ)
+    hosts = [h for h in environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h.strip()]
+    if len(hosts) > 1 or environ.get('MEGASCALE_COORDINATOR_ADDRESS'):
+        # Multislice counts slices x hosts: JAX reads both from the TPU environment.
+        return 'TPU', None, None, True
+    return None
+
+
+def detect_cluster(coordinator_address: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None,
+                   environ: Mapping[str, str] | None = None) -> Cluster | None:
+    """The multi-process run this process is in, or None for a run of one process.
+
+    Arguments (a driver's flags) take precedence over the JAX_* variables, which
+    take precedence over a scheduler's (SLURM_STEP_NUM_TASKS or SLURM_NTASKS and
+    SLURM_PROCID; OMPI_COMM_WORLD_SIZE and _RANK; TPU_WORKER_HOSTNAMES). A count
+    of 1 is a run of one process (one SLURM array task): nothing to join. Raises
+    ValueError, naming the flag, for an incomplete or inconsistent description.
+    """
+    environ = os.environ if environ is None else environ
+    source = 'flags'
+    if coordinator_address is None and environ.get(ENV_COORDINATOR_ADDRESS):
+        coordinator_address, source = environ[ENV_COORDINATOR_ADDRESS], ENV_COORDINATOR_ADDRESS
+    if num_processes is None and _int_var(environ, ENV_NUM_PROCESSES) is not None:
+        num_processes, source = _int_var(environ, ENV_NUM_PROCESSES), ENV_NUM_PROCESSES
+    if process_id is None and _int_var(environ, ENV_PROCESS_ID) is not None:
+        process_id = _int_var(environ, ENV_PROCESS_ID)
+    scheduler = _scheduler(environ)
+    finds_coordinator = False
+    if scheduler is not None and num_processes is None:
+        source, num_processes, scheduler_id, finds_coordinator = scheduler
+        process_id = scheduler_id if process_id is None else process_id
+        if num_processes is None:  # a TPU slice: JAX knows the rest
+            return Cluster(source, None, None, coordinator_address)
+    if num_processes is None:
+        if coordinator_address or process_id is not None:
+            raise ValueError(f'--coordinator_address and --process_id join a multi-process run '
+                             f'and need --num_processes (or {ENV_NUM_PROCESSES})')
+        return None
+    if num_processes < 1:
+        raise ValueError(f'--num_processes must be >= 1, got {num_processes}')
+    if num_processes == 1:
+        return None
+    if process_id is None:
+        raise ValueError(f'a run of {num_processes} processes needs --process_id '
+                         f'(or {ENV_PROCESS_ID}) on each, from 0 to {num_processes - 1}')
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f'--process_id must lie in [0, {num_processes}), got {process_id}')
+    if coordinator_address is None and not finds_coordinator:
+        raise ValueError(f'a run of {num_processes} processes needs --coordinator_address '
+                         f'(or {ENV_COORDINATOR_ADDRESS}): HOST:PORT of process 0, the same '
+                         f'on every process')
+    return Cluster(source, num_processes, process_id, coordinator_address)
+
+
+def join_cluster(coordinator_address: str | None = None, num_processes: int | None = None,
+                 process_id: int | None = None, mode: str = 'auto',
+                 environ: Mapping[str, str] | None = None, **kwargs) -> Cluster | None:
+    """Joins the run `detect_cluster` finds (mode 'auto'); 'on' also joins when nothing
+    is detected, leaving everything to JAX's own detection (a TPU pod slice on GCE,
+    whose hosts are known only to its metadata server); 'off' never joins.
+
+    Call it before anything touches JAX devices. Returns the Cluster joined, or None.
+    `kwargs` go to `jax.distributed.initialize` (e.g. initialization_timeout).
+    """
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(f'--distributed must be one of {", ".join(DISTRIBUTED_MODES)}, '
+                         f'got {mode!r}')
+    if mode == 'off':
+        return None
+    cluster = detect_cluster(coordinator_address, num_processes, process_id, environ)
+    if cluster is None and mode == 'on':
+        cluster = Cluster('--distributed=on', num_processes, process_id, coordinator_address)
+    if cluster is None or jax.distributed.is_initialized():
+        return cluster
+    initialize_distributed(cluster.coordinator_address, cluster.num_processes,
+                           cluster.process_id, **kwargs)
+    return cluster
 
 
 def make_mesh(devices=None) -> Mesh:
