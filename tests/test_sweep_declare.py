@@ -88,6 +88,7 @@ def _config():
     return ml_collections.ConfigDict({
         'learning_rate': 1e-3, 'num_train_steps': 10, 'dataset': 'python_stdlib',
         'async_checkpoints': True, 'nothing': None,
+        'typed': ml_collections.config_dict.placeholder(int),
         'model': {'cell': 'lstm', 'dropout': 0.0, 'shape': (2, 2)}})
 
 
@@ -111,12 +112,15 @@ def test_overrides_survive_the_command_line(tmp_path):
 
 
 def test_bad_overrides_name_the_key():
-    with pytest.raises(sw.SweepError, match=r'config.model.cel: no such config key'):
+    with pytest.raises(sw.SweepError, match=r'config.model.cel: no such key \(did you mean '
+                                            r'model.cell\?\)'):
         apply_overrides(_config(), {'model.cel': 'gru'})
-    with pytest.raises(sw.SweepError, match=r'config.num_train_steps=2.5: expected a int'):
+    with pytest.raises(sw.SweepError, match=r'config.num_train_steps=2.5: this int field '
+                                            r'cannot hold a float'):
         apply_overrides(_config(), {'num_train_steps': 2.5})
     with pytest.raises(sw.SweepError, match='is None in the config'):
         apply_overrides(_config(), {'nothing': 3})
+    assert apply_overrides(_config(), {'typed': 3}).typed == 3  # a typed placeholder
     with pytest.raises(sw.SweepError, match='cannot be passed'):
         apply_overrides(_config(), {'dataset': {'a': 1}})
 

@@ -39,7 +39,7 @@ class Request:
     variant: str | None
     driver: str
     sweep: str
-    base_config: ml_collections.ConfigDict
+    base_config: ml_collections.ConfigDict  # get_config(variant), base overrides or not
     base_overrides: dict = dataclasses.field(default_factory=dict)
     search: str = 'grid'
     num_trials: int | None = None
@@ -97,8 +97,8 @@ class _Builder:
         directory = os.path.join(self.request.workdir, name)
         if existing is None and os.path.exists(os.path.join(directory, records.TRIAL_FILE)):
             existing = records.Trial.load(directory)
-        config, error = _resolve(self.request.base_config,
-                                 {**self.manifest['fixed'], **overrides})
+        config, error = _resolve(self.request.base_config, {
+            **self.request.base_overrides, **self.manifest['fixed'], **overrides})
         if existing is not None and existing.config is not None and config is not None:
             differences = records.dict_differences(existing.config, config)
             if differences:
@@ -155,7 +155,8 @@ def open_sweep(request: Request, log: Callable = print) -> tuple[Sweep, Any]:
     build = _Builder(request, manifest, width=max(3, len(str(count - 1))))
     if request.search == 'bayes':
         # Every key of the space must exist in the config before Optuna proposes values.
-        _, error = _resolve(request.base_config, random_draws(declared, 1, 0)[0])
+        _, error = _resolve(request.base_config, {**request.base_overrides,
+                                                  **random_draws(declared, 1, 0)[0]})
         if error:
             raise SweepError(f'{where}: {error}')
         existing = records.load_trials(request.workdir)

@@ -174,7 +174,14 @@ class LocalExecutor:
 
     def _start(self, sweep, trial: records.Trial, slot: Slot) -> None:
         command = runner.trial_command(sweep.manifest, trial)
-        env = runner.trial_env(slot.cores, slot.env)
+        extra = dict(slot.env)
+        if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+            # One compilation cache for the sweep's trials (on this host only: a cached
+            # CPU executable assumes the CPU it was compiled on). A resumed trial, or one
+            # that differs from another only in values its step takes as inputs (a
+            # seed), does not compile again.
+            extra['JAX_COMPILATION_CACHE_DIR'] = os.path.join(sweep.workdir, '.jax_cache')
+        env = runner.trial_env(slot.cores, extra)
         # A stop signal between the start and the bookkeeping would miss this trial.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:

@@ -8,7 +8,6 @@ the launcher, which catches unknown keys and wrong types before any process star
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -38,26 +37,23 @@ def override_flags(overrides: Mapping[str, Any]) -> list[str]:
 
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of `config` with each dotted key set; SweepError names a bad key or value."""
-    config = copy.deepcopy(config)
+    """A copy of `config` with each dotted key set (`training.apply_overrides`), checked
+    also for what the command line can carry; SweepError names a bad key or value."""
+    from seqmodels.training.config import ConfigError
+    from seqmodels.training.config import apply_overrides as apply
+
     for key, value in overrides.items():
+        format_value(key, value)  # a value the command line cannot carry
         *parents, leaf = key.split('.')
         node = config
-        for i, part in enumerate(parents + [leaf]):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                missing = '.'.join((parents + [leaf])[:i + 1])
-                raise SweepError(f'config.{key}: no such config key (config.{missing} is '
-                                 'missing)')
-            if i < len(parents):
-                node = node[part]
-        format_value(key, value)  # the value must also survive the command line
-        current = node[leaf]
-        if current is None:
-            raise SweepError(f'config.{key} is None in the config, and a driver cannot take a '
-                             'None field from the command line; give it a typed default')
-        try:
-            setattr(node, leaf, value)
-        except TypeError:
-            raise SweepError(f'config.{key}={value!r}: expected a {type(current).__name__}, '
-                             f'like the config\'s {current!r}') from None
-    return config
+        for part in parents:
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if (isinstance(node, ml_collections.ConfigDict) and leaf in node
+                and node[leaf] is None and node.get_type(leaf) is type(None)):
+            raise SweepError(f'config.{key} is None in the config, and a driver cannot take '
+                             'an untyped None field from the command line; give it a typed '
+                             'default (or ml_collections.config_dict.placeholder(TYPE))')
+    try:
+        return apply(config, overrides)
+    except ConfigError as e:
+        raise SweepError(str(e)) from None

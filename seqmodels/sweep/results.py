@@ -105,7 +105,8 @@ def trial_row(trial: records.Trial, objective: str, direction: str) -> dict[str,
            'num_train_steps': (trial.config or {}).get('num_train_steps'),
            'wall_time_s': wall, 'diverged_at': status.get('diverged_step'),
            'error': status.get('error') if state == records.ERROR else None,
-           'objective': final_value(metrics, objective), 'metrics': {}}
+           'objective': None if state == records.DIVERGED else final_value(metrics, objective),
+           'metrics': {}}
     names = sorted({k for r in metrics for k in r if k.startswith('eval/')})
     for name in names:
         maximize = (direction == 'max') if name == objective else higher_is_better(name)
@@ -114,12 +115,16 @@ def trial_row(trial: records.Trial, objective: str, direction: str) -> dict[str,
 
 
 def sort_rows(rows: list[dict], direction: str) -> list[dict]:
+    """Finished trials by objective; then unfinished ones (those with a value so far
+    first, by value); then diverged, then failed trials, by index."""
     sign = -1.0 if direction == 'max' else 1.0
 
     def key(row):
         value = row['objective']
         usable = value is not None and math.isfinite(value)
-        return (0 if usable else 1, sign * value if usable else 0.0, row['index'])
+        group = {records.DIVERGED: 3, records.ERROR: 4}.get(
+            row['status'], (0 if row['status'] == records.DONE else 1) if usable else 2)
+        return (group, sign * value if usable else 0.0, row['index'])
 
     return sorted(rows, key=key)
 
