@@ -120,3 +120,39 @@ VARIANTS = {
 def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
     overrides = select_variant(VARIANTS, variant or DEFAULT_VARIANT, __file__)
     return apply_overrides(base_config(), overrides)
+
+
+# --------------------------------------------------------------------------- #
+# Sweeps (seqmodels.sweep; the README's "Sweeps" section):
+#   python -m experiments.sweep --config=configs/char_lm.py[:VARIANT] --sweep=NAME \
+#       --workdir=DIR [--parallel=N] [--config.KEY=VALUE ...]
+
+# One parameter budget for the cells: ~0.89M parameters at the lstm variant's shape
+# (2 layers, embeddings 64) for vocabularies of 65-200 characters, within 2% of the
+# LSTM's (an Elman layer has 1 gate's weights, a GRU 3, an LSTM 4).
+CELL_WIDTHS = {'rnn': 512, 'lstm': 256, 'lnlstm': 256, 'gru': 296}
+
+
+def get_sweep(name: str) -> list[dict]:
+    """The trials (dicts of config overrides) of sweep `name`:
+
+    cells    rnn / lstm / lnlstm / gru at one parameter budget (CELL_WIDTHS) and the
+             variant's steps: --config=configs/char_lm.py:lstm (4 runs of ~4 minutes)
+    dropout  none, then standard and variational (Gal & Ghahramani 2016) dropout at
+             rates 0.1 / 0.25 / 0.4 (7 runs; an RNN variant)
+    lr       peak learning rates 1e-4 ... 1e-1, half a decade apart (7 runs), for
+             --config=configs/char_lm.py:shakespeare_gpt; the largest may diverge
+    """
+    from seqmodels import sweep as sw
+
+    sweeps = {
+        'cells': sw.zipped(sw.axis('model.cell', list(CELL_WIDTHS)),
+                           sw.axis('model.hidden_size', list(CELL_WIDTHS.values()))),
+        'dropout': [{'model.dropout': 0.0}] + sw.product(
+            sw.axis('model.dropout_kind', ['standard', 'variational']),
+            sw.axis('model.dropout', [0.1, 0.25, 0.4])),
+        'lr': sw.axis('learning_rate', sw.log_grid(1e-4, 1e-1, 7)),
+    }
+    if name not in sweeps:
+        raise ValueError(f'unknown char_lm sweep {name!r}; choose one of {", ".join(sweeps)}')
+    return sweeps[name]

@@ -152,3 +152,28 @@ def _variant_overrides(variant: str) -> Mapping:
 def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
     overrides = _variant_overrides(variant or DEFAULT_VARIANT)
     return apply_overrides(base_config(), overrides)
+
+
+# --------------------------------------------------------------------------- #
+# Sweeps (seqmodels.sweep; the README's "Sweeps" section):
+#   python -m experiments.sweep --config=configs/vit.py[:VARIANT] --sweep=NAME \
+#       --workdir=DIR [--parallel=N] --objective=eval/accuracy --direction=max
+
+def get_sweep(name: str) -> list[dict]:
+    """The trials (dicts of config overrides) of sweep `name`:
+
+    patch_depth     patch size 1 / 2 / 4 x depth 2 / 4 / 8 on the 8x8 digits (the
+                    default variant): 64, 16 or 4 tokens; 9 runs of under a minute
+    patch_depth_28  patch size 4 / 7 / 14 x depth 2 / 4 / 8 for 28x28 images
+                    (--config=configs/vit.py:small): 49, 16 or 4 tokens; 9 runs
+    """
+    from seqmodels import sweep as sw
+
+    depths = sw.axis('model.num_layers', [2, 4, 8])
+    sweeps = {
+        'patch_depth': sw.product(sw.axis('model.patch_size', [1, 2, 4]), depths),
+        'patch_depth_28': sw.product(sw.axis('model.patch_size', [4, 7, 14]), depths),
+    }
+    if name not in sweeps:
+        raise ValueError(f'unknown vit sweep {name!r}; choose one of {", ".join(sweeps)}')
+    return sweeps[name]
