@@ -6,12 +6,13 @@ Measures, in one process: the card's bf16 (and f32) matmul rate on 8192^3 produc
 then for each model one jitted AdamW training step (f32 master weights, bf16 compute,
 f32 loss) — its median step time over `--steps` timed steps after warm-up, and
 MFU = model FLOPs / step time / measured bf16 matmul rate. Model FLOPs per step are
-the usual estimate (Kaplan et al. 2020; PaLM appendix B): 6 FLOPs per parameter per
-token for every matmul weight (the tied output projection included, embedding lookups
-not) plus 12 * layers * context * d_model per token for attention scores and values.
-(XLA's `cost_analysis` is no substitute: it counts a scanned loop body once, and on
-the GPU it leaves out the cuBLAS matmul calls.) Uses only `seqmodels.models`
-(no ml_collections), so it runs in a bare JAX+flax+optax GPU image.
+`seqmodels.flops.train_step_flops`, the count the training engine logs as perf/mfu
+(Kaplan et al. 2020; PaLM appendix B): 6 FLOPs per parameter per token for every
+matmul weight (the tied output projection included, embedding lookups not) plus
+12 * layers * context * d_model per token for attention scores and values. (XLA's
+`cost_analysis` is no substitute: it counts a scanned loop body once, and on the GPU
+it leaves out the cuBLAS matmul calls.) Uses only `seqmodels.models` and
+`seqmodels.flops` (no ml_collections), so it runs in a bare JAX+flax+optax GPU image.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from seqmodels import flops
 from seqmodels.models import GPT, Transformer
 
 
@@ -70,7 +72,7 @@ def xent(logits, targets):
         logits.astype(jnp.float32), targets).mean()
 
 
-def bench_model(name, model, batch, apply_loss, tokens_per_step, model_flops, steps, peak):
+def bench_model(name, model, batch, apply_loss, tokens_per_step, step_flops, steps, peak):
     params = jax.jit(lambda: model.init({'params': jax.random.key(0)},
                                         *[batch[k] for k in batch if k != 'targets'])['params'])()
     num_params = sum(x.size for x in jax.tree.leaves(params))
@@ -80,8 +82,6 @@ def bench_model(name, model, batch, apply_loss, tokens_per_step, model_flops, st
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, batch, rng).compile()
     compile_s = time.perf_counter() - start
-    flops = model_flops
-
     state = [params, opt_state]
 
     def run():
@@ -93,9 +93,9 @@ def bench_model(name, model, batch, apply_loss, tokens_per_step, model_flops, st
                 compile_s=round(compile_s, 2), step_ms=round(1e3 * median, 2),
                 step_ms_min=round(1e3 * lo, 2), step_ms_max=round(1e3 * hi, 2),
                 tokens_per_s=round(tokens_per_step / median),
-                step_tflops=round(flops / 1e12, 3),
-                achieved_tflops_per_s=round(flops / median / 1e12, 1),
-                mfu=round(flops / median / peak, 4), final_loss=float(loss))
+                step_tflops=round(step_flops / 1e12, 3),
+                achieved_tflops_per_s=round(step_flops / median / 1e12, 1),
+                mfu=round(step_flops / median / peak, 4), final_loss=float(loss))
 
 
 def main():
@@ -117,28 +117,28 @@ def main():
 
     # GPT-2 small (124M), context 1,024, batch 16, dropout off.
     vocab, ctx, batch = 50_257 // s, 1024 // s, 16
-    gpt = GPT(vocab_size=vocab, max_len=ctx, d_model=768 // s, num_heads=12, d_ff=3072 // s,
-              num_layers=12, dropout=0.0, attention_dropout=0.0, norm='pre', scan_layers=True)
+    gpt_config = dict(vocab_size=vocab, max_len=ctx, d_model=768 // s, num_heads=12,
+                      d_ff=3072 // s, num_layers=12, dropout=0.0, attention_dropout=0.0,
+                      norm='pre', scan_layers=True)
+    gpt = GPT(**gpt_config)
     tokens = jax.random.randint(jax.random.key(2), (batch, ctx), 0, vocab)
     gpt_batch = {'tokens': tokens, 'targets': jnp.roll(tokens, -1, axis=1)}
 
     def gpt_loss(p, batch, rng):
         return xent(gpt.apply({'params': p}, batch['tokens']), batch['targets'])
 
-    d, layers = gpt.d_model, gpt.num_layers
-    per_token = 6 * (layers * (4 * d * d + 2 * d * gpt.d_ff) + vocab * d) + 12 * layers * ctx * d
-    results['models'].append(bench_model('gpt2_small bf16 B16xT1024', gpt, gpt_batch,
-                                         gpt_loss, batch * ctx, per_token * batch * ctx,
-                                         args.steps, bf16))
+    results['models'].append(bench_model(
+        'gpt2_small bf16 B16xT1024', gpt, gpt_batch, gpt_loss, batch * ctx,
+        flops.train_step_flops({'name': 'gpt', **gpt_config}, gpt_batch), args.steps, bf16))
     print(json.dumps(results['models'][-1]), flush=True)
 
     # Transformer base (Vaswani et al.), shared 37k vocabulary, batch 128 x (64 + 64) tokens.
     vocab, batch = 37_000 // s, 128 // s
-    base = Transformer(src_vocab_size=vocab, tgt_vocab_size=vocab, d_model=512 // s,
+    base_config = dict(src_vocab_size=vocab, tgt_vocab_size=vocab, d_model=512 // s,
                        num_heads=8, d_ff=2048 // s, num_encoder_layers=6,
-                       num_decoder_layers=6, dropout=0.1,
-                       attention_dropout=0.0, max_len=256, scan_layers=True,
-                       share_embeddings=True)
+                       num_decoder_layers=6, dropout=0.1, attention_dropout=0.0, max_len=256,
+                       scan_layers=True, share_embeddings=True)
+    base = Transformer(**base_config)
     src = jax.random.randint(jax.random.key(3), (batch, 64), 4, vocab)
     tgt = jax.random.randint(jax.random.key(4), (batch, 65), 4, vocab)
     base_batch = {'src': src, 'tgt_in': tgt[:, :-1], 'targets': tgt[:, 1:]}
@@ -148,15 +148,10 @@ def main():
                             rngs={'dropout': rng})
         return xent(logits, batch['targets'])
 
-    d, layers, length = base.d_model, 6, 64
-    ffn = 2 * d * base.d_ff
-    encoder = 6 * layers * (4 * d * d + ffn) + 12 * layers * length * d
-    decoder = (6 * (layers * (8 * d * d + ffn) + vocab * d)
-               + 12 * layers * 2 * length * d)  # self- and cross-attention
-    results['models'].append(bench_model('transformer_base bf16 B128x(64+64)', base,
-                                         base_batch, base_loss, batch * 128,
-                                         (encoder + decoder) * batch * length,
-                                         args.steps, bf16))
+    results['models'].append(bench_model(
+        'transformer_base bf16 B128x(64+64)', base, base_batch, base_loss, batch * 128,
+        flops.train_step_flops({'name': 'transformer', **base_config}, base_batch),
+        args.steps, bf16))
     print(json.dumps(results['models'][-1]), flush=True)
     if args.json:
         with open(args.json, 'w') as f:

@@ -328,6 +328,7 @@ def test_char_lm_driver_as_two_processes_equals_one_process(tmp_path):
     # Only process 0 wrote the metrics: one record per logged step, not two.
     records = _records(tmp_path / 'two_processes')
     assert [r['step'] for r in records] == [1, 2, 3, 4]
+    assert all(r['perf/mfu'] > 0 for r in records)  # the LSTM LM's FLOPs are known
     np.testing.assert_allclose([r['train/loss'] for r in records],
                                [r['train/loss'] for r in _records(tmp_path / 'one_device')],
                                rtol=1e-5)

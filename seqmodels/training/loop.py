@@ -42,6 +42,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from seqmodels import flops as flops_lib
 from seqmodels.training import sharding as sharding_lib
 from seqmodels.training.checkpoints import Checkpointer
 from seqmodels.training.config import validate_config
@@ -93,6 +94,11 @@ class Task(Protocol):
         Text samples: appended to WORKDIR/samples.txt, shown on the terminal and
         in TensorBoard. Numbers are logged as eval/<name>: metrics that need the
         host, such as BLEU of decoded text.
+    model_flops(batch) -> float | None                                (optional)
+        Model FLOPs of one training step on `batch` (the global batch, arrays
+        with shapes). Without it the engine counts them with
+        `seqmodels.flops.train_step_flops(config.model, batch)`; either gives
+        perf/model_flops_per_sec and perf/mfu.
     """
 
     def init_params(self, rng: jax.Array) -> Any: ...
@@ -268,19 +274,22 @@ def evaluate(task: Task, eval_step, params, mesh) -> dict[str, float]:
 class _Window:
     """Train metrics since the last record; timing excludes evals and saves."""
 
-    def __init__(self):
+    def __init__(self, peak_flops: float | None = None):
+        self.peak_flops = peak_flops  # of all devices together
         self.reset()
 
     def reset(self):
         self.sums: dict[str, float] = {}
         self.counts = {name: 0.0 for name in _COUNTS}
         self.steps = 0
+        self.flops: float | None = 0.0  # None once a step's count is unknown
         self.last: dict[str, float] = {}
         self.start = time.perf_counter()
         self.paused = 0.0
 
-    def add(self, metrics: dict[str, float]):
+    def add(self, metrics: dict[str, float], flops: float | None = None):
         self.steps += 1
+        self.flops = None if self.flops is None or flops is None else self.flops + flops
         self.last = metrics
         for name, value in metrics.items():
             if name in _COUNTS:
@@ -297,6 +306,10 @@ class _Window:
         for name, perf in _COUNTS.items():
             if name in self.last:
                 out[perf] = self.counts[name] / elapsed
+        if self.flops:
+            out['perf/model_flops_per_sec'] = self.flops / elapsed
+            if self.peak_flops:
+                out['perf/mfu'] = self.flops / elapsed / self.peak_flops
         return out
 
 
@@ -355,6 +368,43 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
         checkpointer.close()
 
 
+def _flops_counter(config, task):
+    """batch -> model FLOPs of a training step on it (None if unknown), counted once per
+    batch shape: the task's own `model_flops`, else `seqmodels.flops` for config.model."""
+    model = config.get('model') or {}
+    if hasattr(task, 'model_flops'):
+        count = task.model_flops
+    else:
+        count = lambda batch: flops_lib.train_step_flops(model, batch)
+    counted: dict = {}
+
+    def count_flops(batch):
+        key = tuple((jax.tree_util.keystr(path), np.shape(x))
+                    for path, x in jax.tree_util.tree_leaves_with_path(batch))
+        if key not in counted:
+            counted[key] = count(batch)
+        return counted[key]
+
+    return count_flops
+
+
+def _compute_dtype(config) -> str:
+    """The dtype the model's matmuls run in, which picks the peak rate MFU divides by."""
+    return config.get('compute_dtype') or 'float32'
+
+
+def _peak_flops(config, mesh, step_flops) -> float | None:
+    """The peak FLOP/s of all devices of the mesh, when there are FLOPs to compare."""
+    if not step_flops:
+        logging.info('model FLOPs of this task unknown: no perf/mfu')
+        return None
+    per_device, source = flops_lib.peak_flops_per_sec(jax.local_devices()[0],
+                                                      _compute_dtype(config))
+    logging.info('MFU: %.4g model FLOPs per step against %d devices x %.4g FLOP/s (%s)',
+                 step_flops, mesh.size, per_device, source)
+    return per_device * mesh.size
+
+
 def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
            is_main, notice) -> TrainState:
     num_steps = config.num_train_steps
@@ -376,24 +426,27 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
 
     compile_time = time.perf_counter() - compile_start
     logging.info('compiled the train step in %.1f s', compile_time)
+    count_flops = _flops_counter(config, task)
+    peak_flops = _peak_flops(config, mesh, count_flops(batch))
 
     has_eval = hasattr(task, 'eval_metrics') and hasattr(task, 'eval_batches')
     eval_step = make_eval_step(task, mesh) if has_eval else None
     every = lambda n, done: done == num_steps or (n > 0 and done % n == 0)
     progress = Progress(num_steps, start, enabled=is_main)
-    window = _Window()
-    pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
+    window = _Window(peak_flops)
+    # (step, device metrics, model FLOPs) of steps whose metrics are not yet on the host
+    pending: list[tuple[int, dict, float | None]] = []
     first_record = True
 
     def check_pending():
-        for done, metrics in zip([d for d, _ in pending],
-                                 jax.device_get([m for _, m in pending])):
+        values = jax.device_get([m for _, m, _ in pending])
+        for (done, _, step_flops), metrics in zip(pending, values):
             metrics = {k: float(v) for k, v in metrics.items()}
             if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
                 checkpointer.wait()
                 raise NonFiniteError(done, metrics['loss'], metrics['grad_norm'],
                                      checkpointer.latest_step(), checkpointer.directory)
-            window.add(metrics)
+            window.add(metrics, step_flops)
         pending.clear()
 
     def preempt(step):
@@ -415,9 +468,9 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
                 batch = sharding_lib.global_batch(
                     _local_rows(task, step, config.batch_size), mesh)
             state, metrics = train_step(state, batch)
-            batch = None
             done = step + 1
-            pending.append((done, metrics))
+            pending.append((done, metrics, count_flops(batch)))
+            batch = None
             progress.update(done)
             log_now = every(config.log_every_steps, done)
             eval_now = has_eval and every(config.eval_every_steps, done)
@@ -430,6 +483,8 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
                 record.update(window.scalars())
                 if first_record:
                     record['perf/compile_time_sec'] = compile_time
+                    if peak_flops:
+                        record['perf/peak_flops_per_sec'] = peak_flops
                     first_record = False
                 window.reset()
             paused = time.perf_counter()
