@@ -20,10 +20,11 @@ import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), 'scripts', 'train_toy.py')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 24 steps, a checkpoint every 3 (so that kills often land in a save), eval at 12.
+# 24 steps, a checkpoint every 3 (so that kills often land in a save), eval at 12;
+# batches made 2 ahead on a thread (which must not change a resumed run's data).
 NUM_STEPS = 24
 CONFIG = [f'num_train_steps={NUM_STEPS}', 'checkpoint_every_steps=3', 'eval_every_steps=12',
-          'log_every_steps=1']
+          'log_every_steps=1', 'prefetch=2']
 TIMEOUT = 120
 
 

@@ -67,6 +67,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     'checkpoint_every_steps': 1000,  # 0 = only at the end
     'keep_checkpoints': 3,
     'async_checkpoints': True,
+    'prefetch': 2,             # training batches made ahead on a thread; 0 = between steps
 }
 
 
@@ -224,6 +225,8 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
                 'must be a non-negative integer (0 = only at the end)', c[key])
     require(_is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1, 'keep_checkpoints',
             'must be a positive integer', c.keep_checkpoints)
+    require(_is_int(c.prefetch) and c.prefetch >= 0, 'prefetch',
+            'must be a non-negative integer (batches made ahead; 0 = none)', c.prefetch)
     if c.schedule == 'rsqrt':
         d_model = c.model.get('d_model') if 'model' in c else None
         require(_is_int(d_model) and d_model > 0, 'model.d_model',

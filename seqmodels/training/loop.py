@@ -48,6 +48,7 @@ from seqmodels.training.checkpoints import Checkpointer
 from seqmodels.training.config import validate_config
 from seqmodels.training.metrics import MetricWriter, Progress
 from seqmodels.training.optimizers import make_optimizer
+from seqmodels.training.prefetch import Prefetcher
 from seqmodels.training.state import TrainState, init_train_state
 
 Batch = Mapping[str, Any]
@@ -283,6 +284,7 @@ class _Window:
         self.counts = {name: 0.0 for name in _COUNTS}
         self.steps = 0
         self.flops: float | None = 0.0  # None once a step's count is unknown
+        self.data_wait = 0.0  # seconds the loop waited for batches
         self.last: dict[str, float] = {}
         self.start = time.perf_counter()
         self.paused = 0.0
@@ -303,6 +305,7 @@ class _Window:
                if k != 'learning_rate'}
         out['train/learning_rate'] = self.last['learning_rate']
         out['perf/steps_per_sec'] = self.steps / elapsed
+        out['perf/data_wait_fraction'] = min(self.data_wait / elapsed, 1.0)
         for name, perf in _COUNTS.items():
             if name in self.last:
                 out[perf] = self.counts[name] / elapsed
@@ -413,7 +416,19 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
                  'resuming' if start else 'starting', start, num_params, mesh.size,
                  jax.process_count())
 
-    batch = sharding_lib.global_batch(_local_rows(task, start, config.batch_size), mesh)
+    # Batches are made (and copied to the devices) ahead, on a thread: the first one
+    # while nothing else runs, the next ones while the step compiles and runs.
+    make_batch = lambda s: sharding_lib.global_batch(
+        _local_rows(task, s, config.batch_size), mesh)
+    with Prefetcher(make_batch, start, num_steps, config.prefetch) as prefetcher:
+        return _train_steps(config, task, tx, schedule, mesh, state, start, checkpointer,
+                            writer, is_main, notice, prefetcher)
+
+
+def _train_steps(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
+                 is_main, notice, prefetcher) -> TrainState:
+    num_steps = config.num_train_steps
+    batch = prefetcher.get(start)
     compile_start = time.perf_counter()
     jitted_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps)
     compiled_step = jitted_step.lower(state, batch).compile()
@@ -465,8 +480,9 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
             if notice.due(step):
                 preempt(step)
             if batch is None:
-                batch = sharding_lib.global_batch(
-                    _local_rows(task, step, config.batch_size), mesh)
+                waited = prefetcher.wait_seconds
+                batch = prefetcher.get(step)
+                window.data_wait += prefetcher.wait_seconds - waited
             state, metrics = train_step(state, batch)
             done = step + 1
             pending.append((done, metrics, count_flops(batch)))

@@ -42,6 +42,9 @@ def toy_config(**overrides):
     config.log_every_steps = 1
     config.eval_every_steps = 6
     config.checkpoint_every_steps = 4
+    # Batches made on the main thread, between steps: the preemption tests signal while
+    # train_batch(N) runs and rely on step N being the one in flight then.
+    config.prefetch = 0
     config.model.hidden = HIDDEN
     config.model.dropout_rate = 0.3
     for key, value in overrides.items():
