@@ -1,24 +1,46 @@
-r"""BERT pre-training (masked LM + next-sentence prediction): published sizes and recipe.
+r"""BERT: pre-training (masked LM + next-sentence prediction) and fine-tuning.
 
-There is no BERT driver yet; inspect a variant's parameter table or its config with
+    python -m experiments.bert --config=configs/bert.py[:VARIANT] --workdir=DIR \
+        [--config.KEY=VALUE ...]
 
-    python -m seqmodels.summary --config=configs/bert.py:base
-    python -c "from configs import bert; print(bert.get_config('large'))"
-
+A run pre-trains when `dataset` is pre-training text (`python_docs`, `text:PATH`,
+`tfds:NAME`) and fine-tunes when it is labelled (`python_docs_cloze`, `labeled:DIR`);
+fine-tuning starts from the pre-trained run named by `init_from` ('' = random init).
 Source: Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
-Language Understanding" §3 and Appendix A.2. Variants (`base` when none is given):
-  base    BERT-BASE: L=12, H=768, A=12; 110M parameters.
-  large   BERT-LARGE: L=24, H=1024, A=16; 340M.
-Both: WordPiece vocabulary of 30,522 tokens, 512 positions, 2 segments, dropout 0.1,
-GELU; batch 256 sequences of 512 tokens for 1,000,000 steps; Adam with lr 1e-4,
-β1 0.9, β2 0.999, L2 weight decay 0.01 (decoupled here: adamw, weight_decay 0.01),
-learning-rate warmup over the first 10,000 steps, then linear decay (to 0 at the last
-step: `warmup_linear`); 4 days on 4 (base) or 16 (large) Cloud TPUs. From the released
-code: Adam epsilon 1e-6 and gradients clipped at global norm 1 (its decay line starts
-at step 0, so its lr after warmup is 1% below the peak; here decay starts at the peak).
+Language Understanding" §3-4 and Appendix A.
 
-Every engine key can be overridden: --config.learning_rate=5e-5
---config.num_train_steps=100000 --config.model.num_layers=4
+Variants (`mini` when none is given):
+  mini      the default: a 4-layer, 256-wide BERT (the size of Turc et al. 2019's
+            BERT-Mini: L=4, H=256, A=4) pre-trained on the embedded `python_docs`
+            corpus, sequences of 128 tokens, a SentencePiece BPE vocabulary of 8,000
+            trained on the corpus.
+  warpeace  `mini` pre-trained on War and Peace (the CPU-scale corpus,
+            ../shared/data/warpeace, relative to the repository root), lower-cased for
+            SST-2.
+  cloze     fine-tunes `mini` on the embedded 4-way next-sentence choice derived from
+            the same corpus (`python_docs_cloze`, multiple choice): set init_from.
+  sst2      fine-tunes `warpeace` on SST-2 (../shared/data/sst2: stsa.binary.{train,
+            dev,test}), lower-cased: set init_from (or leave it '' for random init).
+  base      BERT-BASE: L=12, H=768, A=12; 110M parameters.
+  large     BERT-LARGE: L=24, H=1024, A=16; 340M.
+The published sizes: a WordPiece vocabulary of 30,522 tokens (here a SentencePiece
+vocabulary of at most that size), 512 positions, 2 segments, dropout 0.1, GELU; batch
+256 sequences of 512 tokens for 1,000,000 steps; Adam with lr 1e-4, β1 0.9, β2 0.999,
+L2 weight decay 0.01 (decoupled here: adamw, weight_decay 0.01), learning-rate warmup
+over the first 10,000 steps, then linear decay (to 0 at the last step:
+`warmup_linear`); 4 days on 4 (base) or 16 (large) Cloud TPUs. From the released code:
+Adam epsilon 1e-6 and gradients clipped at global norm 1 (its decay line starts at step
+0, so its lr after warmup is 1% below the peak; here decay starts at the peak). The
+paper pre-trains on BooksCorpus and English Wikipedia with 128-token sequences for 90%
+of the steps; `dataset` here is Wikipedia from TFDS (needs internet access once) and
+sequences are 512 tokens throughout.
+
+Differences from the paper everywhere: 15% of the tokens are chosen independently
+(Bernoulli), not exactly 15% of each sequence, and at most `max_predictions_per_seq`
+of them are predicted (see seqmodels/data/bert_pretraining.py).
+
+Inspect a variant's parameter table with
+    python -m seqmodels.summary --config=configs/bert.py:base
 """
 
 import ml_collections
@@ -26,51 +48,96 @@ import ml_collections
 from seqmodels import training
 from seqmodels.training.config import apply_overrides, select_variant
 
-DEFAULT_VARIANT = 'base'
+DEFAULT_VARIANT = 'mini'
+SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
+
+
+def bert_model(num_layers: int, d_model: int, num_heads: int, d_ff: int,
+               vocab_size: int = 0, max_len: int = 512) -> ml_collections.ConfigDict:
+    """A `model` sub-config whose keys are exactly BERT's fields (vocab_size 0: the
+    tokenizer's; num_classes 0: from the labelled data, or none for pre-training)."""
+    return ml_collections.ConfigDict(dict(
+        name='bert', vocab_size=vocab_size, max_len=max_len, type_vocab_size=2,
+        d_model=d_model, num_heads=num_heads, d_ff=d_ff, num_layers=num_layers,
+        dropout=0.1, attention_dropout=0.1, layer_norm_epsilon=1e-12, scan_layers=False,
+        num_classes=0))
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """BERT-BASE; `large` overrides it."""
+    """`mini`: pre-training on the embedded corpus; the other variants override it."""
     config = training.default_config()
     config.seed = 0
-    config.batch_size = 256
-    config.num_train_steps = 1_000_000
+
+    # Data. Pre-training: python_docs (embedded), text:PATH, tfds:NAME[/CONFIG].
+    # Fine-tuning: python_docs_cloze (embedded), labeled:DIR (files named by the splits).
+    config.dataset = 'python_docs'
+    config.data_dir = '~/.cache/seqmodels/tfds'
+    config.normalize = 'none'  # or 'lower', for both steps: fine-tuning checks it matches
+    config.val_fraction = 0.05  # text:/tfds: documents held out for validation
+    config.tokenizer_vocab_size = 8000  # SentencePiece; a soft limit on small corpora
+    config.tokenizer_model_type = 'bpe'
+    config.seq_len = 128
+    config.num_eval_batches = 8  # pre-training: fixed validation batches; fine-tuning: 0 = all
+
+    # Pre-training examples (§3.1, Appendix A.1).
+    config.mask_prob = 0.15
+    config.max_predictions_per_seq = 32  # mean 15% of ~125 tokens is 19; sd 4
+    config.next_sentence_prob = 0.5
+    config.short_seq_prob = 0.1
+
+    # Fine-tuning (§4).
+    config.init_from = ''  # a pre-trained workdir; '' = random initialisation
+    config.task_type = 'classification'  # labeled:DIR: or entailment, similarity,
+    #                                      multiple_choice (python_docs_cloze: its own)
+    config.train_split = 'train'
+    config.validation_split = 'dev'
+    config.test_split = 'test'
+
+    # Optimisation: the paper's (AdamW, warmup then linear decay), at CPU scale.
+    config.batch_size = 32
+    config.num_train_steps = 3000
     config.optimizer = 'adamw'
     config.adam_b1 = 0.9
     config.adam_b2 = 0.999
     config.adam_eps = 1e-6
     config.weight_decay = 0.01
     config.schedule = 'warmup_linear'
-    config.learning_rate = 1e-4
-    config.warmup_steps = 10_000
+    config.learning_rate = 5e-4
+    config.warmup_steps = 300
     config.min_lr_ratio = 0.0
     config.grad_clip_norm = 1.0
-    config.log_every_steps = 100
-    config.eval_every_steps = 10_000
-    config.checkpoint_every_steps = 10_000
-    # No driver reads `dataset` yet: a placeholder until the BERT data pipeline lands.
-    config.dataset = 'tfds:wikipedia/20230601.en'
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = 'bert'
-    config.model.vocab_size = 30_522
-    config.model.max_len = 512
-    config.model.type_vocab_size = 2
-    config.model.dropout = 0.1
-    config.model.attention_dropout = 0.1
-    config.model.layer_norm_epsilon = 1e-12
-    config.model.scan_layers = False
-    config.model.d_model = 768
-    config.model.num_heads = 12
-    config.model.d_ff = 3072
-    config.model.num_layers = 12
+    config.model = bert_model(num_layers=4, d_model=256, num_heads=4, d_ff=1024,
+                              max_len=128)
     return config
 
 
+WAR_AND_PEACE = 'text:../shared/data/warpeace/war_and_peace.txt'
+SST2 = 'labeled:../shared/data/sst2'
+
+# Fine-tuning (Appendix A.3): batch 32, a few epochs, warmup over 10% of the steps.
+_FINETUNE = {'num_train_steps': 600, 'warmup_steps': 60, 'learning_rate': 1e-4,
+             'eval_every_steps': 200, 'checkpoint_every_steps': 200, 'log_every_steps': 20,
+             'num_eval_batches': 0}
+
+_PAPER = {'dataset': 'tfds:wikipedia/20230601.en', 'tokenizer_vocab_size': 30_522,
+          'seq_len': 512, 'max_predictions_per_seq': 104, 'batch_size': 256,
+          'num_train_steps': 1_000_000, 'learning_rate': 1e-4, 'warmup_steps': 10_000,
+          'log_every_steps': 100, 'eval_every_steps': 10_000,
+          'checkpoint_every_steps': 10_000}
+
 VARIANTS = {
-    'base': {},
-    'large': {'model.d_model': 1024, 'model.num_heads': 16, 'model.d_ff': 4096,
-              'model.num_layers': 24},
+    'mini': {},
+    'warpeace': {'dataset': WAR_AND_PEACE, 'normalize': 'lower'},
+    'cloze': {'dataset': 'python_docs_cloze', 'task_type': 'multiple_choice', **_FINETUNE},
+    'sst2': {'dataset': SST2, 'normalize': 'lower', 'task_type': 'classification',
+             'train_split': 'stsa.binary.train', 'validation_split': 'stsa.binary.dev',
+             'test_split': 'stsa.binary.test', 'seq_len': 64, **_FINETUNE},
+    'base': {**_PAPER, 'model': bert_model(12, 768, 12, 3072, vocab_size=30_522)},
+    'large': {**_PAPER, 'model': bert_model(24, 1024, 16, 4096, vocab_size=30_522)},
 }
 
 

@@ -269,3 +269,40 @@ class BertPretrainingData:
         process_rows(self.batch_size, process_index, process_count)  # fail on the call
         return (process_batch(self._eval, k, self.batch_size, process_index, process_count)
                 for k in range(total))
+
+
+SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')  # reserved in the tokenizer, in this order
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    """{'cls', 'sep', 'mask'} ids of a tokenizer trained with SPECIAL_TOKENS, plus 'all':
+    every id that is not a word piece (pad, unk, bos, eos and the three)."""
+    cls_id, sep_id, mask_id = (tokenizer.special_id(t) for t in SPECIAL_TOKENS)
+    fixed = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
+    return {'cls': cls_id, 'sep': sep_id, 'mask': mask_id,
+            'all': tuple(sorted({*fixed, cls_id, sep_id, mask_id}))}
+
+
+def make_pretraining_data(train_documents, validation_documents, tokenizer, *, seq_len: int,
+                          batch_size: int, seed: int, num_eval_batches: int,
+                          max_predictions: int, mask_prob: float = 0.15,
+                          next_sentence_prob: float = 0.5, short_seq_prob: float = 0.1,
+                          name: str = 'the corpus') -> BertPretrainingData:
+    """Pre-training batches from documents of sentences (objects with `.sentences`, as
+    `seqmodels.data.text_corpus` gives them) and a tokenizer that reserves
+    SPECIAL_TOKENS."""
+    ids = special_ids(tokenizer)
+
+    def examples(documents, stream, split):
+        encoded = EncodedDocuments.encode([d.sentences for d in documents],
+                                          tokenizer.encode_batch)
+        return PretrainingExamples(
+            encoded, seq_len=seq_len, vocab_size=tokenizer.vocab_size, cls_id=ids['cls'],
+            sep_id=ids['sep'], mask_id=ids['mask'], special_ids=ids['all'],
+            max_predictions=max_predictions, seed=seed, stream=stream, mask_prob=mask_prob,
+            next_sentence_prob=next_sentence_prob, short_seq_prob=short_seq_prob,
+            name=f'the {split} split of {name}')
+
+    return BertPretrainingData(examples(train_documents, TRAIN_STREAM, 'training'),
+                               examples(validation_documents, EVAL_STREAM, 'validation'),
+                               batch_size, num_eval_batches)

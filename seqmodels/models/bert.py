@@ -6,7 +6,15 @@ then LayerNorm and dropout. A post-norm Transformer encoder with GELU. Heads: th
 pooler (dense + tanh on the final state of [CLS]), the masked-LM head (dense + GELU +
 LayerNorm, then the transposed token embedding plus an output bias) and the
 next-sentence head (2-way linear on the pooled output). `mask_tokens` builds the
-masked-LM inputs of §3.1 (Task #1).
+masked-LM inputs of §3.1 (Task #1); `pretraining_loss` is the sum of the two
+pre-training losses.
+
+Fine-tuning (§4): `classify` puts the pooled [CLS] state, after dropout, through a
+linear layer of `num_classes` outputs (single sentences and sentence pairs alike);
+`score_options` gives each option of a multiple-choice example (§4.4, SWAG) the dot
+product of its pooled state with one learned vector, to be softmaxed over the options.
+Parameters exist only for the heads a model is initialised with: `model.init` through
+`__call__` creates the pre-training heads, through `classify` the classifier.
 
 Token id 0 is padding ([PAD] in the released vocabularies): padded keys are masked.
 """
@@ -14,8 +22,10 @@ Token id 0 is padding ([PAD] in the released vocabularies): padded keys are mask
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from seqmodels.nn.masks import key_padding_mask
 from seqmodels.nn.position import LearnedPositionEmbedding
@@ -53,6 +63,7 @@ class BERT(nn.Module):
     attention_dropout: float = 0.1
     layer_norm_epsilon: float = 1e-12
     scan_layers: bool = False
+    num_classes: int = 0  # outputs of the fine-tuning classifier (0: pre-training only)
 
     def setup(self):
         init = nn.initializers.truncated_normal(INIT_STD)
@@ -71,6 +82,11 @@ class BERT(nn.Module):
         self.pooler = nn.Dense(self.d_model, kernel_init=init)
         self.mlm_head = MLMHead(self.vocab_size, self.layer_norm_epsilon)
         self.nsp_head = nn.Dense(2, kernel_init=init)
+        self.head_dropout = nn.Dropout(self.dropout)
+        self.classifier = nn.Dense(max(self.num_classes, 1), kernel_init=init)
+        # §4.4: "a vector whose dot product with the [CLS] token representation C
+        # denotes a score for each choice"; a bias would cancel in the softmax.
+        self.option_scorer = nn.Dense(1, use_bias=False, kernel_init=init)
 
     def __call__(self, tokens, segment_ids=None, masked_positions=None,
                  deterministic: bool = True):
@@ -97,6 +113,54 @@ class BERT(nn.Module):
         h = self.encoder(x, key_padding_mask(tokens != PAD_ID), deterministic=deterministic)
         pooled = jnp.tanh(self.pooler(h[:, 0]))
         return h, pooled
+
+    def classify(self, tokens, segment_ids=None, deterministic: bool = True):
+        """tokens [B, T] -> class logits [B, num_classes] from the pooled [CLS] state."""
+        if self.num_classes < 1:
+            raise ValueError('classify needs num_classes >= 1')
+        _, pooled = self.encode(tokens, segment_ids, deterministic)
+        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+
+    def score_options(self, tokens, segment_ids=None, deterministic: bool = True):
+        """tokens [B, K, T] (K options, each `[CLS] context [SEP] option [SEP]`) ->
+        scores [B, K], logits of a softmax over the options."""
+        batch, options, length = tokens.shape
+        flat = lambda x: None if x is None else x.reshape(batch * options, length)
+        _, pooled = self.encode(flat(tokens), flat(segment_ids), deterministic)
+        pooled = self.head_dropout(pooled, deterministic=deterministic)
+        return self.option_scorer(pooled).reshape(batch, options)
+
+
+def pretraining_loss(mlm_logits, nsp_logits, batch) -> tuple[jax.Array, dict]:
+    """Masked-LM plus next-sentence loss (§3.1; the released code adds the two).
+
+    mlm_logits [B, P, V] are the scores at `batch['masked_positions']`; the masked-LM
+    loss is the mean negative log-likelihood of `batch['masked_ids']` over the slots of
+    `batch['masked_weights']` 1. The next-sentence loss is the mean over rows of the
+    2-way cross-entropy against `batch['next_sentence_label']` (0 IsNext, 1 NotNext).
+    Returns (loss, {mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy}).
+    """
+    sums = pretraining_sums(mlm_logits, nsp_logits, batch)
+    metrics = {name: total / jnp.maximum(weight, 1e-9) for name, (total, weight) in
+               sums.items()}
+    return metrics['mlm_loss'] + metrics['nsp_loss'], metrics
+
+
+def pretraining_sums(mlm_logits, nsp_logits, batch) -> dict:
+    """{name: (sum, weight)} of the pre-training metrics over a batch (the engine's
+    `eval_metrics` form); the mean of each is sum / weight."""
+    w = batch['masked_weights'].astype(jnp.float32)
+    mlm_logits = mlm_logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch['masked_ids'])
+    mlm_correct = mlm_logits.argmax(-1) == batch['masked_ids']
+    labels = batch['next_sentence_label']
+    nsp_logits = nsp_logits.astype(jnp.float32)
+    nsp_nll = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
+    rows = jnp.float32(labels.shape[0])
+    return {'mlm_loss': ((nll * w).sum(), w.sum()),
+            'mlm_accuracy': ((mlm_correct * w).sum(), w.sum()),
+            'nsp_loss': (nsp_nll.sum(), rows),
+            'nsp_accuracy': ((nsp_logits.argmax(-1) == labels).sum(), rows)}
 
 
 def mask_tokens(rng: np.random.Generator, tokens, vocab_size: int, mask_id: int,
