@@ -43,16 +43,23 @@ the final value of --objective (default eval/loss), --direction=min or max.
 Executors. --executor=local (default) runs --parallel trials at a time as child
 processes, splitting this process's CPU cores between them (each trial is pinned to
 its share) and, with --devices_per_trial=K, giving each K GPUs (CUDA_VISIBLE_DEVICES)
-or one TPU chip. --executor=slurm submits the trials through submitit as one job
-array (--parallel at a time) with the --slurm_* settings; a trial preempted or at its
-time limit is requeued and resumes from its checkpoints. --executor=submitit_local
-runs that same SLURM code path on this machine through submitit's local executor.
+or one TPU chip; its trials share a JAX compilation cache in WORKDIR/.jax_cache
+(unless JAX_COMPILATION_CACHE_DIR is set). --executor=slurm submits the trials
+through submitit as one job array (--parallel at a time) with the --slurm_*
+settings; a trial preempted or at its time limit is requeued and resumes from its
+checkpoints; the jobs outlive the launcher, and a rerun waits for those still
+queued or running instead of submitting them again. --executor=submitit_local runs
+that same SLURM code path on this machine through submitit's local executor.
 
 Results. WORKDIR/results.csv and results.md (one row per trial: swept keys, status,
 steps, wall time, final and best value of every eval metric, sorted by the
 objective; with a swept `seed`, also mean ± standard deviation over seeds per
 setting, and results_mean.csv), WORKDIR/plots/objective_vs_<key>.png and
-plots/curves.png. A progress line (done / running / failed, ETA) prints as trials end.
+plots/curves.png, written when the sweep ends and by --mode=report at any time. A
+progress line (done / running / failed, ETA) prints as trials end.
+
+Modes: --mode=train (the default) runs the sweep or resumes it; --mode=report
+rebuilds the table and plots from WORKDIR alone and prints the table.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ from ml_collections import config_flags
 from experiments import common
 from seqmodels import training
 from seqmodels.sweep import SweepError
-from seqmodels.sweep import launcher, results
+from seqmodels.sweep import launcher, records, results
 from seqmodels.sweep.search import SEARCHES
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'The sweep to run: get_sweep(NAME) of the config '
@@ -168,7 +175,9 @@ def _report(workdir: str) -> int:
                            log=log)
     with open(os.path.join(workdir, 'results.md')) as f:
         print(f.read(), end='')
-    log(results.progress_line(rows, _PARALLEL.value))
+    manifest = records.read_json(os.path.join(workdir, records.MANIFEST))
+    running = sum(row['status'] == records.RUNNING for row in rows)
+    log(results.progress_line(rows, max(running, 1), manifest.get('num_trials')))
     return 0
 
 

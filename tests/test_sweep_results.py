@@ -125,6 +125,9 @@ def test_progress_line_and_eta():
         '2/7 done, 1 running, 1 diverged, 1 failed, 2 to go; ETA 2m45s')
     # Before any trial finished: extrapolated from the running one's steps (30 s for 25%).
     assert results.eta_seconds([row('running', 30.0, 25), row('pending')], 1) == 90 + 120
+    # A Bayesian search's trials not proposed yet count as to go.
+    assert results.progress_line(rows, 2, total=9) == (
+        '2/9 done, 1 running, 1 diverged, 1 failed, 4 to go; ETA 4m45s')
 
 
 def test_report_of_a_folder_without_a_sweep(tmp_path):

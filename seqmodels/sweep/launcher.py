@@ -192,8 +192,9 @@ class Monitor:
     def progress(self, again: bool = False) -> None:
         """Logs the progress line (unless it would repeat the last one, or `again`)."""
         self.last = time.time()
+        total = self.sweep.manifest.get('num_trials')
         line = (f'sweep {self.sweep.manifest["sweep"]}: '
-                f'{results.progress_line(self.rows(), self.parallel)}')
+                f'{results.progress_line(self.rows(), self.parallel, total)}')
         if line != self.shown or again:
             self.log(line)
             self.shown = line

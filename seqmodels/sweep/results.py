@@ -130,8 +130,9 @@ def sort_rows(rows: list[dict], direction: str) -> list[dict]:
 
 
 def swept_keys(rows: Sequence[Mapping]) -> list[str]:
+    """The keys the trials set, in the order the sweep declared them."""
     keys: list[str] = []
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.get('index', 0)):
         keys.extend(k for k in row['overrides'] if k not in keys)
     return keys
 
@@ -337,23 +338,26 @@ def write_tables(workdir: str, rows: list[dict], manifest: Mapping, objective: s
 # --------------------------------------------------------------------------- #
 # The sweep's progress line.
 
-def progress_line(rows: Sequence[Mapping], parallel: int) -> str:
-    """'3/8 done, 2 running, 1 diverged, 1 failed, 1 to go; ETA 4m10s'."""
+def progress_line(rows: Sequence[Mapping], parallel: int, total: int | None = None) -> str:
+    """'3/8 done, 2 running, 1 diverged, 1 failed, 1 to go; ETA 4m10s'. `total` counts
+    trials not made yet (a Bayesian search's)."""
     counts = count_states(rows)
+    total = max(len(rows), total or 0)
     done = counts.get('done', 0)
     failed = counts.get('error', 0)
     running = counts.get('running', 0)
     diverged = counts.get('diverged', 0)
-    to_go = len(rows) - done - failed - running - diverged
-    parts = [f'{done}/{len(rows)} done', f'{running} running']
+    to_go = total - done - failed - running - diverged
+    parts = [f'{done}/{total} done', f'{running} running']
     if diverged:
         parts.append(f'{diverged} diverged')
     parts.append(f'{failed} failed')
     parts.append(f'{to_go} to go')
-    return ', '.join(parts) + f'; ETA {duration(eta_seconds(rows, parallel))}'
+    eta = eta_seconds(rows, parallel, unmade=total - len(rows))
+    return ', '.join(parts) + f'; ETA {duration(eta)}'
 
 
-def eta_seconds(rows: Sequence[Mapping], parallel: int) -> float | None:
+def eta_seconds(rows: Sequence[Mapping], parallel: int, unmade: int = 0) -> float | None:
     """Time left: a trial lasts as long as the finished ones did on average (or, before
     any finished, as long as the running ones extrapolate to from their steps)."""
     finished = [r['wall_time_s'] for r in rows if r['status'] == 'done' and r['wall_time_s']]
@@ -364,9 +368,10 @@ def eta_seconds(rows: Sequence[Mapping], parallel: int) -> float | None:
         guesses = [r['wall_time_s'] * r['num_train_steps'] / r['steps'] for r in running
                    if r['steps'] and r['num_train_steps']]
         if not guesses:
-            return None if running or any(r['status'] == 'pending' for r in rows) else 0.0
+            waiting = unmade or any(r['status'] == 'pending' for r in rows)
+            return None if running or waiting else 0.0
         per_trial = statistics.fmean(guesses)
-    waiting = sum(r['status'] in ('pending', 'preempted', 'stopped', 'submitted')
-                  for r in rows)
+    waiting = unmade + sum(r['status'] in ('pending', 'preempted', 'stopped', 'submitted')
+                           for r in rows)
     left = sum(max(per_trial - r['wall_time_s'], 0.0) for r in running)
     return (left + waiting * per_trial) / max(parallel, 1)

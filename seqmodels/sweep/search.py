@@ -113,9 +113,13 @@ class OptunaPlan:
     def __init__(self, workdir: str, space: Mapping[str, Any], num_trials: int, seed: int,
                  objective: str, direction: str, existing: list[records.Trial],
                  make_trial: Callable[[int, dict, int], records.Trial], log=print):
-        import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+        try:
+            import optuna
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+        except ImportError:
+            raise SweepError('--search=bayes needs optuna: pip install -e ".[cluster]"'
+                             ) from None
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
 
 from seqmodels.sweep import records, runner
+from seqmodels.sweep.declare import SweepError
 from seqmodels.sweep.local import data_prepared
 
 _POLL_S = 0.5
@@ -177,8 +179,14 @@ class SubmititExecutor:
         self.stopped_by: int | None = None
 
     def _executor(self, workdir: str):
-        import submitit
-
+        try:
+            import submitit
+        except ImportError:
+            raise SweepError('the SLURM executor needs submitit: pip install -e ".[cluster]"'
+                             ) from None
+        if self.cluster == 'slurm' and shutil.which('sbatch') is None:
+            raise SweepError('--executor=slurm: sbatch is not on PATH; launch from a SLURM '
+                             'login node (--executor=submitit_local runs the same path here)')
         executor = submitit.AutoExecutor(folder=os.path.join(workdir, 'slurm', '%j'),
                                          cluster=self.cluster, slurm_max_num_timeout=20)
         executor.update_parameters(**self.parameters)
