@@ -264,7 +264,7 @@ def test_slurm_path_requeues_and_resumes_preempted_trials(cluster):
     assert len(cluster.dirs) == 2
     for directory in cluster.dirs:
         status = status_of(directory)
-        assert status['executor'] == 'slurm' and status['job_id']
+        assert status['executor'] == 'submitit_local' and status['job_id']
         assert [(h['status'], h['exit_code']) for h in status['history']] == [
             ('preempted', 75), ('done', 0)]
         (_, first), (kind, resumed) = resumed_from(directory)

@@ -46,9 +46,11 @@ def _requeue_signal() -> int:
 class TrialJob:
     """What one array task runs: the trial's driver, until it ends or is preempted."""
 
-    def __init__(self, directory: str, command: list[str], cwd: str, sweep_dir: str):
+    def __init__(self, directory: str, command: list[str], cwd: str, sweep_dir: str,
+                 executor: str = 'slurm'):
         self.directory, self.command, self.cwd, self.sweep_dir = (
             directory, command, cwd, sweep_dir)
+        self.executor = executor
         self._process = None
         self._returncode = None
         self._since = 0
@@ -56,7 +58,8 @@ class TrialJob:
         self._recorded = None
 
     def __getstate__(self):  # a running process does not travel in a pickle
-        return {k: self.__dict__[k] for k in ('directory', 'command', 'cwd', 'sweep_dir')}
+        return {k: self.__dict__[k]
+                for k in ('directory', 'command', 'cwd', 'sweep_dir', 'executor')}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -68,7 +71,7 @@ class TrialJob:
         lock = self._gate()
         process, self._since = runner.start(trial, self.command, env, self.cwd)
         self._process = process
-        runner.record_start(trial, process.pid, executor='slurm', cores=cores,
+        runner.record_start(trial, process.pid, executor=self.executor, cores=cores,
                             job_id=_job_id(), job_pid=os.getpid(),
                             devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
         while self._reap() is None:
@@ -104,8 +107,7 @@ class TrialJob:
             status = self._record_end()
             if status['status'] != records.PREEMPTED:
                 return None
-        return submitit.helpers.DelayedSubmission(
-            TrialJob(self.directory, self.command, self.cwd, self.sweep_dir))
+        return submitit.helpers.DelayedSubmission(TrialJob(**self.__getstate__()))
 
     def _record_end(self) -> dict:
         """The attempt's outcome, recorded once (the end of __call__ and a requeue
@@ -175,6 +177,7 @@ class SubmititExecutor:
     def __init__(self, cluster: str = 'slurm', parallel: int = 1,
                  parameters: Mapping | None = None, log: Callable = print):
         self.cluster, self.parallel, self.log = cluster, parallel, log
+        self.name = 'slurm' if cluster == 'slurm' else f'submitit_{cluster}'
         self.parameters = dict(parameters or {})
         self.stopped_by: int | None = None
 
@@ -250,10 +253,11 @@ class SubmititExecutor:
             for trial in batch:
                 command = runner.trial_command(sweep.manifest, trial)
                 jobs.append(executor.submit(TrialJob(trial.directory, command,
-                                                     sweep.manifest['cwd'], sweep.workdir)))
+                                                     sweep.manifest['cwd'], sweep.workdir,
+                                                     self.name)))
         for trial, job in zip(batch, jobs):
             trial.update_status(status=records.SUBMITTED, job_id=str(job.job_id),
-                                executor=self.cluster, submitted=time.time(),
+                                executor=self.name, submitted=time.time(),
                                 host=socket.gethostname(), pid=None)
             active[trial.index] = (trial, job)
             monitor.started(trial)
@@ -264,7 +268,7 @@ class SubmititExecutor:
         status = trial.status()
         if (status.get('status') not in (records.SUBMITTED, records.RUNNING,
                                          records.PREEMPTED)
-                or status.get('executor') != self.cluster or not status.get('job_id')):
+                or status.get('executor') != self.name or not status.get('job_id')):
             return None
         job = self._job(workdir, status['job_id'])
         if job is None:
