@@ -142,6 +142,9 @@ def get_sweep(name: str) -> list[dict]:
              rates 0.1 / 0.25 / 0.4 (7 runs; an RNN variant)
     lr       peak learning rates 1e-4 ... 1e-1, half a decade apart (7 runs), for
              --config=configs/char_lm.py:shakespeare_gpt; the largest may diverge
+    lr_seeds the recipe's 1e-3 and 2x, 4x, 8x it, each with seeds 0, 1, 2 (12 runs of
+             ~3 minutes; shakespeare_gpt): is the best rate better by more than the
+             spread over seeds?
     """
     from seqmodels import sweep as sw
 
@@ -152,6 +155,8 @@ def get_sweep(name: str) -> list[dict]:
             sw.axis('model.dropout_kind', ['standard', 'variational']),
             sw.axis('model.dropout', [0.1, 0.25, 0.4])),
         'lr': sw.axis('learning_rate', sw.log_grid(1e-4, 1e-1, 7)),
+        'lr_seeds': sw.product(sw.axis('learning_rate', [1e-3, 2e-3, 4e-3, 8e-3]),
+                               sw.axis('seed', [0, 1, 2])),
     }
     if name not in sweeps:
         raise ValueError(f'unknown char_lm sweep {name!r}; choose one of {", ".join(sweeps)}')
