@@ -17,6 +17,15 @@ re-stacking it (a copy of the whole cache per token, which made the cost of a st
 grow with the cache's allocated length). The position being written is passed next to
 the cache as `cache_index` (an int scalar shared by the whole batch); it is not stored
 in the cache because a scalar has no batch axis.
+
+Two implementations of the same function. `dot_product_attention` (and the
+`_weights` it is built on) is the reference: it materialises the weights, which
+attention dropout and the analyses need. `fused_dot_product_attention` goes
+through `jax.nn.dot_product_attention`: cuDNN's fused (flash) kernel on a GPU for
+bfloat16/float16 inputs it supports, XLA's fusion elsewhere. `MultiHeadAttention`
+takes the fused one whenever nothing needs the weights: no attention dropout in
+this call, `return_weights` off, the 'intermediates' collection not being
+collected. Both give fully masked query rows an all-zero output.
 """
 
 from __future__ import annotations
@@ -29,9 +38,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqmodels.nn.masks import cached_causal_mask, combine_masks
+from seqmodels.nn.masks import cached_causal_mask, causal_mask, combine_masks
 
 Initializer = Callable[..., Any]
+
+# 'auto': the fused path where it applies (cuDNN where it can, else XLA); 'xla' and
+# 'cudnn' force jax.nn.dot_product_attention's backend; 'reference': never fused.
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'reference')
 
 
 def dot_product_attention_weights(q, k, mask=None):
@@ -59,6 +72,51 @@ def dot_product_attention(q, k, v, mask=None):
     return jnp.einsum('bhqk,bkhd->bqhd', weights, v.astype(weights.dtype)).astype(v.dtype)
 
 
+def _fused_backend(implementation: str, q, k, mask) -> str:
+    """Which jax.nn.dot_product_attention backend 'auto' means for these inputs."""
+    if implementation != 'auto':
+        return implementation
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    d_k = q.shape[-1]
+    # cuDNN's flash kernel: 16-bit inputs, head size a multiple of 8 up to 128, and
+    # even lengths when a mask (turned into a bias) is trained through.
+    even = mask is None or (q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0)
+    if jax.default_backend() == 'gpu' and half and d_k % 8 == 0 and d_k <= 128 and even:
+        return 'cudnn'
+    return 'xla'
+
+
+def fused_dot_product_attention(q, k, v, mask=None, *, is_causal: bool = False,
+                                implementation: str = 'auto'):
+    """softmax(Q Kᵀ / √d_k) V through `jax.nn.dot_product_attention`.
+
+    q: [B, Tq, heads, d_k], k and v: [B, Tk, heads, d_k], mask broadcastable to
+    [B, heads, Tq, Tk] (True = may attend); is_causal adds the causal mask (Tq == Tk).
+    Returns [B, Tq, heads, d_k] in v's dtype, zeros for a query with no key to
+    attend to, like `dot_product_attention`. If cuDNN turns the inputs down, XLA's
+    implementation runs instead.
+    """
+    dtype = q.dtype
+    k, v = k.astype(dtype), v.astype(dtype)
+    mask = None if mask is None else jnp.asarray(mask).astype(jnp.bool_)
+    backend = _fused_backend(implementation, q, k, mask)
+    try:
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                           implementation=backend)
+    except (NotImplementedError, RuntimeError, ValueError):
+        if backend != 'cudnn' or implementation == 'cudnn':
+            raise
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                           implementation='xla')
+    if mask is not None:
+        # The kernels spread a fully masked row evenly over its keys; the reference
+        # gives it zeros, and so must this.
+        allowed = combine_masks(mask, causal_mask(q.shape[1])) if is_causal else mask
+        has_key = jnp.any(allowed, axis=-1).transpose(0, 2, 1)[..., None]  # [B, Tq, h, 1]
+        out = jnp.where(has_key, out, jnp.zeros((), out.dtype))
+    return out
+
+
 def init_kv_cache(batch_size: int, max_len: int, num_heads: int, d_k: int,
                   num_layers: int | None = None, dtype=jnp.float32) -> dict:
     """Zero key/value cache; with num_layers, one per layer on axis 1."""
@@ -83,8 +141,12 @@ class MultiHeadAttention(nn.Module):
     kernel_init: Initializer = nn.initializers.xavier_uniform()
     # W^O separately: GPT-2 scales the init of projections that write to the residual.
     out_kernel_init: Initializer | None = None
+    implementation: str = 'auto'  # one of IMPLEMENTATIONS
 
     def setup(self):
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, '
+                             f'got {self.implementation!r}')
         if self.d_model % self.num_heads:
             raise ValueError(
                 f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}')
@@ -103,12 +165,27 @@ class MultiHeadAttention(nn.Module):
     def d_k(self) -> int:
         return self.d_model // self.num_heads
 
+    def _fused(self, deterministic: bool, return_weights: bool) -> bool:
+        """Whether this call can skip the weights: nothing drops, returns or sows them."""
+        return (self.implementation != 'reference' and not return_weights
+                and (deterministic or self.dropout == 0.0)
+                and not self.is_mutable_collection('intermediates'))
+
     def __call__(self, x, kv=None, mask=None, *, deterministic: bool = True,
-                 return_weights: bool = False):
+                 return_weights: bool = False, causal: bool = False):
         """x: [B, Tq, d_model]; kv: [B, Tk, d_model] or None; mask: broadcastable to
-        [B, heads, Tq, Tk]. Returns [B, Tq, d_model] (and the weights if asked)."""
+        [B, heads, Tq, Tk]; causal adds the causal mask (self-attention only). Returns
+        [B, Tq, d_model] (and the weights if asked)."""
+        if causal and kv is not None:
+            raise ValueError('causal=True is for self-attention (kv=None)')
         kv = x if kv is None else kv
         q, k, v = self.query(x), self.key(kv), self.value(kv)
+        if self._fused(deterministic, return_weights):
+            heads = fused_dot_product_attention(q, k, v, mask, is_causal=causal,
+                                                implementation=self.implementation)
+            return self.out(heads.astype(x.dtype))
+        if causal:
+            mask = combine_masks(causal_mask(x.shape[1]), mask)
         weights = dot_product_attention_weights(q, k, mask)
         self.sow('intermediates', 'attention_weights', weights)
         dropped = self.weight_dropout(weights, deterministic=deterministic)
@@ -131,7 +208,12 @@ class MultiHeadAttention(nn.Module):
         cache = write_kv_cache(cache, k, v, cache_index, layer)
         keys, values = read_kv_cache(cache, layer)
         causal = cached_causal_mask(cache_index, x.shape[1], keys.shape[1])
-        weights = dot_product_attention_weights(q, keys, combine_masks(causal, mask))
+        mask = combine_masks(causal, mask)
+        if self.implementation != 'reference':
+            heads = fused_dot_product_attention(q, keys, values, mask,
+                                                implementation=self.implementation)
+            return self.out(heads.astype(x.dtype)), cache
+        weights = dot_product_attention_weights(q, keys, mask)
         heads = jnp.einsum('bhqk,bkhd->bqhd', weights, values.astype(weights.dtype))
         return self.out(heads.astype(x.dtype)), cache
 

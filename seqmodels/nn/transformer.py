@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 
 from seqmodels.nn.attention import MultiHeadAttention, init_kv_cache
-from seqmodels.nn.masks import causal_mask, combine_masks
 
 Initializer = Callable[..., Any]
 
@@ -72,6 +71,8 @@ class LayerHyperparams(nn.Module):
     kernel_init: Initializer = nn.initializers.xavier_uniform()
     # Projections that write into the residual stream (W^O, W2); GPT-2 shrinks them.
     out_kernel_init: Initializer | None = None
+    # seqmodels.nn.attention.IMPLEMENTATIONS: 'auto' fuses wherever no weights are needed.
+    attention_implementation: str = 'auto'
 
     def block_kwargs(self) -> dict:
         return {f: getattr(self, f) for f in LayerHyperparams.__dataclass_fields__
@@ -80,7 +81,8 @@ class LayerHyperparams(nn.Module):
     def make_attention(self) -> MultiHeadAttention:
         return MultiHeadAttention(self.num_heads, self.d_model, self.attention_dropout,
                                   kernel_init=self.kernel_init,
-                                  out_kernel_init=self.out_kernel_init)
+                                  out_kernel_init=self.out_kernel_init,
+                                  implementation=self.attention_implementation)
 
     def make_feed_forward(self) -> FeedForward:
         return FeedForward(self.d_ff, self.activation, self.kernel_init, self.out_kernel_init)
@@ -141,10 +143,13 @@ class DecoderBlock(_ResidualBlock):
         self.ffn_norm = self.make_layer_norm()
 
     def __call__(self, x, memory=None, self_mask=None, memory_mask=None, *,
-                 deterministic: bool = True):
-        """self_mask must already be causal (the `Decoder` stack makes it so)."""
+                 deterministic: bool = True, causal: bool = False):
+        """causal=True adds the causal mask to self_mask (the `Decoder` stack passes it,
+        which lets a fused kernel skip the masked half); otherwise self_mask must
+        already be causal."""
         def attend(h):
-            return self.self_attention(h, mask=self_mask, deterministic=deterministic), None
+            return self.self_attention(h, mask=self_mask, deterministic=deterministic,
+                                       causal=causal), None
 
         return self._layer(x, attend, memory, memory_mask, deterministic)[0]
 
@@ -188,7 +193,7 @@ class _ScannedDecoderBlock(DecoderBlock):
         x, cache = carry
         if cache is None:
             y = DecoderBlock.__call__(self, x, memory, self_mask, memory_mask,
-                                      deterministic=deterministic)
+                                      deterministic=deterministic, causal=True)
             return (y, None), None
         return self.decode(x, cache, cache_index, memory, memory_mask, layer), None
 
@@ -252,13 +257,13 @@ class Decoder(_Stack):
                  deterministic: bool = True):
         """x: [B, T, d_model]. self_mask (e.g. target padding) is combined with the
         causal mask; memory_mask covers memory keys (e.g. source padding)."""
-        self_mask = combine_masks(causal_mask(x.shape[1]), self_mask)
         if self.scan_layers:
             (x, _), _ = self.layers((x, None), memory, self_mask, memory_mask,
                                     jnp.arange(self.num_layers), None, deterministic)
         else:
             for layer in self.layers:
-                x = layer(x, memory, self_mask, memory_mask, deterministic=deterministic)
+                x = layer(x, memory, self_mask, memory_mask, deterministic=deterministic,
+                          causal=True)
         return self.finish(x)
 
     def decode(self, x, cache, cache_index, memory=None, memory_mask=None):
