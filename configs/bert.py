@@ -5,7 +5,9 @@ r"""BERT: pre-training (masked LM + next-sentence prediction) and fine-tuning.
 
 A run pre-trains when `dataset` is pre-training text (`python_docs`, `text:PATH`,
 `tfds:NAME`) and fine-tunes when it is labelled (`python_docs_cloze`, `labeled:DIR`);
-fine-tuning starts from the pre-trained run named by `init_from` ('' = random init).
+fine-tuning starts from the pre-trained run named by `init_from` (with
+--config.load_weights=False: its tokenizer and architecture, random weights; '' = random
+weights and a tokenizer trained on the labelled training split).
 Source: Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
 Language Understanding" §3-4 and Appendix A.
 
@@ -20,7 +22,8 @@ Variants (`mini` when none is given):
   cloze     fine-tunes `mini` on the embedded 4-way next-sentence choice derived from
             the same corpus (`python_docs_cloze`, multiple choice): set init_from.
   sst2      fine-tunes `warpeace` on SST-2 (../shared/data/sst2: stsa.binary.{train,
-            dev,test}), lower-cased: set init_from (or leave it '' for random init).
+            dev,test}), lower-cased: set init_from (and load_weights=False for the
+            random-init baseline).
   base      BERT-BASE: L=12, H=768, A=12; 110M parameters.
   large     BERT-LARGE: L=24, H=1024, A=16; 340M.
 The published sizes: a WordPiece vocabulary of 30,522 tokens (here a SentencePiece
@@ -86,7 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.short_seq_prob = 0.1
 
     # Fine-tuning (§4).
-    config.init_from = ''  # a pre-trained workdir; '' = random initialisation
+    config.init_from = ''  # a pre-trained workdir; '' = random init, own tokenizer
+    config.load_weights = True  # False: init_from's tokenizer and architecture, random init
     config.task_type = 'classification'  # labeled:DIR: or entailment, similarity,
     #                                      multiple_choice (python_docs_cloze: its own)
     config.train_split = 'train'

@@ -1,0 +1,171 @@
+"""BERT fine-tuning inputs (Devlin et al. 2019 §4, Figure 4): labelled examples as
+`[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]` token ids with segment ids, batched by step.
+
+Task types (`seqmodels.data.labeled`):
+
+* classification: `[CLS] text [SEP]`, all segment 0; int32[seq_len] per example.
+* entailment, similarity: `[CLS] a [SEP] b [SEP]`, segment 1 from b to its [SEP].
+* multiple_choice: one `[CLS] context [SEP] option_k [SEP]` row per option (§4.4,
+  SWAG); int32[num_options, seq_len] per example.
+
+Too long a pair loses one token at a time from its longer segment (b on a tie), from
+b's end, or from a's end, except for multiple choice, whose context loses its first
+tokens so that the words next to the option are kept. A single text loses its end.
+
+Training batches: global row i = step * batch_size + r is example perm_e[i mod N] of
+epoch e = i div N, with perm_e a permutation drawn from (seed, e): every epoch sees each
+example once, in its own order, and any step's batch is computed directly from
+(seed, step). Evaluation batches walk a split in order, the last one padded with
+rows of weight 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from seqmodels.data.bert_pretraining import pack_pair, special_ids
+from seqmodels.data.errors import DataError
+from seqmodels.data.labeled import TASK_TYPES, LabeledData
+from seqmodels.data.rows import process_rows
+
+_MASK64 = (1 << 64) - 1
+
+
+def fit_pair(a: Sequence[int], b: Sequence[int], max_tokens: int, a_from_front: bool = False
+             ) -> tuple[list[int], list[int]]:
+    """(a, b) shortened to at most max_tokens together: one token at a time from the
+    longer (b on a tie), from its end; from a's front when `a_from_front`."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > max_tokens:
+        if len(a) > len(b):
+            a.pop(0 if a_from_front else -1)
+        else:
+            b.pop()
+    return a, b
+
+
+def encode_example(pieces: Sequence[Sequence[int]], task_type: str, seq_len: int,
+                   cls_id: int, sep_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, segment_ids) of one example given the token ids of its texts."""
+    if task_type not in TASK_TYPES:
+        raise ValueError(f'task_type must be one of {", ".join(TASK_TYPES)}, got {task_type!r}')
+    if task_type == 'classification':
+        (text,) = pieces
+        return pack_pair(list(text)[:seq_len - 2], None, seq_len, cls_id, sep_id)
+    if task_type == 'multiple_choice':
+        context, *options = pieces
+        rows = [pack_pair(*fit_pair(context, option, seq_len - 3, a_from_front=True),
+                          seq_len, cls_id, sep_id) for option in options]
+        return np.stack([t for t, _ in rows]), np.stack([s for _, s in rows])
+    a, b = pieces
+    return pack_pair(*fit_pair(a, b, seq_len - 3), seq_len, cls_id, sep_id)
+
+
+@dataclasses.dataclass(eq=False)
+class EncodedSplit:
+    """One split as arrays: tokens and segment_ids [N, (K,) seq_len], labels [N] (or
+    None for unlabelled input)."""
+
+    tokens: np.ndarray
+    segment_ids: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def encode(cls, texts: Sequence[Sequence[str]], labels: np.ndarray | None,
+               task_type: str, seq_len: int, encode_batch: Callable[[list[str]], list],
+               cls_id: int, sep_id: int) -> EncodedSplit:
+        """`texts[i]` the texts of example i; `encode_batch` a tokenizer's."""
+        if seq_len < 5:
+            raise ValueError(f'seq_len={seq_len}: [CLS] a [SEP] b [SEP] needs at least 5')
+        flat = [text for example in texts for text in example]
+        pieces = iter(encode_batch(flat) if flat else [])
+        rows = [encode_example([next(pieces) for _ in example], task_type, seq_len, cls_id,
+                               sep_id) for example in texts]
+        if not rows:
+            raise DataError('no examples to encode')
+        return cls(np.stack([t for t, _ in rows]), np.stack([s for _, s in rows]),
+                   None if labels is None else np.asarray(labels, np.int32))
+
+    def rows(self, indices: np.ndarray, weights: np.ndarray | None = None) -> dict:
+        batch = {'tokens': self.tokens[indices], 'segment_ids': self.segment_ids[indices]}
+        if self.labels is not None:
+            batch['labels'] = self.labels[indices]
+        if weights is not None:
+            batch['weights'] = weights
+        return batch
+
+
+@dataclasses.dataclass(eq=False)
+class FinetuningData:
+    """Training batches by step (shuffled per epoch) and evaluation batches per split."""
+
+    splits: dict[str, EncodedSplit]
+    batch_size: int
+    seed: int
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return _permutation(self.seed & _MASK64, epoch, len(self.splits['train']))
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1
+                    ) -> dict[str, np.ndarray]:
+        """This process's rows of global batch `step`."""
+        if step < 0:
+            raise ValueError(f'step must be >= 0, got {step}')
+        rows = process_rows(self.batch_size, process_index, process_count)
+        n = len(self.splits['train'])
+        index = np.arange(step * self.batch_size + rows.start, step * self.batch_size + rows.stop)
+        order = np.empty(len(index), np.int64)
+        for epoch in np.unique(index // n):
+            here = index // n == epoch
+            order[here] = self._epoch_order(int(epoch))[index[here] % n]
+        return self.splits['train'].rows(order)
+
+    def num_batches(self, role: str) -> int:
+        return -(-len(self.splits[role]) // self.batch_size)
+
+    def eval_batches(self, role: str, process_index: int = 0, process_count: int = 1,
+                     num_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """This process's rows of each batch of split `role`, in order; the padding rows
+        of the last batch repeat example 0 with weight 0."""
+        split = self.splits[role]
+        rows = process_rows(self.batch_size, process_index, process_count)
+        total = self.num_batches(role) if num_batches is None else min(
+            num_batches, self.num_batches(role))
+
+        def batch(k):
+            index = np.arange(k * self.batch_size + rows.start, k * self.batch_size + rows.stop)
+            weights = (index < len(split)).astype(np.float32)
+            return split.rows(np.where(index < len(split), index, 0), weights)
+
+        return (batch(k) for k in range(total))
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
+    return rng.permutation(n)
+
+
+def encode_texts(texts: Sequence[Sequence[str]], labels, task_type: str, tokenizer,
+                 seq_len: int) -> EncodedSplit:
+    """Examples' texts (and label ids, or None) encoded with a tokenizer that reserves
+    `bert_pretraining.SPECIAL_TOKENS`."""
+    ids = special_ids(tokenizer)
+    return EncodedSplit.encode(texts, labels, task_type, seq_len, tokenizer.encode_batch,
+                               ids['cls'], ids['sep'])
+
+
+def make_finetuning_data(labeled: LabeledData, tokenizer, *, seq_len: int, batch_size: int,
+                         seed: int) -> FinetuningData:
+    """Every split of a labelled dataset, encoded, with its batches."""
+    splits = {role: encode_texts([e.texts for e in examples], labeled.label_ids(role),
+                                 labeled.task_type, tokenizer, seq_len)
+              for role, examples in labeled.splits.items()}
+    return FinetuningData(splits, batch_size, seed)
