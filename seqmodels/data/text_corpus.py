@@ -215,7 +215,8 @@ def read_text_path(path: str) -> list[tuple[str, str]]:
 
 def split_documents(documents: Sequence[Document], period: int, with_test: bool = False
                     ) -> dict[str, tuple[Document, ...]]:
-    """Every `period`-th document to validation (and the one before it to test)."""
+    """Every `period`-th document to validation (and the one before it to test); the
+    last document when there are fewer than `period`."""
     if period < 2 + with_test:
         raise DataError(f'val_fraction leaves no training documents (period {period})')
     splits: dict[str, list[Document]] = {'train': [], 'validation': [], 'test': []}
@@ -227,6 +228,8 @@ def split_documents(documents: Sequence[Document], period: int, with_test: bool 
             splits['test'].append(document)
         else:
             splits['train'].append(document)
+    if not splits['validation'] and len(splits['train']) > 1:  # fewer than `period` documents
+        splits['validation'].append(splits['train'].pop())
     return {name: tuple(docs) for name, docs in splits.items()}
 
 

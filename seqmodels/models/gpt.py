@@ -11,6 +11,10 @@ Both: token + learned position embeddings, GELU FFN, LM head tied to the token
 embedding. With num_classes > 0, a linear head on the final state of the last token
 serves fine-tuning (GPT-1 §3.2 trains it together with an auxiliary LM loss):
 `model.apply(v, tokens, method=GPT.classify)` returns (lm_logits, class_logits).
+`GPT.task_logits` takes the several sequences per example of GPT-1's Figure 1
+(`seqmodels.data.gpt_inputs`): similarity adds the final states of both orders before
+the head, multiple choice scores each option (num_classes=1) for a softmax over
+options; `fine_tuning_loss` is L3 = L2 + λ·L1 (GPT-1 eq. 5).
 
 Decoding (see `seqmodels.nn.attention` for the cache layout)::
 
@@ -24,6 +28,7 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+import optax
 
 from seqmodels.nn.attention import init_kv_cache
 from seqmodels.nn.position import LearnedPositionEmbedding
@@ -84,6 +89,37 @@ class GPT(nn.Module):
         h = self.hidden_states(tokens, deterministic)
         return self.token_embed.attend(h), self.class_logits(h, last_positions, deterministic)
 
+    def task_logits(self, tokens, last_positions, combine: str = 'sum', with_lm: bool = True,
+                    deterministic: bool = True):
+        """tokens [B, S, T]: S sequences per example -> (lm_logits [B, S, T, vocab_size]
+        or None without `with_lm`, logits).
+
+        last_positions [B, S]: where each sequence's extract token is. combine='sum'
+        adds the S final states and applies the head: logits [B, num_classes]
+        (classification and entailment S=1, similarity S=2). combine='choices' applies
+        the head (num_classes=1) to each final state: logits [B, S], one score per
+        option of a multiple choice.
+        """
+        if not self.num_classes:
+            raise ValueError('task_logits needs num_classes > 0')
+        if combine not in ('sum', 'choices'):
+            raise ValueError(f"combine must be 'sum' or 'choices', got {combine!r}")
+        if combine == 'choices' and self.num_classes != 1:
+            raise ValueError(f'combine=choices scores each option: num_classes must be 1, '
+                             f'got {self.num_classes}')
+        batch, num_sequences, length = tokens.shape
+        h = self.hidden_states(tokens.reshape(batch * num_sequences, length), deterministic)
+        last = jnp.take_along_axis(h, last_positions.reshape(-1)[:, None, None], axis=1)
+        last = last.reshape(batch, num_sequences, -1)
+        lm_logits = None
+        if with_lm:
+            lm_logits = self.token_embed.attend(h).reshape(batch, num_sequences, length, -1)
+        if combine == 'sum':
+            return lm_logits, self.classifier(self.classifier_dropout(
+                last.sum(axis=1), deterministic=deterministic))
+        scores = self.classifier(self.classifier_dropout(last, deterministic=deterministic))
+        return lm_logits, scores[..., 0]
+
     def decode_step(self, tokens, cache, cache_index):
         """Positions cache_index .. cache_index + S - 1 (tokens [B, S]) ->
         (logits [B, S, vocab_size], updated cache)."""
@@ -115,6 +151,28 @@ class GPT(nn.Module):
             last = jnp.take_along_axis(h, last_positions[:, None, None], axis=1)[:, 0]
         last = self.classifier_dropout(last, deterministic=deterministic)
         return self.classifier(last)
+
+
+def fine_tuning_loss(logits, labels, lm_logits, tokens, lm_weights, lm_coef: float,
+                     weights=None):
+    """GPT-1 eq. 5: (L3, L2, L1) with L3 = L2 + lm_coef * L1.
+
+    L2: mean cross-entropy of the task logits [B, C] against labels [B] (rows weighted
+    by `weights` [B] when given). L1: language-modelling cross-entropy on the same
+    inputs, position t of tokens [..., T] predicting token t + 1, averaged with
+    lm_weights [..., T] (1 where the next token is text) times the row weights; 0 when
+    lm_logits is None.
+    """
+    rows = jnp.ones(labels.shape, jnp.float32) if weights is None else weights
+    task = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    task_loss = (task * rows).sum() / jnp.maximum(rows.sum(), 1e-9)
+    if lm_logits is None:
+        return task_loss, task_loss, jnp.zeros((), task_loss.dtype)
+    nll = optax.softmax_cross_entropy_with_integer_labels(lm_logits[..., :-1, :],
+                                                          tokens[..., 1:])
+    w = lm_weights[..., :-1] * rows.reshape(rows.shape + (1,) * (nll.ndim - 1))
+    lm_loss = (nll * w).sum() / jnp.maximum(w.sum(), 1e-9)
+    return task_loss + lm_coef * lm_loss, task_loss, lm_loss
 
 
 def example_inputs(model: GPT, batch_size: int = 1) -> tuple:

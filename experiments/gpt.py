@@ -1,0 +1,241 @@
+r"""GPT: pre-train a subword language model, fine-tune it on a labelled task, evaluate,
+predict and sample (Radford et al. 2018, 2019).
+
+    # Train (pre-training or fine-tuning, by the config's dataset; running the same
+    # command again resumes from WORKDIR/checkpoints):
+    python -m experiments.gpt --config=configs/gpt.py[:VARIANT] --workdir=DIR \
+        [--config.KEY=VALUE ...]
+    # Fine-tuned run: accuracy, per-class accuracy and confusion matrix on the test split
+    # (else validation), WORKDIR/confusion_matrix.{png,csv}; pre-trained run: validation
+    # loss and perplexity. Latest checkpoint, or --step=N:
+    python -m experiments.gpt --mode=evaluate --workdir=DIR [--step=N]
+    # Fine-tuned run: one label a line for each example line (the labelled format
+    # without the label), stdin and stdout when the flags are omitted:
+    python -m experiments.gpt --mode=predict --workdir=DIR [--input=FILE] [--output=FILE]
+    # Stream a continuation of a prompt (KV cache; temperature 0 is greedy):
+    python -m experiments.gpt --mode=sample --workdir=DIR --prompt='The' \
+        [--num_tokens=200] [--temperature=0.8] [--top_k=K] [--top_p=P] [--seed=S]
+
+The other modes read the run's own WORKDIR/config.json and WORKDIR/tokenizer.model, so
+they need no --config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from absl import flags, logging
+
+from experiments import common
+from seqmodels import decoding, evaluation, gpt_tasks, models, plots, training
+from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
+from seqmodels.inference import Sampler, predict_logits
+
+# allow_override: char_lm, translation and bert define flags of the same names and
+# meanings (and the same defaults), and tests import several drivers into one process.
+_INPUT = flags.DEFINE_string('input', None, 'predict: input file, one example a line '
+                             '(default stdin).', allow_override=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'predict: output file (default stdout).',
+                              allow_override=True)
+_PROMPT = flags.DEFINE_string('prompt', None, "sample: text to continue (default: the "
+                              "config's sample_prompt).", allow_override=True)
+_NUM_TOKENS = flags.DEFINE_integer('num_tokens', 200, 'sample: subword tokens to generate.')
+_TEMPERATURE = flags.DEFINE_float('temperature', None, 'sample: softmax temperature; 0 is '
+                                  "greedy (default: the config's sample_temperature).",
+                                  allow_override=True)
+_TOP_K = flags.DEFINE_integer('top_k', None, 'sample: keep the k most likely tokens.',
+                              allow_override=True)
+_TOP_P = flags.DEFINE_float('top_p', None, 'sample: nucleus sampling, keep the smallest set '
+                            'of tokens with probability >= p.', allow_override=True)
+_SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.', allow_override=True)
+
+
+def validate(config) -> None:
+    """Every key of a GPT config, checked before anything is read or compiled."""
+    common.validate(config, ('gpt',))
+    require, m = training.require, config.model
+    dataset = config.dataset
+    require(text_corpus.is_text_dataset(dataset) or labeled.is_labeled_dataset(dataset),
+            'dataset', "must be 'python_docs', 'text:PATH' or 'tfds:NAME' (pre-training), or "
+            "'labeled:DIR' or 'python_docs_cloze' (fine-tuning)", dataset)
+    require(config.normalize in text_corpus.NORMALIZATIONS, 'normalize',
+            f'must be one of {", ".join(text_corpus.NORMALIZATIONS)}', config.normalize)
+    require(isinstance(config.seq_len, int) and 5 <= config.seq_len <= m.max_len, 'seq_len',
+            f'must be an integer in [5, model.max_len={m.max_len}]', config.seq_len)
+    require(isinstance(m.vocab_size, int) and m.vocab_size >= 0, 'model.vocab_size',
+            'must be a non-negative integer (0 = the tokenizer\'s size)', m.vocab_size)
+    require(isinstance(m.num_classes, int) and m.num_classes >= 0, 'model.num_classes',
+            'must be a non-negative integer', m.num_classes)
+    require(config.tokenizer_model_type in tokenizers.MODEL_TYPES, 'tokenizer_model_type',
+            f'must be one of {", ".join(tokenizers.MODEL_TYPES)}', config.tokenizer_model_type)
+    require(config.tokenizer_vocab_size >= 16, 'tokenizer_vocab_size', 'must be >= 16',
+            config.tokenizer_vocab_size)
+    require(config.num_eval_batches >= 0, 'num_eval_batches', 'must be >= 0 (0 = all)',
+            config.num_eval_batches)
+    if gpt_tasks.is_finetuning(config):
+        require(config.task_type in labeled.TASK_TYPES, 'task_type',
+                f'must be one of {", ".join(labeled.TASK_TYPES)}', config.task_type)
+        require(config.lm_coef >= 0, 'lm_coef', 'must be >= 0 (0 = no auxiliary LM loss)',
+                config.lm_coef)
+        require(config.load_weights or config.init_from, 'load_weights',
+                'False takes the tokenizer and architecture of init_from; set init_from',
+                config.load_weights)
+        if config.init_from:
+            init_from = os.path.expanduser(config.init_from)
+            require(os.path.isdir(init_from), 'init_from', 'is not a directory (it names the '
+                    'workdir of a GPT pre-training run)', config.init_from)
+    else:
+        require(m.num_classes == 0, 'model.num_classes', 'must be 0 for pre-training (a '
+                'fine-tuning run adds the head)', m.num_classes)
+        require(not config.init_from, 'init_from', 'is for fine-tuning (a labelled '
+                'dataset); a pre-training run resumes from its own workdir', config.init_from)
+        require(0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)',
+                config.val_fraction)
+        require(config.sample_tokens >= 0, 'sample_tokens', 'must be >= 0',
+                config.sample_tokens)
+
+
+def build(config, workdir: str, restore: bool = True):
+    """(model, task, labelled data or None, tokenizer) for a validated config."""
+    if gpt_tasks.is_finetuning(config):
+        return gpt_tasks.build_finetuning(config, workdir, restore)
+    model, task = gpt_tasks.build_pretraining(config, workdir)
+    return model, task, None, task.tokenizer
+
+
+def train(config, workdir):
+    validate(config)
+    model, task, data, tokenizer = build(config, workdir)
+    logging.info('data: %s; %d subword pieces', data.describe() if data else
+                 task.data.description, tokenizer.vocab_size)
+    state = training.train_and_evaluate(config, workdir, task)
+    if jax.process_index() != 0:
+        return
+    if data is None:
+        print(f'\n--- sample after {config.num_train_steps} steps ---')
+        generate(model, jax.device_get(state.params), tokenizer, config.sample_prompt, 100,
+                 config.sample_temperature, None, None, 0)
+        print('---')
+        common.print_run_summary(workdir, 'gpt', 'sample')
+        return
+    result = evaluate(workdir)
+    print(f"{result['split']} accuracy after step {config.num_train_steps}: "
+          f"{result['accuracy']:.4f} ({result['count']} examples)")
+    common.print_run_summary(workdir, 'gpt', 'evaluate')
+
+
+def generate(model, params, tokenizer, prompt, num_tokens, temperature, top_k, top_p, seed):
+    sys.stdout.write(prompt)
+    Sampler(model, params, tokenizers.StreamingVocab(tokenizer)).generate(
+        prompt, num_tokens, jax.random.key(seed), temperature, top_k, top_p, stream=sys.stdout)
+    sys.stdout.write('\n')
+
+
+def _inputs(batches):
+    for batch in batches:
+        yield {'inputs': {'tokens': batch['tokens'], 'last': batch['last']},
+               'weights': batch['weights'],
+               'labels': batch.get('labels', np.zeros(len(batch['weights']), np.int32))}
+
+
+def _logits(task, params, batches):
+    return predict_logits(lambda p, inputs: task.logits(p, inputs)[1], params,
+                          _inputs(batches), 'inputs')
+
+
+def evaluate(workdir: str, step: int | None = None) -> dict:
+    """Fine-tuned run: the test split's (else validation's) accuracy, per-class accuracy
+    and confusion matrix (written to WORKDIR/confusion_matrix.{png,csv}). Pre-trained
+    run: the validation loss and perplexity."""
+    config = common.load_run_config(workdir, 'gpt')
+    model, task, data, _ = build(config, workdir, restore=False)
+    params = training.restore_params(workdir, step)
+    if data is None:
+        mesh = training.make_mesh()
+        return training.evaluate(task, training.make_eval_step(task, mesh), params, mesh)
+    split = next((s for s in ('test', 'validation') if s in data.splits), None)
+    if split is None:
+        raise common.UsageError(f'{data.name} has no test or validation split to evaluate')
+    logits, labels = _logits(task, params, task.batches.eval_batches(split))
+    predictions = logits.argmax(-1)
+    confusion = evaluation.confusion_matrix(labels, predictions, data.num_classes)
+    accuracy = evaluation.accuracy(labels, predictions)
+    png, csv_path = (os.path.join(workdir, f'confusion_matrix.{e}') for e in ('png', 'csv'))
+    plots.plot_confusion_matrix(confusion, data.class_names, png, f'{data.name} ({split})\n'
+                                f'accuracy {accuracy:.2%} on {len(labels)} examples')
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['true\\predicted', *data.class_names])
+        writer.writerows([name, *row.tolist()] for name, row in zip(data.class_names, confusion))
+    per_class = evaluation.per_class_accuracy(confusion)
+    return {'split': split, 'count': len(labels), 'accuracy': accuracy,
+            'loss': evaluation.mean_log_loss(logits, labels), 'confusion': confusion,
+            'per_class_accuracy': dict(zip(data.class_names, per_class.tolist())),
+            'predictions': predictions, 'labels': labels, 'png': png, 'csv': csv_path}
+
+
+def evaluate_mode(workdir):
+    result = evaluate(workdir, common.STEP.value)
+    if 'split' not in result:
+        print(json.dumps({f'eval/{k}': float(v) for k, v in result.items()}, sort_keys=True))
+        return
+    print(json.dumps({'split': result['split'], 'examples': result['count'],
+                      'accuracy': result['accuracy'], 'loss': result['loss'],
+                      'per_class_accuracy': result['per_class_accuracy']}, sort_keys=True))
+    print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
+
+
+def predict(workdir: str, lines: list[str], source: str, step: int | None = None) -> list[str]:
+    """The predicted class name of each example line (the labelled format, no label)."""
+    config = common.load_run_config(workdir, 'gpt')
+    if not gpt_tasks.is_finetuning(config):
+        raise common.UsageError(f'{workdir} is a pre-training run: predict needs a '
+                                'fine-tuned one (sample continues text)')
+    model, task, data, tokenizer = build(config, workdir, restore=False)
+    params = training.restore_params(workdir, step)
+    examples = labeled.parse_lines(lines, config.task_type, with_labels=False, source=source,
+                                   normalize=config.normalize)
+    if not examples:
+        return []
+    encoded = gpt_inputs.encode(examples, config.task_type, tokenizer, config.seq_len)
+    batches = gpt_inputs.TaskBatches({'input': encoded}, config.batch_size, 0)
+    logits, _ = _logits(task, params, batches.eval_batches('input'))
+    if config.task_type == 'multiple_choice':  # the option index, however many options
+        return [str(i) for i in logits.argmax(-1)]
+    return [data.class_names[i] for i in logits.argmax(-1)]
+
+
+def predict_mode(workdir):
+    source = _INPUT.value or '<stdin>'
+    lines = common.read_lines(_INPUT.value)
+    common.write_lines(predict(workdir, lines, source, common.STEP.value), _OUTPUT.value)
+
+
+def sample_mode(workdir):
+    temperature, top_k, top_p = _TEMPERATURE.value, _TOP_K.value, _TOP_P.value
+    try:
+        decoding.check_sampling_options(temperature, top_k, top_p)
+    except ValueError as e:
+        raise common.UsageError(f'--{e}') from None
+    if _NUM_TOKENS.value < 0:
+        raise common.UsageError(f'--num_tokens must be >= 0, got {_NUM_TOKENS.value}')
+    config = common.load_run_config(workdir, 'gpt')
+    tokenizer = tokenizers.SentencePieceTokenizer.load(
+        os.path.join(workdir, gpt_tasks.TOKENIZER))
+    model = models.build_model(config.model)
+    params = training.restore_params(workdir, common.STEP.value)
+    prompt = config.sample_prompt if _PROMPT.value is None else _PROMPT.value
+    prompt = text_corpus.normalize_text(prompt, config.normalize)
+    temperature = config.sample_temperature if temperature is None else temperature
+    generate(model, params, tokenizer, prompt, _NUM_TOKENS.value, temperature, top_k, top_p,
+             _SEED.value)
+
+
+if __name__ == '__main__':
+    common.run_driver(train, {'evaluate': evaluate_mode, 'predict': predict_mode,
+                              'sample': sample_mode}, 'configs/gpt.py')
