@@ -8,8 +8,12 @@ r"""Character-level language modelling: train, resume, evaluate and sample.
         --num_chars=500 --temperature=0.8 [--top_k=K] [--top_p=P] [--seed=S] [--step=N]
     # Validation loss and bits per character of the latest checkpoint (or --step=N):
     python -m experiments.char_lm --mode=evaluate --workdir=DIR [--step=N]
+    # Text coloured by RNN units (DIR/cells.html): chosen ones, or those that track an
+    # indicator best (seqmodels.cells); the text defaults to the validation split:
+    python -m experiments.char_lm --mode=cells --workdir=DIR [--cells=3,1:17] \
+        [--find=quotes,indent,line_position] [--cells_text=FILE] [--num_chars=500]
 
-The sample and evaluate modes read the run's own WORKDIR/config.json and
+The sample, evaluate and cells modes read the run's own WORKDIR/config.json and
 WORKDIR/vocab.json, so they need no --config.
 """
 
@@ -26,20 +30,29 @@ import optax
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import decoding, models, training
+from seqmodels import cells, decoding, models, runs, training
 from seqmodels.data import UNK_ID, CharVocab, make_char_lm_data
+from seqmodels.data.corpora import read_text_file
 from seqmodels.inference import Sampler
 from seqmodels.models import scheduled_sampling
 
 _PROMPT = flags.DEFINE_string('prompt', None, 'sample: text to continue (default: the '
                               "config's sample_prompt).")
-_NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate.')
+_NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate; cells: '
+                                  'characters shown.')
 _TEMPERATURE = flags.DEFINE_float('temperature', None, 'sample: softmax temperature; 0 is '
                                   "greedy (default: the config's sample_temperature).")
 _TOP_K = flags.DEFINE_integer('top_k', None, 'sample: keep the k most likely characters.')
 _TOP_P = flags.DEFINE_float('top_p', None, 'sample: nucleus sampling, keep the smallest set '
                             'of characters with probability >= p.')
 _SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.')
+_CELLS = flags.DEFINE_string('cells', None, 'cells: units to colour the text by, UNIT (top '
+                             'layer) or LAYER:UNIT, comma-separated, e.g. 3,0:17.')
+_FIND = flags.DEFINE_list('find', None, 'cells: also colour by the unit that tracks each of '
+                          f'these best: {",".join(cells.INDICATORS)} (default: all of them '
+                          'when --cells is not given).')
+_CELLS_TEXT = flags.DEFINE_string('cells_text', None, 'cells: a UTF-8 file for the model to '
+                                  'read (default: the validation text of the run).')
 
 MODEL_NAMES = ('rnn_lm', 'gpt')
 
@@ -185,5 +198,31 @@ def evaluate(workdir):
     print(json.dumps({f'eval/{k}': float(v) for k, v in metrics.items()}, sort_keys=True))
 
 
+def cells_mode(workdir):
+    """Writes WORKDIR/cells.html: text coloured by units of a recurrent model."""
+    config = common.load_run_config(workdir, 'char_lm')
+    if config.model.name != 'rnn_lm':
+        raise common.UsageError(f'--mode=cells applies to recurrent models (model.name='
+                                f"'rnn_lm'); {workdir} holds a {config.model.name} model")
+    if _NUM_CHARS.value <= 0:
+        raise common.UsageError(f'--num_chars must be > 0, got {_NUM_CHARS.value}')
+    try:
+        cells.check_request(models.build_model(config.model), _CELLS.value, _FIND.value)
+    except ValueError as e:
+        raise common.UsageError(f'--{e}') from None
+    run = runs.restore(workdir, common.STEP.value, config)
+    text = (read_text_file(_CELLS_TEXT.value) if _CELLS_TEXT.value
+            else runs.validation_text(run, cells.ANALYSED_CHARS))
+    page, shown = cells.report(run.model, run.params, run.vocab, text, _CELLS.value,
+                               _FIND.value, _NUM_CHARS.value)
+    for entry in shown:
+        print(entry.title, ' '.join(f'{k}={r:+.2f}' for k, r in entry.correlations.items()))
+    path = os.path.join(workdir, 'cells.html')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(page)
+    print(path)
+
+
 if __name__ == '__main__':
-    common.run_driver(train, {'sample': sample, 'evaluate': evaluate}, 'configs/char_lm.py:lstm')
+    common.run_driver(train, {'sample': sample, 'evaluate': evaluate, 'cells': cells_mode},
+                      'configs/char_lm.py:lstm')

@@ -1,0 +1,234 @@
+"""seqmodels.cells (Karpathy, Johnson & Fei-Fei 2015) and the char-LM driver's cells mode:
+the states it extracts are the model's own, the indicators follow hand-worked examples,
+the finder recovers cells planted in a constructed LSTM."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import char_lm, common
+from seqmodels import cells, models, training
+from seqmodels.data import CharVocab
+from tests.test_char_lm import tiny_config
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def random_lm(cell, vocab_size=11, layers=2):
+    model = models.RNNLM(vocab_size=vocab_size, embed_dim=6, hidden_size=8, num_layers=layers,
+                         cell=cell)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))['params']
+    # Larger weights than the initialisers' so that gates and states move.
+    return model, jax.tree.map(lambda x: 2.0 * x, params)
+
+
+@pytest.mark.parametrize('cell', ['lstm', 'gru'])
+def test_states_are_those_of_the_models_own_forward_pass(cell):
+    model, params = random_lm(cell)
+    tokens = np.random.default_rng(0).integers(0, 11, 40)
+    states = cells.recurrent_states(model, params, tokens)
+    variables = {'params': params}
+
+    # The full-sequence forward pass (for the LSTM its fused kernel) gives the same
+    # logits, top-layer outputs and final states.
+    np.testing.assert_allclose(states.logits, model.apply(variables, tokens[None])[0],
+                               atol=1e-5)
+    top, finals = model.apply(variables, tokens[None], method=lambda m, t: m.rnn(m.embed(t)))
+    np.testing.assert_allclose(states.hidden[-1], top[0], atol=1e-5)
+    for layer, final in enumerate(finals):
+        h = final[1] if cell == 'lstm' else final
+        np.testing.assert_allclose(states.hidden[layer, -1], h[0], atol=1e-5)
+
+    # The gates of layer 0 from the paper's equations in NumPy, on the embeddings.
+    p = jax.tree.map(np.asarray, params)
+    x = p['embed']['embedding'][tokens]
+    cell_params = p['rnn']['layers_0']['cell']
+    h_prev = np.vstack([np.zeros((1, 8)), states.hidden[0, :-1]])
+    xp = x @ cell_params['input']['kernel'] + cell_params['input']['bias']
+    if cell == 'lstm':
+        pre = xp + h_prev @ cell_params['recurrent']['kernel']
+        i, f, o, g = np.split(pre, 4, axis=-1)
+        for name, value in (('i', i), ('f', f), ('o', o)):
+            np.testing.assert_allclose(states.gates[name][0], sigmoid(value), atol=1e-5)
+        c_prev = np.vstack([np.zeros((1, 8)), states.memory[0, :-1]])
+        c = sigmoid(f) * c_prev + sigmoid(i) * np.tanh(g)
+        np.testing.assert_allclose(states.memory[0], c, atol=1e-5)
+        # h_t = o_t * tanh(c_t), and the activation shown is tanh(c_t).
+        np.testing.assert_allclose(states.hidden, states.gates['o'] * np.tanh(states.memory),
+                                   atol=1e-5)
+        np.testing.assert_allclose(states.activations, np.tanh(states.memory))
+    else:
+        pre = xp[:, :16] + h_prev @ cell_params['recurrent_gates']['kernel']
+        r, z = np.split(sigmoid(pre), 2, axis=-1)
+        np.testing.assert_allclose(states.gates['r'][0], r, atol=1e-5)
+        np.testing.assert_allclose(states.gates['z'][0], z, atol=1e-5)
+        assert states.memory is None
+        np.testing.assert_array_equal(states.activations, states.hidden)
+
+
+def test_indicators_of_a_hand_worked_line():
+    text = 'if f("a(", [1,\n    2]):  # x(\n  s = \'\'\'q\n\'\'\'\n'
+    got = cells.python_indicators(text)
+    at = {name: dict(zip(range(len(text)), values.tolist())) for name, values in got.items()}
+    # quotes: the opening quote and the string's inside, not its closing quote.
+    inside = [i for i, v in at['quotes'].items() if v]
+    assert ''.join(text[i] for i in inside) == '"a(\'\'\'q\n'
+    # brackets: f( and [ open; the '(' inside the string and the comment do not count.
+    assert at['brackets'][text.index('[')] == 2
+    assert at['brackets'][text.index('2')] == 2
+    assert at['brackets'][text.index(':')] == 0
+    assert at['brackets'][text.index('# x(') + 3] == 0
+    # comment: from '#' to the end of its line.
+    assert ''.join(c for c, v in zip(text, got['comment']) if v) == '# x('
+    # indent: the leading whitespace read so far on the line; line_position: the column.
+    second = text.index('\n') + 1
+    assert [at['indent'][second + k] for k in range(6)] == [1, 2, 3, 4, 4, 4]
+    assert at['indent'][text.index('s =')] == 2
+    assert at['line_position'][second - 1] == 0  # just read a newline
+    assert at['line_position'][second + 4] == 5
+
+
+def test_correlate_is_numpys_pearson_and_zero_for_a_constant():
+    rng = np.random.default_rng(1)
+    a, x = rng.normal(size=(50, 3)), rng.normal(size=50)
+    a[:, 1] += 2 * x
+    want = [np.corrcoef(a[:, k], x)[0, 1] for k in range(3)]
+    np.testing.assert_allclose(cells.correlate(a, x), want, rtol=1e-10)
+    assert cells.correlate(np.ones((5, 1)), np.arange(5.0))[0] == 0.0
+
+
+def planted_lm(chars):
+    """A 1-layer LSTM over one-hot embeddings with two cells planted: unit 3 counts
+    open minus closed brackets, unit 5 counts the characters since the last newline; the
+    other units have random weights."""
+    vocab = CharVocab(chars)
+    v, hidden = vocab.vocab_size, 8
+    model = models.RNNLM(vocab_size=v, embed_dim=v, hidden_size=hidden, cell='lstm')
+    params = jax.tree.map(np.array, model.init(jax.random.key(3),
+                                               jnp.zeros((1, 2), jnp.int32))['params'])
+    params['embed']['embedding'] = np.eye(v, dtype=np.float32)
+    cell = params['rnn']['layers_0']['cell']
+    kernel, bias = cell['input']['kernel'], cell['input']['bias']
+    recurrent = cell['recurrent']['kernel']
+
+    def column(gate, unit):  # fused gate order (i, f, o, g)
+        return 'ifog'.index(gate) * hidden + unit
+
+    for unit in (3, 5):
+        for gate in 'ifog':
+            kernel[:, column(gate, unit)] = 0.0
+            recurrent[:, column(gate, unit)] = 0.0
+        bias[column('i', unit)] = bias[column('f', unit)] = 30.0  # always write, never forget
+        bias[column('g', unit)] = 0.0
+    for ch in '([{':
+        kernel[vocab.encode(ch)[0], column('g', 3)] = 0.05
+    for ch in ')]}':
+        kernel[vocab.encode(ch)[0], column('g', 3)] = -0.05
+    bias[column('g', 5)] = 0.005
+    kernel[vocab.encode('\n')[0], column('f', 5)] = -60.0  # forget at each newline
+    return model, params, vocab
+
+
+SOURCE = '''def area(shape, scale=1):
+    """Area of a shape."""
+    if shape.kind in ['square', 'disc']:
+        return scale * (shape.side ** 2 + {0: 1}[0])
+    values = [abs(x) for x in (shape.a, shape.b)]
+    return sum(values)  # the total
+'''
+
+
+def test_the_finder_recovers_planted_cells():
+    model, params, vocab = planted_lm(sorted(set(SOURCE)))
+    text = SOURCE * 3
+    states = cells.recurrent_states(model, params, vocab.encode(text))
+    found = {f.indicator: f for f in cells.find_cells(states.activations,
+                                                      cells.python_indicators(text))}
+    assert (found['brackets'].layer, found['brackets'].unit) == (0, 3)
+    assert found['brackets'].r > 0.99
+    assert (found['line_position'].layer, found['line_position'].unit) == (0, 5)
+    assert found['line_position'].r > 0.99
+
+
+def test_gate_saturation_counts_the_steps_beyond_the_thresholds():
+    gates = np.array([[[0.05, 0.5], [0.95, 0.5], [0.02, 0.91], [0.5, 0.99]]])  # [1, 4, 2]
+    left, right = cells.gate_saturation(gates)
+    np.testing.assert_allclose(left, [[0.5, 0.0]])
+    np.testing.assert_allclose(right, [[0.25, 0.5]])
+
+
+def test_the_page_is_self_contained_and_escapes_the_text():
+    text = 'a<b>&\n"c"'
+    shown = [cells.Shown('unit 0', np.linspace(-1, 1, len(text)), {'quotes': 0.5})]
+    page = cells.cells_html(text, shown)
+    assert 'a</span><span' not in page or '&lt;' in page
+    assert '&lt;' in page and '&amp;' in page and '<b>' not in page
+    assert page.count('<span ') == len(text) - 1  # every character but the newline
+    assert 'http' not in page and 'src=' not in page
+    assert 'quotes r = +0.50' in page
+    assert 'rgba(31,119,180,1.00)' in page and 'rgba(214,39,40,1.00)' in page  # -1 and +1
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('3,x', "'x' is not a unit"), ('2:1', 'outside the model'), ('8', 'outside the model'),
+    (' , ', 'names no unit')])
+def test_bad_unit_lists_are_named(spec, message):
+    with pytest.raises(ValueError, match=message):
+        cells.parse_units(spec, num_layers=2, hidden_size=8)
+
+
+def test_unit_lists_name_layers_and_units():
+    assert cells.parse_units('3, 0:7,1:0', 2, 8) == [(1, 3), (0, 7), (1, 0)]
+
+
+# --------------------------------------------------------------------------- #
+# The driver's mode.
+
+@pytest.fixture
+def parsed_flags():
+    with flagsaver.flagsaver():
+        flags.FLAGS.mark_as_parsed()
+        yield
+
+
+def test_cells_mode_writes_a_page_of_the_chosen_and_found_units(tmp_path, capsys,
+                                                               parsed_flags):
+    config = tiny_config(tmp_path)
+    workdir = str(tmp_path / 'run')
+    _, _, task = char_lm.build(config, workdir)
+    training.train_and_evaluate(config, workdir, task)
+    text = tmp_path / 'text.py'
+    text.write_text(SOURCE)
+    capsys.readouterr()
+    with flagsaver.flagsaver(cells='0:2,5', find=['quotes', 'brackets'],
+                             cells_text=str(text), num_chars=100):
+        char_lm.cells_mode(workdir)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == os.path.join(workdir, 'cells.html')
+    assert lines[0].startswith('layer 0, unit 2: tanh(c)')
+    assert lines[1].startswith('layer 0, unit 5: tanh(c)')  # 1 layer: '5' is layer 0's
+    assert 'tracks quotes' in lines[2] and 'tracks brackets' in lines[3]
+    page = open(lines[-1], encoding='utf-8').read()
+    assert page.count('<pre>') == 4
+    assert page.count('<span ') == 4 * sum(ch != '\n' for ch in SOURCE[:100])
+
+    with flagsaver.flagsaver(find=['quote']), pytest.raises(common.UsageError,
+                                                            match='--find: quote is not'):
+        char_lm.cells_mode(workdir)
+    with flagsaver.flagsaver(cells='1:0'), pytest.raises(common.UsageError,
+                                                         match="--cells: '1:0' is outside"):
+        char_lm.cells_mode(workdir)
+
+
+def test_cells_mode_says_it_needs_a_recurrent_model(tmp_path, parsed_flags):
+    (tmp_path / 'config.json').write_text(json.dumps({'model': {'name': 'gpt'}}))
+    with pytest.raises(common.UsageError, match='applies to recurrent models'):
+        char_lm.cells_mode(str(tmp_path))
