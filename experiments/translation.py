@@ -11,9 +11,12 @@ r"""Machine translation: train, resume, evaluate a split with sacreBLEU, transla
     # output has as many lines as the input, an empty line for an empty line:
     python -m experiments.translation --mode=translate --workdir=DIR [--input=FILE] \
         [--output=FILE] [--beam_size=K]
+    # Cross-attention heatmaps of the greedy translation of each line (DIR/attention/):
+    python -m experiments.translation --mode=attention --workdir=DIR --input=FILE \
+        [--attention_layer=L] [--attention_head=H]
 
-The evaluate and translate modes read the run's own DIR/config.json and tokenizer, so
-they need no --config. `--beam_size=1` is greedy decoding. BLEU is sacreBLEU's corpus
+The evaluate, translate and attention modes read the run's DIR/config.json and tokenizer,
+so they need no --config. `--beam_size=1` is greedy decoding. BLEU is sacreBLEU's corpus
 BLEU of detokenised output, printed with its signature (seqmodels.evaluation).
 """
 
@@ -29,7 +32,7 @@ import ml_collections
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import evaluation, models, training
+from seqmodels import analysis, evaluation, models, plots, runs, training
 from seqmodels.data import DataError
 from seqmodels.data import translation as translation_data
 from seqmodels.inference import Translator
@@ -40,9 +43,11 @@ _SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: the split (train, val, 
                              'a split stem such as test_2016_flickr).')
 _BEAM_SIZE = flags.DEFINE_integer('beam_size', None, 'evaluate/translate: beams (1 = greedy; '
                                   "default: the config's beam_size).")
-_INPUT = flags.DEFINE_string('input', None, 'translate: source file, one sentence a line '
-                             '(default stdin).')
+_INPUT = flags.DEFINE_string('input', None, 'translate, attention: source file, one sentence '
+                             'a line (default stdin).')
 _OUTPUT = flags.DEFINE_string('output', None, 'translate: output file (default stdout).')
+_LAYER = flags.DEFINE_integer('attention_layer', None, 'attention: decoder layer (default last).')
+_HEAD = flags.DEFINE_integer('attention_head', None, 'attention: one head (default: their mean).')
 
 MODEL_NAMES = ('transformer', 'seq2seq')
 
@@ -196,29 +201,17 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
     """sacreBLEU of the latest (or `step`) checkpoint on a whole split, with the requested
     beam and, when that is not greedy, greedy too; writes WORKDIR/<split>.hyp.<target_lang>."""
     config = common.load_run_config(workdir, 'translation')
-    data, model, _ = build(config, workdir)
+    data, _, _ = build(config, workdir)
     try:
         sources, references = data.sources(split), data.references(split)
     except ValueError as e:
         raise DataError(str(e)) from None
-    params = training.restore_params(workdir, step)
-    translator = Translator.from_config(config, model, data.source_tokenizer,
-                                        data.target_tokenizer)
-    beam_size = _beam_size(config, beam_size)
-    result = {'split': split, 'sentences': len(sources)}
-    for beams in dict.fromkeys([beam_size, 1]):  # the requested search first
-        bleu, signature, hypotheses, stats = translator.score(params, sources, references,
-                                                              beams)
-        name = 'greedy' if beams == 1 else f'beam{beams}'
-        result.update({f'{name}/bleu': bleu, f'{name}/sentences_per_sec': stats.sentences_per_sec,
-                       f'{name}/compile_sec': stats.compile_sec})
-        logging.info('%s BLEU %.2f on %s (%d sentences): %.1f sentences/s decoding '
-                     '(%.1f s), plus %.1f s compiling', name, bleu, split, len(sources),
-                     stats.sentences_per_sec, stats.decode_sec, stats.compile_sec)
-        if beams == beam_size:
-            path = os.path.join(workdir, f'{split}.hyp.{config.target_lang}')
-            common.write_lines(hypotheses, path)
-            result.update(bleu=bleu, signature=signature, hypotheses=path)
+    run = runs.restore(workdir, step, config)
+    result, hypotheses = runs.score_translation(run, sources, references,
+                                                _beam_size(config, beam_size), split)
+    path = os.path.join(workdir, f'{split}.hyp.{config.target_lang}')
+    common.write_lines(hypotheses, path)
+    result.update(split=split, sentences=len(sources), hypotheses=path)
     print(json.dumps(result, sort_keys=True))
     return result
 
@@ -226,17 +219,24 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
 def translate(workdir, input_path: str | None = None, output_path: str | None = None,
               beam_size: int | None = None, step: int | None = None) -> list[str]:
     """Translates one sentence a line; the output is line-aligned with the input."""
-    config = common.load_run_config(workdir, 'translation')
-    source_tokenizer, target_tokenizer = translation_data.load_tokenizers(config, workdir)
-    model = models.build_model(config.model)
-    params = training.restore_params(workdir, step)
+    run = runs.restore(workdir, step, common.load_run_config(workdir, 'translation'))
     sentences = common.read_lines(input_path)
-    translator = Translator.from_config(config, model, source_tokenizer, target_tokenizer)
-    hypotheses, stats = translator.translate(params, sentences, _beam_size(config, beam_size))
+    hypotheses, stats = runs.translator(run).translate(run.params, sentences,
+                                                       _beam_size(run.config, beam_size))
     common.write_lines(hypotheses, output_path)
     logging.info('translated %d lines: %.1f sentences/s decoding, %.1f s compiling',
                  len(sentences), stats.sentences_per_sec, stats.compile_sec)
     return hypotheses
+
+
+def attention(workdir, input_path=None, layer=None, head=None, step=None) -> list[str]:
+    """WORKDIR/attention/<i>.png: the cross-attention of line i's greedy translation."""
+    run = runs.restore(workdir, step, common.load_run_config(workdir, 'translation'))
+    try:
+        maps = analysis.translation_attention(run, common.read_lines(input_path), layer, head)
+    except analysis.ChoiceError as e:
+        raise common.UsageError(f'--attention_{e}') from None
+    return plots.plot_attention_maps(maps, os.path.join(workdir, 'attention'))
 
 
 if __name__ == '__main__':
@@ -244,4 +244,6 @@ if __name__ == '__main__':
         'evaluate': lambda w: evaluate(w, _SPLIT.value, _BEAM_SIZE.value, common.STEP.value),
         'translate': lambda w: translate(w, _INPUT.value, _OUTPUT.value, _BEAM_SIZE.value,
                                          common.STEP.value),
+        'attention': lambda w: print(*attention(w, _INPUT.value, _LAYER.value, _HEAD.value,
+                                                common.STEP.value), sep='\n'),
     }, 'configs/translation.py:small')
