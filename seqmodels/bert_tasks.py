@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import optax
@@ -111,7 +112,11 @@ def tokenizer_for(config, workdir: str, sentences):
                 raise FileNotFoundError(f'{source} does not exist: init_from must name the '
                                         'workdir of a BERT pre-training run')
             os.makedirs(workdir, exist_ok=True)
-            shutil.copyfile(source, path)
+            # Every process of a multi-process run copies: each renames a whole file.
+            fd, tmp = tempfile.mkstemp(dir=workdir, prefix='.tmp_')
+            os.close(fd)
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
         return tokenizers.SentencePieceTokenizer.load(path)
     return tokenizers.load_or_train_sentencepiece(
         path, sentences(), vocab_size=config.tokenizer_vocab_size,
