@@ -10,6 +10,13 @@ Stacks (`Encoder`, `Decoder`) run their layers either unrolled (params `layers_0
 stacked on a leading layer axis) so that compile time does not grow with depth.
 `stack_layer_params` / `unstack_layer_params` convert between the two layouts.
 
+Rematerialisation (`remat`, Chen et al. 2016): 'none' keeps every activation of the
+forward pass for the backward pass; 'block' keeps only each block's input and
+recomputes the block during the backward pass (memory per layer: one [B, T, d_model]
+array instead of every intermediate, for about one more forward pass of compute);
+'dots' also keeps the outputs of the weight matmuls and recomputes the rest
+(attention scores, activations, norms). Parameters and results are the same.
+
 `Decoder` is always causal and has a key/value cache for decoding one position at a
 time (see `seqmodels.nn.attention` for the cache layout); `cross_attention=False` makes
 it the decoder-only stack of GPT.
@@ -198,6 +205,23 @@ class _ScannedDecoderBlock(DecoderBlock):
         return self.decode(x, cache, cache_index, memory, memory_mask, layer), None
 
 
+# remat -> the jax.checkpoint policy of what a block keeps for the backward pass.
+REMAT_POLICIES = {
+    'none': None,
+    'block': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _remat(block_cls, remat: str, deterministic_argnum: int, prevent_cse: bool):
+    """block_cls, or block_cls recomputed in the backward pass under `remat`'s policy;
+    `deterministic_argnum` (self = 0) is static: it decides whether dropout runs."""
+    if remat == 'none':
+        return block_cls
+    return nn.remat(block_cls, policy=REMAT_POLICIES[remat], prevent_cse=prevent_cse,
+                    static_argnums=(deterministic_argnum,))
+
+
 def _scan(block_cls, num_layers, in_axes):
     return nn.scan(
         block_cls,
@@ -211,11 +235,21 @@ def _scan(block_cls, num_layers, in_axes):
 class _Stack(LayerHyperparams):
     num_layers: int = 1
     scan_layers: bool = False
+    remat: str = 'none'  # one of REMAT_POLICIES
 
-    def make_layers(self, block_cls, scanned_cls, in_axes, **extra):
+    def make_layers(self, scanned_cls, in_axes, deterministic_argnum, **extra):
+        """The layers, each with the (carry, *xs) -> (carry, None) signature of
+        `scanned_cls` (whose parameters are its block's), scanned or unrolled."""
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f'remat must be one of {tuple(REMAT_POLICIES)}, '
+                             f'got {self.remat!r}')
         kwargs = {**self.block_kwargs(), **extra}
+        # Inside a scan the loop already keeps XLA from merging the recomputation
+        # into the forward pass, so the extra barrier is only needed unrolled.
+        block_cls = _remat(scanned_cls, self.remat, deterministic_argnum,
+                           prevent_cse=not self.scan_layers)
         if self.scan_layers:
-            self.layers = _scan(scanned_cls, self.num_layers, in_axes)(**kwargs)
+            self.layers = _scan(block_cls, self.num_layers, in_axes)(**kwargs)
         else:
             self.layers = [block_cls(**kwargs) for _ in range(self.num_layers)]
         if self.norm == 'pre':
@@ -230,7 +264,8 @@ class Encoder(_Stack):
     """num_layers encoder blocks (Figure 1, left)."""
 
     def setup(self):
-        self.make_layers(EncoderBlock, _ScannedEncoderBlock, (nn.broadcast, nn.broadcast))
+        # (x, mask, deterministic): deterministic is argument 3 counting self.
+        self.make_layers(_ScannedEncoderBlock, (nn.broadcast, nn.broadcast), 3)
 
     def __call__(self, x, mask=None, *, deterministic: bool = True):
         """x: [B, T, d_model]; mask: e.g. `key_padding_mask(tokens != pad)`."""
@@ -238,7 +273,7 @@ class Encoder(_Stack):
             x, _ = self.layers(x, mask, deterministic)
         else:
             for layer in self.layers:
-                x = layer(x, mask, deterministic=deterministic)
+                x, _ = layer(x, mask, deterministic)
         return self.finish(x)
 
 
@@ -249,8 +284,9 @@ class Decoder(_Stack):
 
     def setup(self):
         # memory, self_mask, memory_mask, layer index, cache_index, deterministic
+        # (argument 7 counting self and the carry)
         in_axes = (nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast)
-        self.make_layers(DecoderBlock, _ScannedDecoderBlock, in_axes,
+        self.make_layers(_ScannedDecoderBlock, in_axes, 7,
                          cross_attention=self.cross_attention)
 
     def __call__(self, x, memory=None, self_mask=None, memory_mask=None, *,
@@ -262,8 +298,8 @@ class Decoder(_Stack):
                                     jnp.arange(self.num_layers), None, deterministic)
         else:
             for layer in self.layers:
-                x = layer(x, memory, self_mask, memory_mask, deterministic=deterministic,
-                          causal=True)
+                (x, _), _ = layer((x, None), memory, self_mask, memory_mask, None, None,
+                                  deterministic)
         return self.finish(x)
 
     def decode(self, x, cache, cache_index, memory=None, memory_mask=None):
