@@ -68,6 +68,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     'keep_checkpoints': 3,
     'async_checkpoints': True,
     'prefetch': 2,             # training batches made ahead on a thread; 0 = between steps
+    # Device mesh: axis:size pairs over data (replicas) and fsdp (parameters and
+    # optimizer state sharded); -1 = the devices the other axes leave.
+    'mesh': 'data:-1',
 }
 
 
@@ -235,6 +238,12 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
         require(c.warmup_steps > 0, 'warmup_steps', 'schedule=rsqrt needs warmup_steps > 0',
                 c.warmup_steps)
     _check_rates(c, '')
+    from seqmodels.training.sharding import parse_mesh
+
+    try:
+        parse_mesh(c.mesh, num_devices)
+    except ValueError as error:
+        raise ConfigError(f'config.mesh={error}') from None
     if num_devices is not None:
         per_step = num_devices * c.grad_accum_steps
         require(c.batch_size % per_step == 0, 'batch_size',

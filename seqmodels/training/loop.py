@@ -193,7 +193,7 @@ def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
     Striding keeps each micro-batch's rows on the devices that hold them: every
     device owns whole groups of k consecutive rows, so no data moves.
     """
-    spec = NamedSharding(mesh, P(None, sharding_lib.DATA_AXIS))
+    spec = NamedSharding(mesh, P(None, sharding_lib.batch_axes(mesh)))
 
     def split(x):
         x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
@@ -203,8 +203,12 @@ def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh,
-                    grad_accum_steps: int = 1):
-    """The jitted update (state, global batch) -> (state, metrics); donates state."""
+                    grad_accum_steps: int = 1, state_sharding=None):
+    """The jitted update (state, global batch) -> (state, metrics); donates state.
+
+    `state_sharding` (a TrainState of NamedShardings, `sharding.state_shardings`)
+    keeps the state laid out as it came in; default: replicated.
+    """
 
     def loss_and_grads(params, batch, rng, step):
         grad_fn = jax.value_and_grad(
@@ -245,14 +249,18 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     replicated = sharding_lib.replicated(mesh)
-    return jax.jit(train_step, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+    state_sharding = replicated if state_sharding is None else state_sharding
+    return jax.jit(train_step, in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
+                   out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 
-def make_eval_step(task: Task, mesh):
+def make_eval_step(task: Task, mesh, params_sharding=None):
+    """The jitted task.eval_metrics over global batches; params replicated unless
+    `params_sharding` says otherwise."""
     replicated = sharding_lib.replicated(mesh)
+    params_sharding = replicated if params_sharding is None else params_sharding
     return jax.jit(task.eval_metrics,
-                   in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+                   in_shardings=(params_sharding, sharding_lib.batch_sharding(mesh)),
                    out_shardings=replicated)
 
 
@@ -330,28 +338,31 @@ def _local_rows(task: Task, step: int, batch_size: int):
 def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     """Trains `task` as `config` says, in `workdir`; resumes if a checkpoint is there.
 
-    Returns the final TrainState (parameters replicated on all devices). Raises
+    Returns the final TrainState, laid out on the mesh of config.mesh (parameters
+    replicated on all devices unless it has an fsdp axis). Raises
     ConfigError before compiling for impossible config values, NonFiniteError
     when a loss or gradient is nan/inf, CheckpointError when the workdir holds
     checkpoints of which none can be resumed (a damaged newer one is skipped),
     Preempted after saving the state when SIGTERM or SIGUSR1 arrives.
     """
-    mesh = sharding_lib.make_mesh()
-    config = validate_config(config, num_devices=mesh.size)
+    config = validate_config(config, num_devices=jax.device_count())
+    mesh = sharding_lib.make_mesh(spec=config.mesh)
     is_main = jax.process_index() == 0
     num_steps = config.num_train_steps
     tx, schedule = make_optimizer(config)
-    replicated = sharding_lib.replicated(mesh)
-    init = jax.jit(lambda: init_train_state(task.init_params, tx, config.seed),
-                   out_shardings=replicated)
+    init_fn = lambda: init_train_state(task.init_params, tx, config.seed)
+    shapes = jax.eval_shape(init_fn)
+    shardings = sharding_lib.state_shardings(shapes, mesh)
+    init = jax.jit(init_fn, out_shardings=shardings)
 
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
                                 async_save=config.async_checkpoints)
     try:
         with _PreemptionNotice() as notice:
+            # A checkpoint written on any mesh restores onto this one.
             abstract = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                jax.eval_shape(init))
+                lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                shapes, shardings)
             restored = checkpointer.restore_latest(abstract)
             start, state = restored if restored is not None else (0, init())
             writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
@@ -361,8 +372,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
                     logging.info('%s holds a checkpoint at step %d >= num_train_steps=%d; '
                                  'nothing to train', workdir, start, num_steps)
                     return state
-                state = _train(config, task, tx, schedule, mesh, state, start, checkpointer,
-                               writer, is_main, notice)
+                state = _train(config, task, tx, schedule, mesh, shardings, state, start,
+                               checkpointer, writer, is_main, notice)
             finally:
                 writer.close()
             checkpointer.wait()
@@ -408,7 +419,7 @@ def _peak_flops(config, mesh, step_flops) -> float | None:
     return per_device * mesh.size
 
 
-def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
+def _train(config, task, tx, schedule, mesh, shardings, state, start, checkpointer, writer,
            is_main, notice) -> TrainState:
     num_steps = config.num_train_steps
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
@@ -421,16 +432,16 @@ def _train(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
     make_batch = lambda s: sharding_lib.global_batch(
         _local_rows(task, s, config.batch_size), mesh)
     with Prefetcher(make_batch, start, num_steps, config.prefetch) as prefetcher:
-        return _train_steps(config, task, tx, schedule, mesh, state, start, checkpointer,
-                            writer, is_main, notice, prefetcher)
+        return _train_steps(config, task, tx, schedule, mesh, shardings, state, start,
+                            checkpointer, writer, is_main, notice, prefetcher)
 
 
-def _train_steps(config, task, tx, schedule, mesh, state, start, checkpointer, writer,
-                 is_main, notice, prefetcher) -> TrainState:
+def _train_steps(config, task, tx, schedule, mesh, shardings, state, start, checkpointer,
+                 writer, is_main, notice, prefetcher) -> TrainState:
     num_steps = config.num_train_steps
     batch = prefetcher.get(start)
     compile_start = time.perf_counter()
-    jitted_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps)
+    jitted_step = make_train_step(task, tx, schedule, mesh, config.grad_accum_steps, shardings)
     compiled_step = jitted_step.lower(state, batch).compile()
     first_shapes = jax.tree.map(np.shape, batch)
 
@@ -445,7 +456,7 @@ def _train_steps(config, task, tx, schedule, mesh, state, start, checkpointer, w
     peak_flops = _peak_flops(config, mesh, count_flops(batch))
 
     has_eval = hasattr(task, 'eval_metrics') and hasattr(task, 'eval_batches')
-    eval_step = make_eval_step(task, mesh) if has_eval else None
+    eval_step = make_eval_step(task, mesh, shardings.params) if has_eval else None
     every = lambda n, done: done == num_steps or (n > 0 and done % n == 0)
     progress = Progress(num_steps, start, enabled=is_main)
     window = _Window(peak_flops)

@@ -1,8 +1,14 @@
 """SPMD over all devices of all processes, and joining a multi-process run.
 
-The mesh has one axis, 'data'. Batches are sharded on their leading axis,
-parameters and optimizer state are replicated. Devices are ordered by process,
-so process p owns the contiguous rows [p*B/P, (p+1)*B/P) of a global batch of B
+The mesh comes from `config.mesh`, e.g. 'data:-1' (the default: every device on
+one data-parallel axis) or 'data:2,fsdp:4' (sizes multiply to the device count;
+-1 stands for what the others leave). Batches are sharded on their leading axis
+over data x fsdp. Parameters and optimizer state are replicated over 'data' and,
+with an 'fsdp' axis, sharded over it (fully sharded data parallelism, Zhao et al.
+2023; ZeRO-3, Rajbhandari et al. 2020): each leaf is split along one axis that the
+fsdp size divides (`fsdp_spec`), and XLA gathers the parameters where a step
+needs them and reduce-scatters the gradients. Devices are ordered by process, so
+process p owns the contiguous rows [p*B/P, (p+1)*B/P) of a global batch of B
 rows: each process loads only those rows (see `process_rows`, defined with the
 loaders in `seqmodels.data.rows` and re-exported here).
 
@@ -25,10 +31,14 @@ from jax.sharding import PartitionSpec as P
 
 from seqmodels.data.rows import process_rows
 
-__all__ = ['DATA_AXIS', 'Cluster', 'batch_sharding', 'detect_cluster', 'global_batch',
-           'initialize_distributed', 'join_cluster', 'make_mesh', 'process_rows', 'replicated']
+__all__ = ['DATA_AXIS', 'FSDP_AXIS', 'Cluster', 'batch_sharding', 'detect_cluster',
+           'fsdp_spec', 'global_batch', 'initialize_distributed', 'join_cluster', 'make_mesh',
+           'parse_mesh', 'process_rows', 'replicated', 'state_shardings']
 
 DATA_AXIS = 'data'
+FSDP_AXIS = 'fsdp'
+MESH_AXES = (DATA_AXIS, FSDP_AXIS)  # outer to inner: fsdp groups are neighbouring devices
+DEFAULT_MESH = 'data:-1'
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -176,23 +186,104 @@ def join_cluster(coordinator_address: str | None = None, num_processes: int | No
     return cluster
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D 'data' mesh over all devices, grouped by process."""
+def parse_mesh(spec: str, num_devices: int | None = None) -> dict[str, int]:
+    """{axis: size} of a mesh spec such as 'data:2,fsdp:4' or 'data:-1,fsdp:2', with
+    the -1 resolved when `num_devices` is given. Raises ValueError saying what is wrong.
+    """
+    sizes: dict[str, int] = {}
+    for item in str(spec).split(','):
+        name, _, size = item.strip().partition(':')
+        if name not in MESH_AXES:
+            raise ValueError(f'{spec!r}: unknown axis {name!r}; axes are '
+                             f'{", ".join(MESH_AXES)} (e.g. "data:-1,fsdp:2")')
+        if name in sizes:
+            raise ValueError(f'{spec!r}: axis {name!r} appears twice')
+        try:
+            sizes[name] = int(size)
+        except ValueError:
+            raise ValueError(f'{spec!r}: the size of {name!r} must be an integer '
+                             f'(-1 for the devices left), got {size!r}') from None
+        if sizes[name] == 0 or sizes[name] < -1:
+            raise ValueError(f'{spec!r}: the size of {name!r} must be positive or -1')
+    if list(sizes.values()).count(-1) > 1:
+        raise ValueError(f'{spec!r}: at most one axis may be -1')
+    if num_devices is None:
+        return sizes
+    known = int(np.prod([n for n in sizes.values() if n != -1]))
+    if -1 in sizes.values():
+        if num_devices % known:
+            raise ValueError(f'{spec!r}: {num_devices} devices do not split into axes of '
+                             f'{known}')
+        sizes = {k: (num_devices // known if n == -1 else n) for k, n in sizes.items()}
+    elif known != num_devices:
+        raise ValueError(f'{spec!r}: the axis sizes multiply to {known}, not to the '
+                         f'{num_devices} devices')
+    return sizes
+
+
+def make_mesh(devices=None, spec: str = DEFAULT_MESH) -> Mesh:
+    """A mesh of `spec`'s axes (see `parse_mesh`) over all devices, ordered by process
+    (so that the flattened mesh, the order batch rows are laid out in, is too)."""
     devices = jax.devices() if devices is None else devices
     ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
-    return Mesh(np.array(ordered), (DATA_AXIS,))
+    sizes = parse_mesh(spec, len(ordered))
+    names = tuple(axis for axis in MESH_AXES if axis in sizes)
+    return Mesh(np.array(ordered).reshape([sizes[a] for a in names]), names)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes a batch's rows are split over: all of data x fsdp."""
+    return tuple(axis for axis in mesh.axis_names if axis in MESH_AXES)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
+    return NamedSharding(mesh, P(batch_axes(mesh)))
+
+
+def fsdp_spec(path: tuple[str, ...], shape: tuple[int, ...], fsdp_size: int) -> P:
+    """How a parameter (or optimizer-state) leaf at `path` is split over 'fsdp': along
+    its largest axis that fsdp_size divides, never the layer axis of a scanned stack
+    (which the scan walks one layer at a time); replicated when no axis fits."""
+    if fsdp_size <= 1 or not shape:
+        return P()
+    first = 1 if 'layers' in path and len(shape) > 1 else 0
+    candidates = [i for i in range(first, len(shape)) if shape[i] % fsdp_size == 0]
+    if not candidates:
+        return P()
+    axis = max(candidates, key=lambda i: (shape[i], -i))
+    return P(*[FSDP_AXIS if i == axis else None for i in range(len(shape))])
+
+
+def _path_names(path) -> tuple[str, ...]:
+    names = []
+    for key in path:
+        for attribute in ('key', 'name', 'idx'):
+            if hasattr(key, attribute):
+                names.append(str(getattr(key, attribute)))
+                break
+    return tuple(names)
+
+
+def state_shardings(abstract_state, mesh: Mesh):
+    """NamedShardings for a TrainState (or any tree) of ShapeDtypeStructs on `mesh`:
+    params and opt_state by `fsdp_spec`, everything else (step, rng) replicated."""
+    fsdp_size = dict(zip(mesh.axis_names, mesh.devices.shape)).get(FSDP_AXIS, 1)
+
+    def leaf(path, x):
+        names = _path_names(path)
+        if not names or names[0] not in ('params', 'opt_state'):
+            return replicated(mesh)
+        return NamedSharding(mesh, fsdp_spec(names, tuple(x.shape), fsdp_size))
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract_state)
 
 
 def global_batch(local_batch, mesh: Mesh, name: str = 'batch'):
-    """Global arrays sharded on 'data' from this process's rows of every leaf.
+    """Global arrays sharded over the batch axes from this process's rows of every leaf.
 
     Every leaf must have the batch as leading axis, with the same number of rows,
     divisible by the number of local devices.
