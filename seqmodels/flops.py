@@ -13,7 +13,7 @@ Per family (`FORWARD_FLOPS`), from the `model` sub-config and the shapes of a
 batch; `train_step_flops(model_config, batch)` reads those shapes from a batch of
 the layout the drivers use (None where it cannot):
 
-    gpt, rnn_lm        tokens [B, T]
+    gpt, rnn_lm        inputs or tokens [B, T] or [B, K, T] (K choices per example)
     bert               tokens [B, T] or [B, K, T]; MLM head at masked_positions [B, P]
     transformer        src [B, S], tgt_in [B, T]
     seq2seq            src [B, S], tgt_in [B, T]
@@ -182,8 +182,12 @@ def forward_flops(model_config: Mapping, batch) -> int | None:
     global shapes); None for a family or a batch layout this module does not know."""
     name = _get(model_config, 'name')
     if name in ('gpt', 'rnn_lm'):
-        tokens = _find(batch, ('inputs', 'tokens'), rank=2, integer=True)
-        return None if tokens is None else FORWARD_FLOPS[name](model_config, *tokens)
+        # [B, T], or [B, K, T] for K choices per example
+        tokens = (_find(batch, ('inputs', 'tokens'), integer=True, fallback=False)
+                  or _find(batch, (), rank=2, integer=True))
+        if tokens is None or len(tokens) not in (2, 3):
+            return None
+        return FORWARD_FLOPS[name](model_config, math.prod(tokens[:-1]), tokens[-1])
     if name == 'bert':
         tokens = _find(batch, ('tokens',), integer=True)
         if tokens is None or len(tokens) not in (2, 3):

@@ -130,6 +130,9 @@ def test_shapes_come_from_each_drivers_batch_layout():
     assert flops.forward_flops(TRANSFORMER, batch) == flops.transformer_forward_flops(
         TRANSFORMER, 2, 3, 2)
     assert flops.forward_flops(SEQ2SEQ, batch) == flops.seq2seq_forward_flops(SEQ2SEQ, 2, 3, 2)
+    # GPT fine-tuning: named tokens of K choices per example, beside other int arrays
+    choices = {'inputs': {'tokens': ints(2, 4, 3), 'last': ints(2, 4)}, 'labels': ints(2)}
+    assert flops.forward_flops(GPT, choices) == flops.gpt_forward_flops(GPT, 8, 3)
     # ViT: images [B, H, W, C]
     vit_batch = {'images': np.zeros((2, 4, 4, 1), np.float32), 'labels': ints(2)}
     assert flops.forward_flops(VIT, vit_batch) == flops.vit_forward_flops(VIT, 2)

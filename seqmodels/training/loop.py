@@ -2,9 +2,11 @@
 
 An experiment hands `train_and_evaluate(config, workdir, task)` a `Task` (see the
 Protocol below for the exact contract) and the engine does the rest: validation
-of the common config keys, the mesh, jit-compiled sharded train and eval steps,
-gradient clipping and accumulation, checkpoints and exact resume, metrics,
-progress. Calling it again on the same workdir resumes from the latest
+of the common config keys, the mesh (`config.mesh`: data parallel, or parameters
+sharded over an fsdp axis), jit-compiled sharded train and eval steps, gradient
+clipping and accumulation, batches made ahead on a thread (`config.prefetch`),
+checkpoints and exact resume, metrics (MFU and the time spent waiting for data
+among them), progress. Calling it again on the same workdir resumes from the latest
 checkpoint; `restore_params(workdir)` loads the latest parameters for sampling
 or evaluation. A preemption notice (SIGTERM or SIGUSR1) saves the state after
 the step in flight and raises `Preempted`; drivers exit with its `exit_code`
@@ -82,7 +84,9 @@ class Task(Protocol):
         This process's rows of global batch `step` (0-based): rows
         [p*B/P, (p+1)*B/P) of the config.batch_size rows (`sharding.process_rows`).
         Random access by step is what makes data order resumable. Every array
-        has the batch as leading axis.
+        has the batch as leading axis. With config.prefetch > 0 it is called on a
+        background thread, one call at a time, in step order, up to `prefetch`
+        steps ahead of the step being trained.
     eval_metrics(params, batch) -> dict[name, (sum, weight)]       (optional)
         Jit-compiled by the engine; eval/<name> = total sum / total weight over
         all eval batches. Padding rows get weight 0.
