@@ -82,6 +82,8 @@ def validate(config) -> None:
                 f'must be one of {", ".join(labeled.TASK_TYPES)}', config.task_type)
         require(config.lm_coef >= 0, 'lm_coef', 'must be >= 0 (0 = no auxiliary LM loss)',
                 config.lm_coef)
+        require(config.num_epochs >= 0, 'num_epochs', 'must be >= 0 (0 = num_train_steps '
+                'decides)', config.num_epochs)
         require(config.load_weights or config.init_from, 'load_weights',
                 'False takes the tokenizer and architecture of init_from; set init_from',
                 config.load_weights)
@@ -98,6 +100,8 @@ def validate(config) -> None:
                 config.val_fraction)
         require(config.sample_tokens >= 0, 'sample_tokens', 'must be >= 0',
                 config.sample_tokens)
+        require(config.num_epochs == 0, 'num_epochs', 'is for fine-tuning; pre-training '
+                'runs num_train_steps', config.num_epochs)
 
 
 def build(config, workdir: str, restore: bool = True):

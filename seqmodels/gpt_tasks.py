@@ -206,7 +206,8 @@ def build_pretraining(config, workdir: str):
 
 def build_finetuning(config, workdir: str, restore: bool = True):
     """(model, task, labelled data, tokenizer) of a fine-tuning config. Fills
-    model.num_classes (1 for multiple choice: one score per option) and vocab_size;
+    model.num_classes (1 for multiple choice: one score per option), vocab_size, and
+    num_train_steps when `num_epochs` > 0 (epochs of the training split);
     `restore=False` skips reading the pre-trained parameters (for the modes that read
     this run's own checkpoint)."""
     data = labeled.load_labeled_data(
@@ -229,5 +230,9 @@ def build_finetuning(config, workdir: str, restore: bool = True):
     fill_vocab_size(config, tokenizer)
     batches = gpt_inputs.make_task_batches(data, tokenizer, max_len=config.seq_len,
                                            batch_size=config.batch_size, seed=config.seed)
+    if config.num_epochs:
+        with config.unlocked():
+            config.num_train_steps = math.ceil(
+                config.num_epochs * len(batches.splits['train']) / config.batch_size)
     model = models.build_model(config.model)
     return model, FinetuningTask(config, model, batches, pretrained), data, tokenizer

@@ -155,6 +155,12 @@ def test_a_folder_is_its_txt_files_in_sorted_order(tmp_path):
         text_corpus.load_text_corpus('wikipedia')
 
 
+def test_a_tfds_name_that_does_not_exist_is_one_clear_error():
+    # As far as an offline test goes: the catalog lookup fails before any download.
+    with pytest.raises(DataError, match='No TFDS catalog dataset has that name'):
+        text_corpus.load_text_corpus('tfds:no_such_dataset_here')
+
+
 @pytest.fixture(scope='module')
 def python_docs():
     return text_corpus.load_text_corpus('python_docs')
