@@ -85,15 +85,19 @@ def test_classes_come_from_the_training_split(tmp_path):
     words = labeled.load_labeled_data(f'labeled:{tmp_path}', 'classification',
                                       train_split='words')
     assert words.class_names == ('contradiction', 'entailment', 'neutral')
+    write(tmp_path / 'one', 'yes a\nyes b\n')
+    with pytest.raises(DataError, match=r"one: every example has the label 'yes'"):
+        labeled.load_labeled_data(f'labeled:{tmp_path}', 'classification', train_split='one')
     with pytest.raises(DataError, match='missing does not exist'):
         labeled.load_labeled_data(f'labeled:{tmp_path}', 'classification',
                                   train_split='train', validation_split='missing')
 
 
 def test_normalize_lowers_every_text_field_never_the_label(tmp_path):
-    write(tmp_path / 'train', 'Yes\tThe Cat.\tA Dog.\n')
+    write(tmp_path / 'train', 'Yes\tThe Cat.\tA Dog.\nNo\tX.\tY.\n')
     data = labeled.load_labeled_data(f'labeled:{tmp_path}', 'entailment', normalize='lower')
-    assert data.examples('train') == [Example('Yes', ('the cat.', 'a dog.'))]
+    assert data.examples('train') == [Example('Yes', ('the cat.', 'a dog.')),
+                                      Example('No', ('x.', 'y.'))]
 
 
 def test_multiple_choice_classes_are_the_option_indices(tmp_path):

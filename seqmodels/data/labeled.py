@@ -255,6 +255,9 @@ def load_labeled_data(dataset: str, task_type: str, *, train_split: str = 'train
                 raise DataError(f'{examples[0].where}: {len(examples[0].texts) - 1} options, '
                                 f'but {first.where} has {len(first.texts) - 1}')
     class_names = class_names_of(splits['train'], task_type)
+    if len(class_names) < 2:
+        raise DataError(f'{splits["train"][0].where.rsplit(":", 1)[0]}: every example has '
+                        f'the label {class_names[0]!r}; a classifier needs two classes or more')
     data = LabeledData(dataset, task_type, class_names, splits)
     for role in splits:
         data.label_ids(role)  # an unknown label fails here, before anything compiles
