@@ -27,10 +27,13 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import bert_tasks, evaluation, models, plots, training
+from seqmodels import evaluation, models, plots, training
+from seqmodels.tasks import bert as bert_tasks
+from seqmodels.tasks import transfer
 from seqmodels.data import bert_finetuning, bert_pretraining, labeled, text_corpus, tokenizers
 from seqmodels.inference import predict_logits
-from seqmodels.bert_tasks import TOKENIZER, FinetuningTask, PretrainingTask
+from seqmodels.tasks.bert import FinetuningTask, PretrainingTask
+from seqmodels.tasks.transfer import TOKENIZER, is_finetuning
 
 # allow_override: other drivers (translation) define the same two flags.
 _INPUT = flags.DEFINE_string('input', None, 'predict: input file, one example a line '
@@ -41,43 +44,16 @@ _OUTPUT = flags.DEFINE_string('output', None, 'predict: output file (default std
 CLASS_NAMES = 'class_names.json'
 
 
-def is_finetuning(config) -> bool:
-    return labeled.is_labeled_dataset(config.dataset)
-
-
 def validate(config) -> None:
     """Every key of a BERT config, checked before anything is read or compiled."""
     common.validate(config, ('bert',))
-    require, m = training.require, config.model
-    require(is_finetuning(config) or text_corpus.is_text_dataset(config.dataset), 'dataset',
-            "must be pre-training text ('python_docs', 'text:PATH', 'tfds:NAME') or labelled "
-            "('python_docs_cloze', 'labeled:DIR')", config.dataset)
-    require(config.normalize in text_corpus.NORMALIZATIONS, 'normalize',
-            f'must be one of {", ".join(text_corpus.NORMALIZATIONS)}', config.normalize)
-    require(isinstance(config.seq_len, int) and 5 <= config.seq_len <= m.max_len, 'seq_len',
-            f'must be an integer in [5, model.max_len={m.max_len}]', config.seq_len)
-    require(isinstance(m.vocab_size, int) and m.vocab_size >= 0, 'model.vocab_size',
-            'must be >= 0 (0 = the tokenizer\'s)', m.vocab_size)
-    require(isinstance(m.num_classes, int) and m.num_classes >= 0, 'model.num_classes',
-            'must be >= 0 (0 = from the data)', m.num_classes)
-    require(config.tokenizer_model_type in tokenizers.MODEL_TYPES, 'tokenizer_model_type',
-            f'must be one of {", ".join(tokenizers.MODEL_TYPES)}', config.tokenizer_model_type)
-    require(isinstance(config.tokenizer_vocab_size, int) and config.tokenizer_vocab_size > 16,
-            'tokenizer_vocab_size', 'must be an integer > 16', config.tokenizer_vocab_size)
-    require(config.num_eval_batches >= (0 if is_finetuning(config) else 1), 'num_eval_batches',
-            'must be >= 0 (0 = all)' if is_finetuning(config) else 'must be >= 1',
-            config.num_eval_batches)
+    transfer.check_config(config, 'bert')
     if is_finetuning(config):
-        require(config.task_type in labeled.TASK_TYPES, 'task_type',
-                f'must be one of {", ".join(labeled.TASK_TYPES)}', config.task_type)
-        require(config.load_weights or config.init_from, 'load_weights', 'False takes the '
-                'tokenizer and architecture of init_from; set init_from', config.load_weights)
-        require(not config.init_from or os.path.isdir(os.path.expanduser(config.init_from)),
-                'init_from', 'is not a directory (it names the workdir of a BERT '
-                'pre-training run)', config.init_from)
         return
-    require(config.init_from == '', 'init_from', 'is for fine-tuning runs (a labelled '
-            'dataset); pre-training starts from random weights', config.init_from)
+    require = training.require
+    require(config.num_eval_batches >= 1, 'num_eval_batches', 'must be >= 1 for '
+            'pre-training (its validation batches are drawn, not enumerated)',
+            config.num_eval_batches)
     require(0 < config.mask_prob < 1, 'mask_prob', 'must lie in (0, 1)', config.mask_prob)
     require(isinstance(config.max_predictions_per_seq, int)
             and 1 <= config.max_predictions_per_seq <= config.seq_len,
@@ -130,7 +106,7 @@ def build(config, workdir: str, train: bool = True):
     batches = bert_finetuning.make_finetuning_data(
         data, tokenizer, seq_len=config.seq_len, batch_size=config.batch_size,
         seed=config.seed)
-    pretrained = bert_tasks.pretrained_params(config) if train and config.init_from else None
+    pretrained = transfer.pretrained_params(config, 'bert') if train and config.init_from else None
     logging.info('data: %s', data.describe())
     if train and jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)

@@ -32,7 +32,9 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import decoding, evaluation, gpt_tasks, models, plots, training
+from seqmodels import decoding, evaluation, models, plots, training
+from seqmodels.tasks import gpt as gpt_tasks
+from seqmodels.tasks import transfer
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
 from seqmodels.inference import Sampler, predict_logits
 
@@ -58,44 +60,16 @@ _SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.', allow_override=T
 def validate(config) -> None:
     """Every key of a GPT config, checked before anything is read or compiled."""
     common.validate(config, ('gpt',))
+    transfer.check_config(config, 'gpt')
     require, m = training.require, config.model
-    dataset = config.dataset
-    require(text_corpus.is_text_dataset(dataset) or labeled.is_labeled_dataset(dataset),
-            'dataset', "must be 'python_docs', 'text:PATH' or 'tfds:NAME' (pre-training), or "
-            "'labeled:DIR' or 'python_docs_cloze' (fine-tuning)", dataset)
-    require(config.normalize in text_corpus.NORMALIZATIONS, 'normalize',
-            f'must be one of {", ".join(text_corpus.NORMALIZATIONS)}', config.normalize)
-    require(isinstance(config.seq_len, int) and 5 <= config.seq_len <= m.max_len, 'seq_len',
-            f'must be an integer in [5, model.max_len={m.max_len}]', config.seq_len)
-    require(isinstance(m.vocab_size, int) and m.vocab_size >= 0, 'model.vocab_size',
-            'must be a non-negative integer (0 = the tokenizer\'s size)', m.vocab_size)
-    require(isinstance(m.num_classes, int) and m.num_classes >= 0, 'model.num_classes',
-            'must be a non-negative integer', m.num_classes)
-    require(config.tokenizer_model_type in tokenizers.MODEL_TYPES, 'tokenizer_model_type',
-            f'must be one of {", ".join(tokenizers.MODEL_TYPES)}', config.tokenizer_model_type)
-    require(config.tokenizer_vocab_size >= 16, 'tokenizer_vocab_size', 'must be >= 16',
-            config.tokenizer_vocab_size)
-    require(config.num_eval_batches >= 0, 'num_eval_batches', 'must be >= 0 (0 = all)',
-            config.num_eval_batches)
-    if gpt_tasks.is_finetuning(config):
-        require(config.task_type in labeled.TASK_TYPES, 'task_type',
-                f'must be one of {", ".join(labeled.TASK_TYPES)}', config.task_type)
+    if transfer.is_finetuning(config):
         require(config.lm_coef >= 0, 'lm_coef', 'must be >= 0 (0 = no auxiliary LM loss)',
                 config.lm_coef)
         require(config.num_epochs >= 0, 'num_epochs', 'must be >= 0 (0 = num_train_steps '
                 'decides)', config.num_epochs)
-        require(config.load_weights or config.init_from, 'load_weights',
-                'False takes the tokenizer and architecture of init_from; set init_from',
-                config.load_weights)
-        if config.init_from:
-            init_from = os.path.expanduser(config.init_from)
-            require(os.path.isdir(init_from), 'init_from', 'is not a directory (it names the '
-                    'workdir of a GPT pre-training run)', config.init_from)
     else:
         require(m.num_classes == 0, 'model.num_classes', 'must be 0 for pre-training (a '
                 'fine-tuning run adds the head)', m.num_classes)
-        require(not config.init_from, 'init_from', 'is for fine-tuning (a labelled '
-                'dataset); a pre-training run resumes from its own workdir', config.init_from)
         require(0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)',
                 config.val_fraction)
         require(config.sample_tokens >= 0, 'sample_tokens', 'must be >= 0',
@@ -106,7 +80,7 @@ def validate(config) -> None:
 
 def build(config, workdir: str, restore: bool = True):
     """(model, task, labelled data or None, tokenizer) for a validated config."""
-    if gpt_tasks.is_finetuning(config):
+    if transfer.is_finetuning(config):
         return gpt_tasks.build_finetuning(config, workdir, restore)
     model, task = gpt_tasks.build_pretraining(config, workdir)
     return model, task, None, task.tokenizer
@@ -197,7 +171,7 @@ def evaluate_mode(workdir):
 def predict(workdir: str, lines: list[str], source: str, step: int | None = None) -> list[str]:
     """The predicted class name of each example line (the labelled format, no label)."""
     config = common.load_run_config(workdir, 'gpt')
-    if not gpt_tasks.is_finetuning(config):
+    if not transfer.is_finetuning(config):
         raise common.UsageError(f'{workdir} is a pre-training run: predict needs a '
                                 'fine-tuned one (sample continues text)')
     model, task, data, tokenizer = build(config, workdir, restore=False)
@@ -230,7 +204,7 @@ def sample_mode(workdir):
         raise common.UsageError(f'--num_tokens must be >= 0, got {_NUM_TOKENS.value}')
     config = common.load_run_config(workdir, 'gpt')
     tokenizer = tokenizers.SentencePieceTokenizer.load(
-        os.path.join(workdir, gpt_tasks.TOKENIZER))
+        os.path.join(workdir, transfer.TOKENIZER))
     model = models.build_model(config.model)
     params = training.restore_params(workdir, common.STEP.value)
     prompt = config.sample_prompt if _PROMPT.value is None else _PROMPT.value

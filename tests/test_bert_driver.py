@@ -14,7 +14,7 @@ import pytest
 from configs import bert as bert_config
 from experiments import bert
 from seqmodels import training
-from seqmodels.bert_tasks import FinetuningTask
+from seqmodels.tasks.bert import FinetuningTask
 from seqmodels.training import ConfigError
 
 WORDS = ('the cat sat on a mat while one dog ran in the park with its ball '

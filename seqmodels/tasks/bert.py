@@ -5,22 +5,18 @@ pre-trained parameters a run starts from."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 
 import numpy as np
 import optax
 
 from seqmodels import models, training
-from seqmodels.training import warm_start
-from seqmodels.data import bert_pretraining, labeled, tokenizers
+from seqmodels.data import bert_pretraining
 from seqmodels.data.bert_finetuning import FinetuningData
 from seqmodels.data.bert_pretraining import BertPretrainingData
+from seqmodels.tasks import transfer
 from seqmodels.models.bert import BERT, pretraining_loss, pretraining_sums
 
 PRETRAINING_HEADS = ('mlm_head', 'nsp_head')  # not used, so not loaded, by fine-tuning
-TOKENIZER = 'tokenizer.model'  # in the workdir
 
 
 class PretrainingTask:
@@ -102,41 +98,6 @@ class FinetuningTask:
 
 
 def tokenizer_for(config, workdir: str, sentences):
-    """WORKDIR/tokenizer.model: a copy of the pre-trained run's (fine-tuning from one),
-    else trained on `sentences()` (the training split) or reloaded."""
-    path = os.path.join(workdir, TOKENIZER)
-    if config.init_from:
-        if not os.path.exists(path):
-            source = os.path.join(os.path.expanduser(config.init_from), TOKENIZER)
-            if not os.path.exists(source):
-                raise FileNotFoundError(f'{source} does not exist: init_from must name the '
-                                        'workdir of a BERT pre-training run')
-            os.makedirs(workdir, exist_ok=True)
-            # Every process of a multi-process run copies: each renames a whole file.
-            fd, tmp = tempfile.mkstemp(dir=workdir, prefix='.tmp_')
-            os.close(fd)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, path)
-        return tokenizers.SentencePieceTokenizer.load(path)
-    return tokenizers.load_or_train_sentencepiece(
-        path, sentences(), vocab_size=config.tokenizer_vocab_size,
-        model_type=config.tokenizer_model_type,
-        special_tokens=bert_pretraining.SPECIAL_TOKENS)
-
-
-def pretrained_params(config):
-    """The parameters of the run `init_from` names (None when `load_weights` is False:
-    its tokenizer and architecture, fresh weights); its config checked against `config`."""
-    init_from = os.path.expanduser(config.init_from)
-    source = os.path.join(config.init_from, 'config.json')
-    pretrained = warm_start.read_run_config(init_from)
-    training.require(pretrained.model.name == 'bert', 'init_from', f'is not a BERT run '
-                     f'(model.name={pretrained.model.name!r} in {source})', config.init_from)
-    training.require(not labeled.is_labeled_dataset(pretrained.dataset), 'init_from',
-                     f'is a fine-tuning run (dataset={pretrained.dataset!r} in {source}); '
-                     'name a pre-training run', config.init_from)
-    training.require(pretrained.get('normalize') == config.normalize, 'normalize',
-                     f'must be the pre-trained run\'s ({pretrained.get("normalize")!r} in '
-                     f'{source}): both steps must see the same text', config.normalize)
-    training.check_compatible(config.model, pretrained.model, source)
-    return training.restore_pretrained(init_from)[0] if config.load_weights else None
+    """The run's tokenizer (`transfer.tokenizer_for`) with BERT's special tokens."""
+    return transfer.tokenizer_for(config, workdir, sentences, bert_pretraining.SPECIAL_TOKENS,
+                                  'bert')

@@ -6,19 +6,13 @@ stream (Radford et al. 2018 §3.1, L1). Fine-tuning (`FinetuningTask`): L3 = L2 
 (§3.2, λ = config.lm_coef) on the task's input transformations (§3.3,
 `data.gpt_inputs`), with the head on the extract token's final state.
 
-A fine-tuning run names its pre-trained run in `init_from`: it copies that run's
-tokenizer (so the text splits into the same pieces, with the same special-token ids),
-requires the same `normalize` and the same architecture (`training.check_compatible`),
-and with `load_weights` (the default) starts from exactly its parameters, the new head
-initialised fresh. `load_weights=False` keeps the tokenizer and architecture but starts
-from random weights: the ablation that measures what pre-training brings.
+A fine-tuning run starts from a pre-trained one as `tasks.transfer` says.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 
 import jax
 import optax
@@ -28,14 +22,9 @@ from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
 from seqmodels.data.gpt_inputs import TaskBatches
 from seqmodels.inference import Sampler
 from seqmodels.models.gpt import GPT, fine_tuning_loss
-from seqmodels.training.warm_start import read_run_config
+from seqmodels.tasks import transfer
 
-TOKENIZER = 'tokenizer.model'  # in the workdir, with its record tokenizer.model.json
 HEAD = ('classifier',)  # the parameters a fine-tuned GPT has that a pre-trained one lacks
-
-
-def is_finetuning(config) -> bool:
-    return labeled.is_labeled_dataset(config.dataset)
 
 
 def combine(task_type: str) -> str:
@@ -139,24 +128,9 @@ class FinetuningTask:
 # What a run is built from.
 
 def tokenizer_for(config, workdir: str, sentences) -> tokenizers.SentencePieceTokenizer:
-    """WORKDIR/tokenizer.model: a copy of the pre-trained run's (fine-tuning from one),
-    else reloaded, else trained on `sentences()` (the training text)."""
-    path = os.path.join(workdir, TOKENIZER)
-    if config.get('init_from'):
-        source = os.path.join(os.path.expanduser(config.init_from), TOKENIZER)
-        if not os.path.exists(source):
-            raise FileNotFoundError(f'{source} does not exist: init_from must name the '
-                                    'workdir of a GPT pre-training run')
-        if not os.path.exists(path):
-            os.makedirs(workdir, exist_ok=True)
-            for suffix in ('', '.json'):
-                if os.path.exists(source + suffix):
-                    shutil.copyfile(source + suffix, path + suffix)
-        tokenizer = tokenizers.SentencePieceTokenizer.load(path)
-    else:
-        tokenizer = tokenizers.load_or_train_sentencepiece(
-            path, sentences(), vocab_size=config.tokenizer_vocab_size,
-            model_type=config.tokenizer_model_type, special_tokens=gpt_inputs.SPECIAL_TOKENS)
+    """The run's tokenizer (`transfer.tokenizer_for`) with GPT's special tokens."""
+    tokenizer = transfer.tokenizer_for(config, workdir, sentences, gpt_inputs.SPECIAL_TOKENS,
+                                       'gpt')
     gpt_inputs.SpecialIds.of(tokenizer)  # a tokenizer from elsewhere must reserve them
     return tokenizer
 
@@ -169,25 +143,6 @@ def fill_vocab_size(config, tokenizer) -> None:
                      'to 0 (= the tokenizer\'s size) or larger', given)
     with config.unlocked():
         config.model.vocab_size = given or tokenizer.vocab_size
-
-
-def pretrained_params(config, load_weights: bool = True):
-    """The parameters of the run `init_from` names (None without `load_weights`), its
-    config checked against `config`; fills model.vocab_size from it when left at 0."""
-    source = os.path.join(config.init_from, 'config.json')
-    pretrained = read_run_config(os.path.expanduser(config.init_from))
-    training.require(pretrained.model.name == 'gpt', 'init_from', f'is not a GPT run '
-                     f'(model.name={pretrained.model.name!r} in {source})', config.init_from)
-    training.require(not is_finetuning(pretrained), 'init_from', f'is a fine-tuning run '
-                     f'(dataset={pretrained.dataset!r} in {source}); name a pre-training run',
-                     config.init_from)
-    training.require(pretrained.get('normalize') == config.normalize, 'normalize',
-                     f"must be the pre-trained run's ({pretrained.get('normalize')!r} in "
-                     f'{source}): both steps must see the same text', config.normalize)
-    with config.unlocked():
-        config.model.vocab_size = config.model.vocab_size or pretrained.model.vocab_size
-    training.check_compatible(config.model, pretrained.model, source)
-    return training.restore_pretrained(config.init_from)[0] if load_weights else None
 
 
 def build_pretraining(config, workdir: str):
@@ -226,7 +181,7 @@ def build_finetuning(config, workdir: str, restore: bool = True):
         config.model.num_classes = num_classes
     pretrained = None
     if config.init_from and restore:
-        pretrained = pretrained_params(config, config.load_weights)
+        pretrained = transfer.pretrained_params(config, 'gpt')
     fill_vocab_size(config, tokenizer)
     batches = gpt_inputs.make_task_batches(data, tokenizer, max_len=config.seq_len,
                                            batch_size=config.batch_size, seed=config.seed)
