@@ -29,23 +29,10 @@ import numpy as np
 
 from seqmodels.data.bert_pretraining import pack_pair, special_ids
 from seqmodels.data.errors import DataError
-from seqmodels.data.labeled import TASK_TYPES, LabeledData
+from seqmodels.data.labeled import TASK_TYPES, LabeledData, fit_pair
 from seqmodels.data.rows import process_rows
 
 _MASK64 = (1 << 64) - 1
-
-
-def fit_pair(a: Sequence[int], b: Sequence[int], max_tokens: int, a_from_front: bool = False
-             ) -> tuple[list[int], list[int]]:
-    """(a, b) shortened to at most max_tokens together: one token at a time from the
-    longer (b on a tie), from its end; from a's front when `a_from_front`."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > max_tokens:
-        if len(a) > len(b):
-            a.pop(0 if a_from_front else -1)
-        else:
-            b.pop()
-    return a, b
 
 
 def encode_example(pieces: Sequence[Sequence[int]], task_type: str, seq_len: int,

@@ -42,6 +42,7 @@ import numpy as np
 
 from seqmodels.data import labeled as labeled_lib
 from seqmodels.data import text_corpus
+from seqmodels.data.labeled import fit_pair
 from seqmodels.data.errors import DataError
 from seqmodels.data.lm_pipeline import CharLMData
 from seqmodels.data.rows import process_rows
@@ -91,18 +92,6 @@ def make_lm_data(corpus: text_corpus.TextCorpus, tokenizer: SentencePieceTokeniz
                       val_ids=streams[1], seq_len=seq_len, batch_size=batch_size, seed=seed,
                       eval_batch_size=eval_batch_size or batch_size,
                       description=corpus.describe())
-
-
-def fit_pair(a: Sequence[int], b: Sequence[int], budget: int, a_from_front: bool = False
-             ) -> tuple[list[int], list[int]]:
-    """(a, b) with at most `budget` tokens together (the rule in the module docstring)."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > budget:
-        if len(a) > len(b):
-            a.pop(0 if a_from_front else -1)
-        else:
-            b.pop()
-    return a, b
 
 
 def transform(pieces: Sequence[Sequence[int]], task_type: str, ids: SpecialIds,

@@ -77,6 +77,20 @@ def check_task_type(task_type: str) -> None:
         raise ValueError(f'task_type must be one of {", ".join(TASK_TYPES)}, got {task_type!r}')
 
 
+def fit_pair(a: Sequence[int], b: Sequence[int], budget: int, a_from_front: bool = False
+             ) -> tuple[list[int], list[int]]:
+    """The token ids of a pair's two texts cut to at most `budget` together, one token at
+    a time from the longer (b on a tie) and from its end, or from a's front when
+    `a_from_front` (a multiple-choice context keeps the words next to its option)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > budget:
+        if len(a) > len(b):
+            a.pop(0 if a_from_front else -1)
+        else:
+            b.pop()
+    return a, b
+
+
 def line_format(task_type: str, with_labels: bool = True) -> str:
     check_task_type(task_type)
     text = _FORMATS[task_type]
