@@ -33,8 +33,7 @@ from absl import flags, logging
 
 from experiments import common
 from seqmodels import analysis, evaluation, models, plots, runs, training
-from seqmodels.data import DataError
-from seqmodels.data import translation as translation_data
+from seqmodels.data import DataError, translation as translation_data
 from seqmodels.inference import Translator
 from seqmodels.losses import label_smoothed_cross_entropy
 from seqmodels.models import scheduled_sampling
@@ -231,11 +230,13 @@ def translate(workdir, input_path: str | None = None, output_path: str | None = 
 
 def attention(workdir, input_path=None, layer=None, head=None, step=None) -> list[str]:
     """WORKDIR/attention/<i>.png: the cross-attention of line i's greedy translation."""
-    run = runs.restore(workdir, step, common.load_run_config(workdir, 'translation'))
+    config = common.load_run_config(workdir, 'translation')
     try:
-        maps = analysis.translation_attention(run, common.read_lines(input_path), layer, head)
+        analysis.check_layer_and_head(models.build_model(config.model), layer, head)
     except analysis.ChoiceError as e:
         raise common.UsageError(f'--attention_{e}') from None
+    maps = analysis.translation_attention(runs.restore(workdir, step, config),
+                                          common.read_lines(input_path), layer, head)
     return plots.plot_attention_maps(maps, os.path.join(workdir, 'attention'))
 
 

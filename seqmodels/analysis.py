@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqmodels import decoding, inference, models
+from seqmodels import decoding, models
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seqmodels.nn.additive_attention import AdditiveAttention
 
@@ -163,20 +163,39 @@ def sampling_distribution(logits, temperature: float = 1.0, top_k: int | None = 
 
 def encoder_attention(model: models.Transformer, params, src) -> jax.Array:
     """[L, B, heads, S, S]: the encoder's self-attention over src [B, S]."""
+    return _encoder_attention(model, params, src)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encoder_attention(model, params, src):
     _, state = model.apply({'params': params}, src, method=models.Transformer.encode,
                            mutable=['intermediates'])
     return stacked_weights(state['intermediates']['encoder'], model.num_encoder_layers)
+
+
+def transformer_attention(model: models.Transformer, params, src, tgt_in) -> dict:
+    """Every attention map of one teacher-forced pass, tgt_in [B, T] against src [B, S]:
+    {'encoder': [L, B, heads, S, S], 'decoder': [L, B, heads, T, T] (causal),
+    'cross': [L, B, heads, T, S]}."""
+    return _transformer_attention(model, params, src, tgt_in)
 
 
 def decoder_attention(model: models.Transformer, params, src, tgt_in
                       ) -> tuple[jax.Array, jax.Array]:
     """(self [L, B, heads, T, T], cross [L, B, heads, T, S]) of the decoder reading
     tgt_in [B, T] (teacher forcing) against the encoding of src [B, S]."""
+    maps = _transformer_attention(model, params, src, tgt_in)
+    return maps['decoder'], maps['cross']
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _transformer_attention(model, params, src, tgt_in):
     _, state = model.apply({'params': params}, src, tgt_in, mutable=['intermediates'])
-    decoder = state['intermediates']['decoder']
+    stacks = state['intermediates']
     n = model.num_decoder_layers
-    return (stacked_weights(decoder, n, 'self_attention'),
-            stacked_weights(decoder, n, 'memory_attention'))
+    return {'encoder': stacked_weights(stacks['encoder'], model.num_encoder_layers),
+            'decoder': stacked_weights(stacks['decoder'], n, 'self_attention'),
+            'cross': stacked_weights(stacks['decoder'], n, 'memory_attention')}
 
 
 def _is_additive_attention(module, method_name: str) -> bool:
@@ -186,18 +205,24 @@ def _is_additive_attention(module, method_name: str) -> bool:
 def rnn_attention(model: models.RNNSeq2Seq, params, src, src_lengths, tgt_in) -> jax.Array:
     """[B, T, S]: alpha_ij of Bahdanau et al. (the weights `AdditiveAttention` returned
     to `decode_step`) while the decoder reads tgt_in [B, T] (teacher forcing)."""
+    return _rnn_teacher_forced(model, params, src, src_lengths, tgt_in)[1]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _rnn_teacher_forced(model, params, src, src_lengths, tgt_in):
+    """(logits [B, T, V], attention [B, T, S]), one decode_step per target position."""
     variables = {'params': params}
     memory = model.apply(variables, src, src_lengths, method=models.RNNSeq2Seq.encode)
 
     def step(carry, token):
-        (_, carry), state = model.apply(
+        (logits, carry), state = model.apply(
             variables, memory, carry, token, method=models.RNNSeq2Seq.decode_step,
             capture_intermediates=_is_additive_attention, mutable=['intermediates'])
         _, weights = state['intermediates']['attention']['__call__'][0]
-        return carry, weights
+        return carry, (logits, weights)
 
-    _, weights = jax.lax.scan(step, memory['decoder_carry'], jnp.asarray(tgt_in).T)
-    return weights.swapaxes(0, 1)
+    _, (logits, weights) = jax.lax.scan(step, memory['decoder_carry'], jnp.asarray(tgt_in).T)
+    return logits.swapaxes(0, 1), weights.swapaxes(0, 1)
 
 
 def cross_attention(model, params, src, src_lengths, tgt_in, layer: int = -1,
@@ -207,8 +232,7 @@ def cross_attention(model, params, src, src_lengths, tgt_in, layer: int = -1,
     the RNN encoder-decoder: its additive attention."""
     if isinstance(model, models.RNNSeq2Seq):
         return rnn_attention(model, params, src, src_lengths, tgt_in)
-    _, cross = decoder_attention(model, params, src, tgt_in)
-    cross = cross[layer]
+    cross = _transformer_attention(model, params, src, tgt_in)['cross'][layer]
     return cross.mean(axis=1) if head is None else cross[:, head]
 
 
@@ -265,11 +289,12 @@ def translation_attention(run, sentences: Sequence[str], layer: int | None = Non
     """Greedy translations of `sentences` by a translation run (a `runs.Run`) and the
     cross-attention that produced them, one map per non-blank sentence.
 
-    The sentences are decoded greedily as one batch (`inference.decode`, at most
-    source length + the config's max_decode_extra pieces), and the model then reads
-    its own output with teacher forcing, which gives the attention rows of every
-    decoding step at once. The Transformer's map is decoder layer `layer` (default the
-    last), averaged over heads unless `head` is given.
+    Greedy decoding as `inference.decode` does it (at most source length + the config's
+    max_decode_extra pieces, fewer than a Transformer's max_len), run as repeated
+    teacher-forced passes over the output so far: one compiled function gives both the
+    next piece and, at the end, the attention rows of every decoding step. The
+    Transformer's map is decoder layer `layer` (default the last), averaged over heads
+    unless `head` is given.
     """
     model, source_tokenizer = run.model, run.source_tokenizer
     check_layer_and_head(model, layer, head)
@@ -285,13 +310,15 @@ def translation_attention(run, sentences: Sequence[str], layer: int | None = Non
     src_lengths = np.array([len(r) for r in rows], np.int32)
     extra = run.config.max_decode_extra
     decode_len = src.shape[1] + extra if limit is None else min(src.shape[1] + extra, limit)
-    tokens, weights = jax.device_get(_greedy_attention(
-        model, run.params, src, src_lengths, extra, decode_len,
-        -1 if layer is None else layer, head))
+    tokens, weights = _greedy(model, run.params, src, src_lengths,
+                              np.minimum(src_lengths + extra, decode_len), decode_len)
+    weights = weights if isinstance(model, models.RNNSeq2Seq) else (
+        weights[-1 if layer is None else layer].mean(axis=1) if head is None
+        else weights[-1 if layer is None else layer][:, head])
     maps = []
     for (index, sentence), row, out, w in zip(lines, rows, tokens, weights):
         ends = np.flatnonzero(out == EOS_ID)
-        length = int(ends[0]) + 1 if len(ends) else len(out)
+        length = int(ends[0]) + 1 if len(ends) else int((out != PAD_ID).sum())
         maps.append(AttentionMap(index, sentence, run.target_tokenizer.decode(out),
                                  _piece_labels(source_tokenizer, row),
                                  _piece_labels(run.target_tokenizer, out[:length]),
@@ -299,11 +326,37 @@ def translation_attention(run, sentences: Sequence[str], layer: int | None = Non
     return maps
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _greedy_attention(model, params, src, src_lengths, max_decode_extra, decode_len,
-                      layer, head):
-    tokens = inference.decode(model, params, src, src_lengths, search='greedy',
-                              max_decode_extra=max_decode_extra, max_decode_len=decode_len)
-    bos = jnp.full((tokens.shape[0], 1), BOS_ID, tokens.dtype)
-    tgt_in = jnp.concatenate([bos, tokens[:, :-1]], axis=1)
-    return tokens, cross_attention(model, params, src, src_lengths, tgt_in, layer, head)
+def _greedy(model, params, src, src_lengths, limits, decode_len):
+    """(tokens [B, decode_len]: the argmax pieces, EOS, then PAD; row b stops after
+    limits[b] pieces; the cross-attention of the pass that read them: [L, B, heads, T,
+    S] for the Transformer, [B, T, S] for the RNN)."""
+    tgt_in = np.full((len(src), decode_len), PAD_ID, np.int32)
+    tgt_in[:, 0] = BOS_ID
+    tokens = np.full((len(src), decode_len), PAD_ID, np.int32)
+    live = np.ones(len(src), bool)
+    for t in range(decode_len):
+        logits, weights = _teacher_forced(model, params, src, src_lengths, tgt_in)
+        live &= t < limits
+        if not live.any():
+            break
+        tokens[live, t] = np.asarray(logits[:, t]).argmax(-1)[live]
+        live &= tokens[:, t] != EOS_ID
+        if t + 1 < decode_len:
+            tgt_in[:, t + 1] = np.where(tokens[:, t] == PAD_ID, PAD_ID, tokens[:, t])
+    # The pass that reads every output piece gives every decoding step's attention.
+    _, weights = _teacher_forced(model, params, src, src_lengths, tgt_in)
+    return tokens, np.asarray(weights)
+
+
+def _teacher_forced(model, params, src, src_lengths, tgt_in):
+    if isinstance(model, models.RNNSeq2Seq):
+        return _rnn_teacher_forced(model, params, src, src_lengths, tgt_in)
+    return _transformer_forward(model, params, src, tgt_in)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _transformer_forward(model, params, src, tgt_in):
+    logits, state = model.apply({'params': params}, src, tgt_in, mutable=['intermediates'])
+    cross = stacked_weights(state['intermediates']['decoder'], model.num_decoder_layers,
+                            'memory_attention')
+    return logits, cross

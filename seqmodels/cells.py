@@ -255,6 +255,24 @@ def parse_units(spec: str, num_layers: int, hidden_size: int) -> list[tuple[int,
     return units
 
 
+def lively_window(text: str, series: Sequence[np.ndarray], length: int) -> slice:
+    """The `length` characters of `text`, starting at a line start, over which the
+    `series` (e.g. the values of the units to show, or indicators; each [len(text)])
+    vary most: the sum of their standard deviations over the window, each relative to
+    its standard deviation over the whole text."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == '\n' and
+                    i + 1 + length <= len(text)]
+    series = [np.asarray(x, np.float64) for x in series]
+    scales = [max(float(x.std()), 1e-12) for x in series]
+
+    def liveliness(start):
+        return sum(float(x[start:start + length].std()) / scale
+                   for x, scale in zip(series, scales))
+
+    best = max(starts, key=liveliness)
+    return slice(best, best + length)
+
+
 # --------------------------------------------------------------------------- #
 # Gate saturation (Figure 3).
 

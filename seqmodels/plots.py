@@ -83,7 +83,7 @@ def show(item) -> None:
 
 
 def _save(fig, path: str, dpi: int = 100) -> str:
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, pil_kwargs={'optimize': True})
     _pyplot().close(fig)
     return path
 
@@ -175,7 +175,7 @@ def plot_cell_text(text: str, shown, path: str, columns: int = 80, title: str = 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path, dpi=110)
+    return _save(fig, path, dpi=90)
 
 
 def plot_gate_saturation(saturation: dict, path: str, title: str = '') -> str:
@@ -245,7 +245,7 @@ def _mosaic(tiles: np.ndarray, columns: int, gap: float = np.nan) -> np.ndarray:
 def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: np.ndarray,
                      path: str, patch_size: int, image_size: int, title: str = '') -> str:
     """Dosovitskiy et al. 2021, Figure 7, in three panels: principal components of the
-    patch-embedding filters [k, P, P, C] (first channel, or RGB); the cosine similarity
+    patch-embedding filters [k, P, P, C] (their first channel); the cosine similarity
     [N, N] of each patch's position embedding with every other patch's, one small
     grid per patch in grid order; the mean attention distance [L, heads] in pixels of
     every head against the depth of its layer."""
@@ -254,7 +254,10 @@ def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: 
                              gridspec_kw={'width_ratios': [1, 1, 1.15]})
     k = components.shape[0]
     tiles = components[..., 0] / np.abs(components[..., 0]).max(axis=(1, 2), keepdims=True)
-    axes[0].imshow(_mosaic(tiles, int(np.ceil(np.sqrt(k)))), cmap='gray',
+    # Components have a sign: red +, blue -, on grey separators.
+    cmap = plt.get_cmap('RdBu_r').copy()
+    cmap.set_bad('0.6')
+    axes[0].imshow(_mosaic(tiles, int(np.ceil(np.sqrt(k)))), cmap=cmap, vmin=-1, vmax=1,
                    interpolation='nearest')
     axes[0].set_title(f'patch-embedding filters: first {k} principal components\n'
                       f'({patch_size}x{patch_size} pixels each)', fontsize=9)
@@ -289,11 +292,12 @@ def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: 
 def plot_sampling_distributions(distributions: dict, labels: list[str], path: str,
                                 top: int = 15, title: str = '') -> str:
     """One bar panel per sampling setting: the probability of each of the `top` tokens
-    most likely under the first setting, in that order. `distributions`: setting ->
-    probabilities [V]; `labels`: the text of each token id."""
+    with the highest mean probability over the settings, in that order. `distributions`:
+    setting -> probabilities [V]; `labels`: the text of each token id."""
     plt = _pyplot()
     names = list(distributions)
-    order = np.argsort(-np.asarray(distributions[names[0]]), kind='stable')[:top]
+    mean = np.mean([np.asarray(p) for p in distributions.values()], axis=0)
+    order = np.argsort(-mean, kind='stable')[:top]
     shown = [repr(labels[i])[1:-1] if labels[i].strip() else repr(labels[i]) for i in order]
     fig, axes = plt.subplots(1, len(names), figsize=(2.5 * len(names), 3.4), sharey=True,
                              squeeze=False)
@@ -301,8 +305,10 @@ def plot_sampling_distributions(distributions: dict, labels: list[str], path: st
         probs = np.asarray(distributions[name])
         kept = probs[order] > 0
         ax.bar(range(len(order)), probs[order], color=np.where(kept, 'C0', 'C7'))
-        ax.set_xticks(range(len(order)), shown, rotation=90, fontsize=8, family='monospace')
-        ax.set_title(f'{name}\n{int((probs > 0).sum())} tokens can be drawn', fontsize=9)
+        ax.set_xticks(range(len(order)), shown, fontsize=10, family='monospace')
+        drawable = int((probs > 0).sum())
+        ax.set_title(f'{name}\n{drawable} token{"s" if drawable > 1 else ""} can be drawn',
+                     fontsize=9)
     axes[0, 0].set_ylabel('probability')
     if title:
         fig.suptitle(title, fontsize=10)

@@ -2,21 +2,32 @@
 NumPy formulas and step-by-step decoding; ViT's attention distance, position similarity
 and filter components by hand; the translation driver's attention mode."""
 
+import json
 import math
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments import common, translation
-from seqmodels import analysis, decoding, inference, models, runs
-from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seqmodels import analysis, decoding, inference, models, runs, training
+from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, train_sentencepiece
+from seqmodels.data.translation import tokenizer_paths
 from seqmodels.nn.position import sinusoidal_position_encoding
-from tests.test_translation import tiny_config, write_parallel_dir
+from tests.test_translation import ANIMALS, COLORS, VERBS, tiny_config
 
 VOCAB = 13
+
+
+def random_params(model, *inputs, scale=0.5, seed=0):
+    """Parameters of `model` drawn from N(0, scale²), shaped by tracing its init (which
+    compiles nothing)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))['params']
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (scale * rng.normal(size=s.shape)).astype(s.dtype), shapes)
 
 
 def softmax(x, axis=-1):
@@ -27,11 +38,10 @@ def softmax(x, axis=-1):
 @pytest.fixture(scope='module')
 def transformer():
     model = models.Transformer(VOCAB, VOCAB, d_model=16, num_heads=2, d_ff=32,
-                               num_encoder_layers=2, num_decoder_layers=2, dropout=0.0,
+                               num_encoder_layers=1, num_decoder_layers=2, dropout=0.0,
                                max_len=16)
     tokens = jnp.ones((1, 4), jnp.int32)
-    params = jax.jit(model.init)(jax.random.key(0), tokens, tokens)['params']
-    return model, jax.tree.map(lambda x: 2 * x, params)  # sharper than at init
+    return model, random_params(model, tokens, tokens)
 
 
 SRC = np.array([[5, 6, 7, 8, 9, EOS_ID], [10, 11, EOS_ID, PAD_ID, PAD_ID, PAD_ID]], np.int32)
@@ -42,7 +52,7 @@ TGT_IN = np.array([[BOS_ID, 4, 5, 6, 7], [BOS_ID, 8, 9, PAD_ID, PAD_ID]], np.int
 def test_encoder_attention_is_the_softmax_of_the_papers_formula(transformer):
     model, params = transformer
     weights = np.asarray(analysis.encoder_attention(model, params, SRC))
-    assert weights.shape == (2, 2, 2, 6, 6)  # [layers, batch, heads, queries, keys]
+    assert weights.shape == (1, 2, 2, 6, 6)  # [layers, batch, heads, queries, keys]
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     assert np.all(weights[:, 1, :, :, 3:] == 0.0)  # padding keys: exactly zero
 
@@ -68,18 +78,27 @@ def test_decoder_attention_is_what_step_by_step_decoding_uses(transformer):
 
     # Decoding one position at a time with the cache sows the same cross-attention rows
     # (where the input is not padding: decoding never feeds padding).
-    variables = {'params': params}
-    memory = model.apply(variables, SRC, method=models.Transformer.encode)
-    cache = model.init_cache(2, 5)
-    for t in range(5):
-        (_, cache), state = model.apply(
-            variables, memory, SRC != PAD_ID, TGT_IN[:, t:t + 1], cache, t,
-            method=models.Transformer.decode_step, mutable=['intermediates'])
-        for layer in range(2):
-            row = state['intermediates']['decoder'][f'layers_{layer}']['memory_attention'][
-                'attention_weights'][0][:, :, 0]
-            real = TGT_IN[:, t] != PAD_ID
-            np.testing.assert_allclose(cross[layer, real, :, t], row[real], atol=1e-5)
+    @jax.jit
+    def decode_rows(params):
+        variables = {'params': params}
+        memory = model.apply(variables, SRC, method=models.Transformer.encode)
+
+        def step(cache, t):
+            (_, cache), state = model.apply(
+                variables, memory, SRC != PAD_ID, jax.lax.dynamic_slice_in_dim(TGT_IN, t, 1, 1),
+                cache, t, method=models.Transformer.decode_step, mutable=['intermediates'])
+            decoder = state['intermediates']['decoder']
+            return cache, jnp.stack([decoder[f'layers_{i}']['memory_attention'][
+                'attention_weights'][0][:, :, 0] for i in range(2)])
+
+        return jax.lax.scan(step, model.init_cache(2, 5), jnp.arange(5))[1]
+
+    rows = np.asarray(decode_rows(params)).transpose(0, 2, 1, 3, 4)  # [T, B, layers, heads, S]
+    real = (TGT_IN != PAD_ID).T  # [T, B]
+    np.testing.assert_allclose(cross.transpose(3, 1, 0, 2, 4)[real], rows[real], atol=1e-5)
+    maps = analysis.transformer_attention(model, params, SRC, TGT_IN)
+    np.testing.assert_allclose(maps['encoder'], analysis.encoder_attention(model, params, SRC),
+                               atol=1e-5)
 
     mean = np.asarray(analysis.cross_attention(model, params, SRC, SRC_LENGTHS, TGT_IN))
     np.testing.assert_allclose(mean, cross[-1].mean(axis=1), atol=1e-6)
@@ -89,7 +108,7 @@ def test_decoder_attention_is_what_step_by_step_decoding_uses(transformer):
 
 def test_rnn_attention_is_bahdanaus_alpha_of_the_decoder_states():
     model = models.RNNSeq2Seq(VOCAB, VOCAB, embed_dim=8, hidden_size=16, cell='gru')
-    params = jax.jit(model.init)(jax.random.key(1), SRC, SRC_LENGTHS, TGT_IN)['params']
+    params = random_params(model, SRC, SRC_LENGTHS, TGT_IN)
     weights = np.asarray(analysis.rnn_attention(model, params, SRC, SRC_LENGTHS, TGT_IN))
     assert weights.shape == (2, 5, 6)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
@@ -97,18 +116,24 @@ def test_rnn_attention_is_bahdanaus_alpha_of_the_decoder_states():
 
     # alpha_ij = softmax_j(v · tanh(W s_{i-1} + U h_j)) in NumPy, with the decoder states
     # s_{i-1} from running decode_step and the encoder states h_j from encode.
-    variables = {'params': params}
-    memory = model.apply(variables, SRC, SRC_LENGTHS, method=models.RNNSeq2Seq.encode)
-    carry = memory['decoder_carry']
+    @jax.jit
+    def states(params):  # s_{i-1} for every i, by running decode_step; and h_j
+        variables = {'params': params}
+        memory = model.apply(variables, SRC, SRC_LENGTHS, method=models.RNNSeq2Seq.encode)
+
+        def step(carry, token):
+            s = model.apply(variables, carry, method=lambda m, c: m.decoder.hidden(c))
+            _, carry = model.apply(variables, memory, carry, token,
+                                   method=models.RNNSeq2Seq.decode_step)
+            return carry, s
+
+        return jax.lax.scan(step, memory['decoder_carry'], TGT_IN.T)[1], memory['values']
+
+    s, h = jax.tree.map(np.asarray, states(params))
     a = jax.tree.map(np.asarray, params['attention'])
-    h = np.asarray(memory['values'])
-    for i in range(5):
-        s = np.asarray(model.apply(variables, carry, method=lambda m, c: m.decoder.hidden(c)))
-        e = np.tanh((s @ a['W']['kernel'])[:, None] + h @ a['U']['kernel']) @ a['v']['kernel']
-        e = np.where(SRC != PAD_ID, e[..., 0], -np.inf)
-        np.testing.assert_allclose(weights[:, i], softmax(e), atol=1e-5)
-        _, carry = model.apply(variables, memory, carry, TGT_IN[:, i],
-                               method=models.RNNSeq2Seq.decode_step)
+    e = np.tanh((s @ a['W']['kernel'])[:, :, None] + (h @ a['U']['kernel'])[None])
+    e = np.where(SRC != PAD_ID, (e @ a['v']['kernel'])[..., 0], -np.inf)  # [T, B, S]
+    np.testing.assert_allclose(weights, softmax(e).transpose(1, 0, 2), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- #
@@ -173,16 +198,39 @@ def test_sampling_distribution_is_what_sample_next_draws_from():
 # --------------------------------------------------------------------------- #
 # Translation runs: the library function and the driver's mode.
 
+def write_run(workdir, config, params, vocab=None, tokenizer=None):
+    """A workdir as a training run leaves it (config.json, checkpoints/, and vocab.json
+    or the joint SentencePiece model), holding `params`, without training."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        json.dump(config.to_dict(), f)
+    if vocab is not None:
+        vocab.save(os.path.join(workdir, 'vocab.json'))
+    if tokenizer is not None:
+        path = tokenizer_paths(workdir, True, config.source_lang, config.target_lang)[0]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(tokenizer.model_proto)
+    state = training.init_train_state(lambda key: params, optax.sgd(0.1), seed=0)
+    checkpointer = training.Checkpointer(workdir, async_save=False)
+    checkpointer.save(state)
+    checkpointer.close()
+    return workdir
+
+
 @pytest.fixture(scope='module')
 def translation_run(tmp_path_factory):
+    """A tiny Transformer run with random weights and a SentencePiece
+    vocabulary of English and German animal sentences."""
     root = tmp_path_factory.mktemp('attention')
-    (root / 'corpus').mkdir()
-    config = tiny_config(write_parallel_dir(root / 'corpus'))
-    config.update(num_train_steps=2, log_every_steps=2, eval_every_steps=2,
-                  checkpoint_every_steps=2, num_eval_examples=0)
-    workdir = str(root / 'run')
-    translation.train(config, workdir)
-    return workdir
+    sentences = [f'the {c} {a} {v} .' for c, _ in COLORS for a, _ in ANIMALS for v, _ in VERBS]
+    sentences += [f'die {c} {a} {v} .' for _, c in COLORS for _, a in ANIMALS for _, v in VERBS]
+    tokenizer = train_sentencepiece(sentences, vocab_size=60)
+    config = tiny_config(root)
+    config.model.src_vocab_size = config.model.tgt_vocab_size = tokenizer.vocab_size
+    model = models.build_model(config.model)
+    params = random_params(model, *models.example_inputs(config.model, model))
+    return write_run(str(root / 'run'), config, params, tokenizer=tokenizer)
 
 
 def test_translation_attention_maps_the_greedy_translation(translation_run):
@@ -207,10 +255,13 @@ def test_translation_attention_maps_the_greedy_translation(translation_run):
 
 def test_attention_mode_writes_one_heatmap_per_line(translation_run, tmp_path):
     source = tmp_path / 'source.en'
-    source.write_text('the red duck eats .\n\nthe cat .\n', 'utf-8')
+    # The sentences of the test above: the decoder compiled there serves here too.
+    source.write_text('the red duck eats .\n\nthe blue cat runs in the old barn ?\n', 'utf-8')
     paths = translation.attention(translation_run, str(source), head=1)
     folder = os.path.join(translation_run, 'attention')
     assert paths == [os.path.join(folder, '0.png'), os.path.join(folder, '2.png')]
     assert all(os.path.getsize(p) > 1000 for p in paths)
     with pytest.raises(common.UsageError, match='--attention_head must lie in 0..1, got 2'):
         translation.attention(translation_run, str(source), head=2)
+    with pytest.raises(common.UsageError, match='--attention_layer must lie in 0..0, got 1'):
+        translation.attention(translation_run, str(source), layer=1)

@@ -12,42 +12,42 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from configs import char_lm as char_lm_config
 from experiments import char_lm, common
-from seqmodels import cells, models, training
+from seqmodels import cells, models
 from seqmodels.data import CharVocab
-from tests.test_char_lm import tiny_config
+from tests.test_analysis import random_params, write_run
 
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def random_lm(cell, vocab_size=11, layers=2):
-    model = models.RNNLM(vocab_size=vocab_size, embed_dim=6, hidden_size=8, num_layers=layers,
+def random_lm(cell, layers):
+    model = models.RNNLM(vocab_size=11, embed_dim=6, hidden_size=8, num_layers=layers,
                          cell=cell)
-    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))['params']
-    # Larger weights than the initialisers' so that gates and states move.
-    return model, jax.tree.map(lambda x: 2.0 * x, params)
+    return model, random_params(model, jnp.zeros((1, 2), jnp.int32))
 
 
-@pytest.mark.parametrize('cell', ['lstm', 'gru'])
-def test_states_are_those_of_the_models_own_forward_pass(cell):
-    model, params = random_lm(cell)
+@pytest.mark.parametrize('cell, layers', [('lstm', 2), ('gru', 1)])
+def test_states_are_those_of_the_models_own_forward_pass(cell, layers):
+    model, params = random_lm(cell, layers)
     tokens = np.random.default_rng(0).integers(0, 11, 40)
     states = cells.recurrent_states(model, params, tokens)
     variables = {'params': params}
 
-    # The full-sequence forward pass (for the LSTM its fused kernel) gives the same
-    # logits, top-layer outputs and final states.
-    np.testing.assert_allclose(states.logits, model.apply(variables, tokens[None])[0],
-                               atol=1e-5)
-    top, finals = model.apply(variables, tokens[None], method=lambda m, t: m.rnn(m.embed(t)))
-    np.testing.assert_allclose(states.hidden[-1], top[0], atol=1e-5)
-    for layer, final in enumerate(finals):
-        h = final[1] if cell == 'lstm' else final
-        np.testing.assert_allclose(states.hidden[layer, -1], h[0], atol=1e-5)
+    if cell == 'lstm':
+        # The full-sequence forward pass (the fused LSTM kernel, not the step the states
+        # come from) gives the same logits, top-layer outputs and final states.
+        logits, (top, finals) = jax.jit(lambda t: (
+            model.apply(variables, t),
+            model.apply(variables, t, method=lambda m, t: m.rnn(m.embed(t)))))(tokens[None])
+        np.testing.assert_allclose(states.logits, logits[0], atol=1e-5)
+        np.testing.assert_allclose(states.hidden[-1], top[0], atol=1e-5)
+        for layer, (_, h) in enumerate(finals):
+            np.testing.assert_allclose(states.hidden[layer, -1], h[0], atol=1e-5)
 
-    # The gates of layer 0 from the paper's equations in NumPy, on the embeddings.
+    # Layer 0 from the papers' equations in NumPy, on the embeddings.
     p = jax.tree.map(np.asarray, params)
     x = p['embed']['embedding'][tokens]
     cell_params = p['rnn']['layers_0']['cell']
@@ -70,6 +70,12 @@ def test_states_are_those_of_the_models_own_forward_pass(cell):
         r, z = np.split(sigmoid(pre), 2, axis=-1)
         np.testing.assert_allclose(states.gates['r'][0], r, atol=1e-5)
         np.testing.assert_allclose(states.gates['z'][0], z, atol=1e-5)
+        # Cho et al. 2014: n = tanh(W x + U (r * h) + b), h_t = z h_{t-1} + (1 - z) n.
+        n = np.tanh(xp[:, 16:] + (r * h_prev) @ cell_params['recurrent_candidate']['kernel'])
+        np.testing.assert_allclose(states.hidden[0], z * h_prev + (1 - z) * n, atol=1e-5)
+        out = p['output']
+        np.testing.assert_allclose(states.logits, states.hidden[0] @ out['kernel'] + out['bias'],
+                                   atol=1e-5)
         assert states.memory is None
         np.testing.assert_array_equal(states.activations, states.hidden)
 
@@ -112,8 +118,7 @@ def planted_lm(chars):
     vocab = CharVocab(chars)
     v, hidden = vocab.vocab_size, 8
     model = models.RNNLM(vocab_size=v, embed_dim=v, hidden_size=hidden, cell='lstm')
-    params = jax.tree.map(np.array, model.init(jax.random.key(3),
-                                               jnp.zeros((1, 2), jnp.int32))['params'])
+    params = jax.tree.map(np.array, random_params(model, jnp.zeros((1, 2), jnp.int32)))
     params['embed']['embedding'] = np.eye(v, dtype=np.float32)
     cell = params['rnn']['layers_0']['cell']
     kernel, bias = cell['input']['kernel'], cell['input']['bias']
@@ -158,6 +163,13 @@ def test_the_finder_recovers_planted_cells():
     assert found['line_position'].r > 0.99
 
 
+def test_the_lively_window_is_where_the_indicators_change():
+    text = 'x = 1\n' * 40 + 'f(a, [b], "c")\n' * 3 + 'y = 2\n' * 40
+    window = cells.lively_window(text, cells.python_indicators(text).values(), 30)
+    assert window.stop - window.start == 30
+    assert text[window.start - 1] == '\n' and 'f(a' in text[window]
+
+
 def test_gate_saturation_counts_the_steps_beyond_the_thresholds():
     gates = np.array([[[0.05, 0.5], [0.95, 0.5], [0.02, 0.91], [0.5, 0.99]]])  # [1, 4, 2]
     left, right = cells.gate_saturation(gates)
@@ -199,33 +211,44 @@ def parsed_flags():
         yield
 
 
-def test_cells_mode_writes_a_page_of_the_chosen_and_found_units(tmp_path, capsys,
-                                                               parsed_flags):
-    config = tiny_config(tmp_path)
-    workdir = str(tmp_path / 'run')
-    _, _, task = char_lm.build(config, workdir)
-    training.train_and_evaluate(config, workdir, task)
+@pytest.fixture(scope='module')
+def planted_run(tmp_path_factory):
+    """The planted LSTM as a char-LM run's workdir, and a Python file for it to read."""
+    tmp_path = tmp_path_factory.mktemp('cells')
+    model, params, vocab = planted_lm(sorted(set(SOURCE)))
+    config = char_lm_config.get_config('lstm')
+    config.model.update(vocab_size=vocab.vocab_size, embed_dim=vocab.vocab_size,
+                        hidden_size=8, num_layers=1)
     text = tmp_path / 'text.py'
-    text.write_text(SOURCE)
-    capsys.readouterr()
-    with flagsaver.flagsaver(cells='0:2,5', find=['quotes', 'brackets'],
-                             cells_text=str(text), num_chars=100):
+    text.write_text(SOURCE * 3)
+    return write_run(str(tmp_path / 'run'), config, params, vocab=vocab), str(text)
+
+
+def test_cells_mode_finds_the_planted_cells_and_shows_the_chosen_ones(planted_run, capsys,
+                                                                      parsed_flags):
+    workdir, text = planted_run
+    with flagsaver.flagsaver(cells='0:2,5', find=['quotes', 'brackets', 'line_position'],
+                             cells_text=text, num_chars=100):
         char_lm.cells_mode(workdir)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == os.path.join(workdir, 'cells.html')
-    assert lines[0].startswith('layer 0, unit 2: tanh(c)')
-    assert lines[1].startswith('layer 0, unit 5: tanh(c)')  # 1 layer: '5' is layer 0's
-    assert 'tracks quotes' in lines[2] and 'tracks brackets' in lines[3]
+    assert lines[0].startswith('layer 0, unit 2: tanh(c) quotes=')
+    assert lines[1].startswith('layer 0, unit 5: tanh(c) quotes=')  # one layer: 5 is layer 0's
+    assert 'tracks quotes' in lines[2]
+    assert lines[3].startswith('layer 0, unit 3: tanh(c) (tracks brackets, r = +1.00)')
+    assert lines[4].startswith('layer 0, unit 5: tanh(c) (tracks line_position, r = +1.00)')
     page = open(lines[-1], encoding='utf-8').read()
-    assert page.count('<pre>') == 4
-    assert page.count('<span ') == 4 * sum(ch != '\n' for ch in SOURCE[:100])
+    assert page.count('<pre>') == 5
+    assert page.count('<span ') == 5 * sum(ch != '\n' for ch in SOURCE[:100])
 
-    with flagsaver.flagsaver(find=['quote']), pytest.raises(common.UsageError,
-                                                            match='--find: quote is not'):
-        char_lm.cells_mode(workdir)
-    with flagsaver.flagsaver(cells='1:0'), pytest.raises(common.UsageError,
-                                                         match="--cells: '1:0' is outside"):
-        char_lm.cells_mode(workdir)
+
+@pytest.mark.parametrize('flag, message', [
+    ({'find': ['quote']}, '--find: quote is not an indicator'),
+    ({'cells': '1:0'}, "--cells: '1:0' is outside the model: layers 0..0, units 0..7"),
+    ({'num_chars': 0}, '--num_chars must be > 0')])
+def test_bad_cells_flags_are_named(planted_run, parsed_flags, flag, message):
+    with flagsaver.flagsaver(**flag), pytest.raises(common.UsageError, match=message):
+        char_lm.cells_mode(planted_run[0])
 
 
 def test_cells_mode_says_it_needs_a_recurrent_model(tmp_path, parsed_flags):
