@@ -240,7 +240,8 @@ def cross_attention(model, params, src, src_lengths, tgt_in, layer: int = -1,
 class AttentionMap:
     """The cross-attention of one sentence (line `index` of the input): weights
     [len(target), len(source)]; row i is what the decoder attended to while producing
-    target piece i."""
+    target piece i. `source` and `target` label the pieces (EOS included) whose ids are
+    `source_ids` and `target_ids`."""
 
     index: int
     sentence: str
@@ -248,6 +249,8 @@ class AttentionMap:
     source: list[str]
     target: list[str]
     weights: np.ndarray
+    source_ids: list[int]
+    target_ids: list[int]
 
 
 class ChoiceError(ValueError):
@@ -310,42 +313,44 @@ def translation_attention(run, sentences: Sequence[str], layer: int | None = Non
     src_lengths = np.array([len(r) for r in rows], np.int32)
     extra = run.config.max_decode_extra
     decode_len = src.shape[1] + extra if limit is None else min(src.shape[1] + extra, limit)
-    tokens, weights = _greedy(model, run.params, src, src_lengths,
-                              np.minimum(src_lengths + extra, decode_len), decode_len)
-    weights = weights if isinstance(model, models.RNNSeq2Seq) else (
-        weights[-1 if layer is None else layer].mean(axis=1) if head is None
-        else weights[-1 if layer is None else layer][:, head])
+    tokens, lengths, weights = _greedy(model, run.params, src, src_lengths,
+                                       np.minimum(src_lengths + extra, decode_len), decode_len)
+    if not isinstance(model, models.RNNSeq2Seq):
+        weights = weights[-1 if layer is None else layer]  # [B, heads, T, S]
+        weights = weights.mean(axis=1) if head is None else weights[:, head]
     maps = []
-    for (index, sentence), row, out, w in zip(lines, rows, tokens, weights):
-        ends = np.flatnonzero(out == EOS_ID)
-        length = int(ends[0]) + 1 if len(ends) else int((out != PAD_ID).sum())
+    for (index, sentence), row, out, length, w in zip(lines, rows, tokens, lengths, weights):
         maps.append(AttentionMap(index, sentence, run.target_tokenizer.decode(out),
                                  _piece_labels(source_tokenizer, row),
                                  _piece_labels(run.target_tokenizer, out[:length]),
-                                 np.asarray(w[:length, :len(row)])))
+                                 w[:length, :len(row)], row, out[:length].tolist()))
     return maps
 
 
 def _greedy(model, params, src, src_lengths, limits, decode_len):
-    """(tokens [B, decode_len]: the argmax pieces, EOS, then PAD; row b stops after
-    limits[b] pieces; the cross-attention of the pass that read them: [L, B, heads, T,
-    S] for the Transformer, [B, T, S] for the RNN)."""
+    """(tokens [B, decode_len]: the argmax pieces up to EOS, then PAD; lengths [B]: the
+    pieces of each row, EOS included, at most limits[b]; the cross-attention of the pass
+    that read them all: [L, B, heads, T, S] for the Transformer, [B, T, S] for the RNN).
+
+    Step t reads the pieces so far and takes the argmax at position t; the decoder is
+    causal, so position t sees exactly what a step-by-step decoder would."""
     tgt_in = np.full((len(src), decode_len), PAD_ID, np.int32)
     tgt_in[:, 0] = BOS_ID
-    tokens = np.full((len(src), decode_len), PAD_ID, np.int32)
+    tokens = np.full_like(tgt_in, PAD_ID)
+    lengths = np.zeros(len(src), np.int32)
     live = np.ones(len(src), bool)
     for t in range(decode_len):
-        logits, weights = _teacher_forced(model, params, src, src_lengths, tgt_in)
         live &= t < limits
         if not live.any():
             break
+        logits, _ = _teacher_forced(model, params, src, src_lengths, tgt_in)
         tokens[live, t] = np.asarray(logits[:, t]).argmax(-1)[live]
+        lengths[live] += 1
         live &= tokens[:, t] != EOS_ID
         if t + 1 < decode_len:
-            tgt_in[:, t + 1] = np.where(tokens[:, t] == PAD_ID, PAD_ID, tokens[:, t])
-    # The pass that reads every output piece gives every decoding step's attention.
+            tgt_in[:, t + 1] = tokens[:, t]
     _, weights = _teacher_forced(model, params, src, src_lengths, tgt_in)
-    return tokens, np.asarray(weights)
+    return tokens, lengths, np.asarray(weights)
 
 
 def _teacher_forced(model, params, src, src_lengths, tgt_in):

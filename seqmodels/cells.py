@@ -308,9 +308,9 @@ class Shown:
 
 
 def _colour(value: float) -> str:
-    # Karpathy et al.'s convention: red for +1, blue for -1, white at 0.
+    # The colours of Karpathy et al.'s Figure 2: -1 red, +1 blue, white at 0.
     v = float(np.clip(value, -1.0, 1.0))
-    rgb = (214, 39, 40) if v > 0 else (31, 119, 180)
+    rgb = (31, 119, 180) if v > 0 else (214, 39, 40)
     return f'rgba({rgb[0]},{rgb[1]},{rgb[2]},{abs(v):.2f})'
 
 
@@ -386,8 +386,8 @@ pre {{ font-family: monospace; font-size: 13px; line-height: 1.35; white-space: 
 .r {{ color: #555; font-size: 90%; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Each character is coloured by the unit's value after reading it: red +1, white 0,
-blue &minus;1 (hover for the number); &#8629; marks a newline. r: the Pearson
+<p>Each character is coloured by the unit's value after reading it: blue +1, white 0,
+red &minus;1 (hover for the number); &#8629; marks a newline. r: the Pearson
 correlation of the unit with each indicator over the analysed text.</p>
 {blocks}
 </body></html>

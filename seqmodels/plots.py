@@ -144,11 +144,11 @@ def plot_attention_heads(weights: np.ndarray, queries: list[str], keys: list[str
 
 def plot_cell_text(text: str, shown, path: str, columns: int = 80, title: str = '') -> str:
     """`text` once per entry of `shown` (seqmodels.cells.Shown), each character on a
-    cell coloured by the unit's value (red +1, white 0, blue -1), lines wrapped at
-    `columns`; the PNG counterpart of `cells.cells_html`."""
+    cell coloured by the unit's value (red -1, white 0, blue +1, as in Karpathy et al.'s
+    Figure 2), lines wrapped at `columns`; the PNG counterpart of `cells.cells_html`."""
     plt = _pyplot()
     from matplotlib.colors import LinearSegmentedColormap
-    cmap = LinearSegmentedColormap.from_list('cells', ['#1f77b4', '#ffffff', '#d62728'])
+    cmap = LinearSegmentedColormap.from_list('cells', ['#d62728', '#ffffff', '#1f77b4'])
     layout = []  # (line, column) of each character
     line = column = 0
     for ch in text:

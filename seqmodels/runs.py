@@ -23,7 +23,6 @@ from seqmodels import models, training
 from seqmodels.inference import Translator
 from seqmodels.data import translation as translation_data
 from seqmodels.data.char_vocab import CharVocab
-from seqmodels.data.lm_pipeline import make_char_lm_data
 
 # The model families whose runs keep SentencePiece tokenizers in WORKDIR/tokenizer.
 _TRANSLATION_FAMILIES = ('transformer', 'seq2seq')
@@ -74,6 +73,8 @@ def validation_text(run: Run, max_chars: int | None = None) -> str:
     """The validation text of a character-LM run's dataset (its first `max_chars`
     characters), read through the run's vocabulary: a character the run never saw
     comes back as U+FFFD."""
+    # Imported here: the char-LM pipeline brings grain and TFDS, which other runs never need.
+    from seqmodels.data.lm_pipeline import make_char_lm_data
     c = run.config
     data = make_char_lm_data(
         c.dataset, seq_len=c.seq_len, batch_size=c.batch_size, seed=c.seed,

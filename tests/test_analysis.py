@@ -249,6 +249,13 @@ def test_translation_attention_maps_the_greedy_translation(translation_run):
         assert m.source == pieces + ['</s>']
         assert m.weights.shape == (len(m.target), len(m.source))
         np.testing.assert_allclose(m.weights.sum(-1), 1.0, atol=1e-5)
+        assert run.target_tokenizer.decode(m.target_ids) == m.translation
+    # A map is the cross-attention of reading its own pieces, alone (the other sentences
+    # and the batch's padding change nothing).
+    m = maps[1]
+    alone = analysis.cross_attention(run.model, run.params, np.array([m.source_ids]), None,
+                                     np.array([[BOS_ID] + m.target_ids[:-1]]))
+    np.testing.assert_allclose(m.weights, np.asarray(alone)[0], atol=1e-5)
     with pytest.raises(analysis.ChoiceError, match='layer must lie in 0..0'):
         analysis.translation_attention(run, sentences, layer=1)
 
