@@ -290,7 +290,7 @@ def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: 
 # Sampling.
 
 def plot_sampling_distributions(distributions: dict, labels: list[str], path: str,
-                                top: int = 15, title: str = '') -> str:
+                                top: int = 12, title: str = '') -> str:
     """One bar panel per sampling setting: the probability of each of the `top` tokens
     with the highest mean probability over the settings, in that order. `distributions`:
     setting -> probabilities [V]; `labels`: the text of each token id."""
