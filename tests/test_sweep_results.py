@@ -111,6 +111,8 @@ def test_plots_are_written(sweep_dir):
     assert plots.log_axis([1e-4, 1e-3, 1e-2])
     assert not plots.log_axis([0.0, 0.1, 0.5]) and not plots.log_axis([0.1, 0.5])
     assert not plots.log_axis(['lstm', 'gru'])
+    assert plots.log_axis([1e-3, 2e-3, 4e-3], 'learning_rate')  # rates: always by factors
+    assert not plots.log_axis([1e-3, 2e-3, 4e-3], 'model.dropout')
 
 
 def test_progress_line_and_eta():

@@ -33,11 +33,13 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def log_axis(values: Sequence) -> bool:
-    """Positive numbers spanning at least a factor of 20 read better on a log axis."""
+def log_axis(values: Sequence, key: str = '') -> bool:
+    """Positive numbers read better on a log axis when they span at least a factor of 20,
+    or when they are learning rates (searched by factors, whatever the span)."""
     nums = [v for v in values if _is_number(v)]
-    return (len(nums) == len(values) and len(nums) > 1 and min(nums) > 0
-            and max(nums) / min(nums) >= 20)
+    if not (len(nums) == len(values) and len(nums) > 1 and min(nums) > 0):
+        return False
+    return max(nums) / min(nums) >= 20 or key.split('.')[-1] in ('learning_rate', 'lr')
 
 
 def plot_objective(rows: Sequence[Mapping], key: str, objective: str, path: str) -> None:
@@ -57,7 +59,7 @@ def plot_objective(rows: Sequence[Mapping], key: str, objective: str, path: str)
         top = max((y for _, y in finite), default=1.0)
         ax.scatter(diverged, [top] * len(diverged), marker='x', color='tab:red',
                    label='diverged', zorder=3)
-    if numeric and log_axis(values):
+    if numeric and log_axis(values, key):
         ax.set_xscale('log')
     if not numeric:
         ax.set_xticks(range(len(ordered)))
