@@ -120,17 +120,24 @@ def plot_attention_maps(maps, folder: str) -> list[str]:
 
 
 def plot_attention_heads(weights: np.ndarray, queries: list[str], keys: list[str], path: str,
-                         titles: list[str] | None = None, suptitle: str = '') -> str:
-    """One small heatmap per map of weights [N, Tq, Tk] (e.g. the heads of a layer),
-    in a row, each with the key labels on x and the query labels on y."""
+                         titles: list[str] | None = None, suptitle: str = '',
+                         columns: int = 4) -> str:
+    """One small heatmap per map of weights [N, Tq, Tk] (e.g. the heads of a layer), up
+    to `columns` a row, each with the key labels on x and the query labels on y."""
     plt = _pyplot()
     n, tq, tk = weights.shape
-    size = max(2.2, 0.22 * max(tq, tk) + 1.0)
-    fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.4), squeeze=False)
-    for i, ax in enumerate(axes[0]):
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    size = max(2.2, 0.18 * max(tq, tk) + 1.2)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + 0.3) * rows),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
         ax.imshow(weights[i], cmap='Greys', vmin=0.0, aspect='auto')
         ax.set_xticks(range(tk), keys, rotation=90, fontsize=7)
-        ax.set_yticks(range(tq), queries if i == 0 else [''] * tq, fontsize=7)
+        ax.set_yticks(range(tq), queries if i % columns == 0 else [''] * tq, fontsize=7)
         if titles:
             ax.set_title(titles[i], fontsize=9)
     if suptitle:
