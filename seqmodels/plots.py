@@ -262,8 +262,7 @@ def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: 
     k = components.shape[0]
     tiles = components[..., 0] / np.abs(components[..., 0]).max(axis=(1, 2), keepdims=True)
     # Components have a sign: red +, blue -, on grey separators.
-    cmap = plt.get_cmap('RdBu_r').copy()
-    cmap.set_bad('0.6')
+    cmap = plt.get_cmap('RdBu_r').with_extremes(bad='0.6')
     axes[0].imshow(_mosaic(tiles, int(np.ceil(np.sqrt(k)))), cmap=cmap, vmin=-1, vmax=1,
                    interpolation='nearest')
     axes[0].set_title(f'patch-embedding filters: first {k} principal components\n'
