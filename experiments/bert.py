@@ -24,7 +24,7 @@ import os
 
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import logging
 
 from experiments import common
 from seqmodels import evaluation, models, plots, training
@@ -34,12 +34,6 @@ from seqmodels.data import bert_finetuning, bert_pretraining, labeled, text_corp
 from seqmodels.inference import predict_logits
 from seqmodels.tasks.bert import FinetuningTask, PretrainingTask
 from seqmodels.tasks.transfer import TOKENIZER, is_finetuning
-
-# allow_override: other drivers (translation) define the same two flags.
-_INPUT = flags.DEFINE_string('input', None, 'predict: input file, one example a line '
-                             '(default stdin).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'predict: output file (default stdout).',
-                              allow_override=True)
 
 CLASS_NAMES = 'class_names.json'
 
@@ -201,9 +195,9 @@ def evaluate_mode(workdir):
 
 
 def predict_mode(workdir):
-    lines = common.read_lines(_INPUT.value)
-    common.write_lines(predict(workdir, lines, common.STEP.value, _INPUT.value or '<stdin>'),
-                       _OUTPUT.value)
+    lines = common.read_lines(common.INPUT.value)
+    common.write_lines(predict(workdir, lines, common.STEP.value, common.INPUT.value or '<stdin>'),
+                       common.OUTPUT.value)
 
 
 if __name__ == '__main__':

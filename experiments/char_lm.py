@@ -30,22 +30,14 @@ import optax
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import cells, decoding, models, runs, training
+from seqmodels import cells, models, runs, training
 from seqmodels.data import UNK_ID, CharVocab, make_char_lm_data
 from seqmodels.data.corpora import read_text_file
 from seqmodels.inference import Sampler
 from seqmodels.models import scheduled_sampling
 
-_PROMPT = flags.DEFINE_string('prompt', None, 'sample: text to continue (default: the '
-                              "config's sample_prompt).")
 _NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate; cells: '
                                   'characters shown.')
-_TEMPERATURE = flags.DEFINE_float('temperature', None, 'sample: softmax temperature; 0 is '
-                                  "greedy (default: the config's sample_temperature).")
-_TOP_K = flags.DEFINE_integer('top_k', None, 'sample: keep the k most likely characters.')
-_TOP_P = flags.DEFINE_float('top_p', None, 'sample: nucleus sampling, keep the smallest set '
-                            'of characters with probability >= p.')
-_SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.')
 _CELLS = flags.DEFINE_string('cells', None, 'cells: units to colour the text by, UNIT (top '
                              'layer) or LAYER:UNIT, comma-separated, e.g. 3,0:17.')
 _FIND = flags.DEFINE_list('find', None, 'cells: also colour by the unit that tracks each of '
@@ -165,26 +157,19 @@ def train(config, workdir):
 
 
 def sample(workdir):
-    temperature, top_k, top_p = _TEMPERATURE.value, _TOP_K.value, _TOP_P.value
-    try:
-        decoding.check_sampling_options(temperature, top_k, top_p)
-    except ValueError as e:
-        raise common.UsageError(f'--{e}') from None
-    if _NUM_CHARS.value < 0:
-        raise common.UsageError(f'--num_chars must be >= 0, got {_NUM_CHARS.value}')
     config = common.load_run_config(workdir, 'char_lm')
+    temperature, top_k, top_p = common.sampling_options(config, _NUM_CHARS.value, 'num_chars')
     vocab = CharVocab.load(os.path.join(workdir, 'vocab.json'))
-    prompt = config.sample_prompt if _PROMPT.value is None else _PROMPT.value
+    prompt = config.sample_prompt if common.PROMPT.value is None else common.PROMPT.value
     unknown = sorted({c for c, i in zip(prompt, vocab.encode(prompt)) if i == UNK_ID})
     if unknown:
         logging.warning('the prompt has characters this run never saw in training, fed as '
                         'unknown: %s', ' '.join(repr(c) for c in unknown))
     model = models.build_model(config.model)
     params = training.restore_params(workdir, common.STEP.value)
-    temperature = config.sample_temperature if temperature is None else temperature
     sys.stdout.write(prompt)
     Sampler(model, params, vocab).generate(
-        prompt, _NUM_CHARS.value, jax.random.key(_SEED.value), temperature, top_k, top_p,
+        prompt, _NUM_CHARS.value, jax.random.key(common.SEED.value), temperature, top_k, top_p,
         stream=sys.stdout)
     sys.stdout.write('\n')
 

@@ -25,7 +25,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqmodels import models, training
+from seqmodels import decoding, models, training
 from seqmodels.data import DataError
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -38,6 +38,19 @@ MODE = flags.DEFINE_string(
 STEP = flags.DEFINE_integer(
     'step', None, 'Modes that read a checkpoint: the step to use (default: the latest '
     'intact one; WORKDIR/checkpoints lists the saved steps).')
+# Flags that several drivers' modes read, defined once (absl flags are process-wide).
+INPUT = flags.DEFINE_string('input', None, 'Modes that read examples (translate, attention, '
+                            'predict): a UTF-8 file, one example a line (default stdin).')
+OUTPUT = flags.DEFINE_string('output', None, 'Modes that write one line per input line '
+                             '(translate, predict): the file (default stdout).')
+PROMPT = flags.DEFINE_string('prompt', None, "sample: text to continue (default: the config's "
+                             'sample_prompt).')
+TEMPERATURE = flags.DEFINE_float('temperature', None, "sample: softmax temperature; 0 is greedy "
+                                 "(default: the config's sample_temperature).")
+TOP_K = flags.DEFINE_integer('top_k', None, 'sample: keep the k most likely tokens.')
+TOP_P = flags.DEFINE_float('top_p', None, 'sample: nucleus sampling, keep the smallest set of '
+                           'tokens with probability >= p.')
+SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.')
 COORDINATOR_ADDRESS = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-process runs: HOST:PORT of process 0, the same on '
     'every process (default: $JAX_COORDINATOR_ADDRESS, or found by SLURM/Open MPI/TPU).')
@@ -129,6 +142,19 @@ def validate(config, model_names) -> None:
     training.require(config.model.name in model_names, 'model.name',
                      f'must be one of {", ".join(model_names)}', config.model.name)
     models.check_config(config.model)
+
+
+def sampling_options(config, count: int, count_flag: str):
+    """(temperature, top_k, top_p) from the sampling flags, the temperature defaulting to
+    the run's; a value out of range is a UsageError naming the flag and its range."""
+    temperature, top_k, top_p = TEMPERATURE.value, TOP_K.value, TOP_P.value
+    try:
+        decoding.check_sampling_options(temperature, top_k, top_p)
+    except ValueError as e:
+        raise UsageError(f'--{e}') from None
+    if count < 0:
+        raise UsageError(f'--{count_flag} must be >= 0, got {count}')
+    return (config.sample_temperature if temperature is None else temperature), top_k, top_p
 
 
 def load_run_config(workdir: str, experiment: str):

@@ -32,29 +32,13 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import decoding, evaluation, models, plots, training
+from seqmodels import evaluation, models, plots, training
 from seqmodels.tasks import gpt as gpt_tasks
 from seqmodels.tasks import transfer
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
 from seqmodels.inference import Sampler, predict_logits
 
-# allow_override: char_lm, translation and bert define flags of the same names and
-# meanings (and the same defaults), and tests import several drivers into one process.
-_INPUT = flags.DEFINE_string('input', None, 'predict: input file, one example a line '
-                             '(default stdin).', allow_override=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'predict: output file (default stdout).',
-                              allow_override=True)
-_PROMPT = flags.DEFINE_string('prompt', None, "sample: text to continue (default: the "
-                              "config's sample_prompt).", allow_override=True)
 _NUM_TOKENS = flags.DEFINE_integer('num_tokens', 200, 'sample: subword tokens to generate.')
-_TEMPERATURE = flags.DEFINE_float('temperature', None, 'sample: softmax temperature; 0 is '
-                                  "greedy (default: the config's sample_temperature).",
-                                  allow_override=True)
-_TOP_K = flags.DEFINE_integer('top_k', None, 'sample: keep the k most likely tokens.',
-                              allow_override=True)
-_TOP_P = flags.DEFINE_float('top_p', None, 'sample: nucleus sampling, keep the smallest set '
-                            'of tokens with probability >= p.', allow_override=True)
-_SEED = flags.DEFINE_integer('seed', 0, 'sample: random seed.', allow_override=True)
 
 
 def validate(config) -> None:
@@ -189,29 +173,22 @@ def predict(workdir: str, lines: list[str], source: str, step: int | None = None
 
 
 def predict_mode(workdir):
-    source = _INPUT.value or '<stdin>'
-    lines = common.read_lines(_INPUT.value)
-    common.write_lines(predict(workdir, lines, source, common.STEP.value), _OUTPUT.value)
+    source = common.INPUT.value or '<stdin>'
+    lines = common.read_lines(common.INPUT.value)
+    common.write_lines(predict(workdir, lines, source, common.STEP.value), common.OUTPUT.value)
 
 
 def sample_mode(workdir):
-    temperature, top_k, top_p = _TEMPERATURE.value, _TOP_K.value, _TOP_P.value
-    try:
-        decoding.check_sampling_options(temperature, top_k, top_p)
-    except ValueError as e:
-        raise common.UsageError(f'--{e}') from None
-    if _NUM_TOKENS.value < 0:
-        raise common.UsageError(f'--num_tokens must be >= 0, got {_NUM_TOKENS.value}')
     config = common.load_run_config(workdir, 'gpt')
+    temperature, top_k, top_p = common.sampling_options(config, _NUM_TOKENS.value, 'num_tokens')
     tokenizer = tokenizers.SentencePieceTokenizer.load(
         os.path.join(workdir, transfer.TOKENIZER))
     model = models.build_model(config.model)
     params = training.restore_params(workdir, common.STEP.value)
-    prompt = config.sample_prompt if _PROMPT.value is None else _PROMPT.value
+    prompt = config.sample_prompt if common.PROMPT.value is None else common.PROMPT.value
     prompt = text_corpus.normalize_text(prompt, config.normalize)
-    temperature = config.sample_temperature if temperature is None else temperature
     generate(model, params, tokenizer, prompt, _NUM_TOKENS.value, temperature, top_k, top_p,
-             _SEED.value)
+             common.SEED.value)
 
 
 if __name__ == '__main__':

@@ -42,9 +42,6 @@ _SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: the split (train, val, 
                              'a split stem such as test_2016_flickr).')
 _BEAM_SIZE = flags.DEFINE_integer('beam_size', None, 'evaluate/translate: beams (1 = greedy; '
                                   "default: the config's beam_size).")
-_INPUT = flags.DEFINE_string('input', None, 'translate, attention: source file, one sentence '
-                             'a line (default stdin).')
-_OUTPUT = flags.DEFINE_string('output', None, 'translate: output file (default stdout).')
 _LAYER = flags.DEFINE_integer('attention_layer', None, 'attention: decoder layer (default last).')
 _HEAD = flags.DEFINE_integer('attention_head', None, 'attention: one head (default: their mean).')
 
@@ -243,8 +240,8 @@ def attention(workdir, input_path=None, layer=None, head=None, step=None) -> lis
 if __name__ == '__main__':
     common.run_driver(train, {
         'evaluate': lambda w: evaluate(w, _SPLIT.value, _BEAM_SIZE.value, common.STEP.value),
-        'translate': lambda w: translate(w, _INPUT.value, _OUTPUT.value, _BEAM_SIZE.value,
-                                         common.STEP.value),
-        'attention': lambda w: print(*attention(w, _INPUT.value, _LAYER.value, _HEAD.value,
+        'translate': lambda w: translate(w, common.INPUT.value, common.OUTPUT.value,
+                                         _BEAM_SIZE.value, common.STEP.value),
+        'attention': lambda w: print(*attention(w, common.INPUT.value, _LAYER.value, _HEAD.value,
                                                 common.STEP.value), sep='\n'),
     }, 'configs/translation.py:small')
