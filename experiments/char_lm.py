@@ -20,13 +20,11 @@ WORKDIR/vocab.json, so they need no --config.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
 import jax
 import ml_collections
-import optax
 from absl import flags, logging
 
 from experiments import common
@@ -34,6 +32,7 @@ from seqmodels import cells, models, runs, training
 from seqmodels.data import UNK_ID, CharVocab, make_char_lm_data
 from seqmodels.data.corpora import read_text_file
 from seqmodels.inference import Sampler
+from seqmodels.tasks.language_model import LanguageModelTask
 from seqmodels.models import scheduled_sampling
 
 _NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate; cells: '
@@ -77,51 +76,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # --------------------------------------------------------------------------- #
 # The task the training engine runs.
 
-class CharLMTask:
-    """Next-character prediction: cross-entropy in nats, reported also in bits/char."""
-
-    def __init__(self, config, model, data):
-        self.config, self.model, self.data = config, model, data
-        self.epsilon = (scheduled_sampling.from_config(config)
-                        if config.scheduled_sampling != 'none' else None)
-
-    def init_params(self, rng):
-        return models.init_params(self.config.model, self.model, rng)
-
-    def loss_fn(self, params, batch, rng, deterministic, step):
-        # eps(step) of scheduled sampling: the probability of feeding the true character.
-        kwargs = {} if self.epsilon is None else {'sampling_prob': self.epsilon(step)}
-        logits = self.model.apply({'params': params}, batch['inputs'],
-                                  deterministic=deterministic, rngs={'dropout': rng}, **kwargs)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
-        return loss, {'num_tokens': batch['targets'].size}
-
-    def train_batch(self, step, process_index, process_count):
-        return self.data.train_batch(step, process_index, process_count)
-
-    def eval_metrics(self, params, batch):
-        logits = self.model.apply({'params': params}, batch['inputs'], deterministic=True)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
-        correct = (logits.argmax(-1) == batch['targets'])
-        w = batch['weights']
-        return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
-
-    def eval_batches(self, process_index, process_count):
-        return self.data.eval_batches(process_index, process_count,
-                                      self.config.num_eval_batches or None)
-
-    def finalize_eval(self, metrics):
-        return dict(metrics, bits_per_char=metrics['loss'] / math.log(2))
-
-    def on_eval(self, params, step):
-        if not self.config.sample_chars:
-            return {}
-        sampler = Sampler(self.model, params, self.data.vocab)
-        text = sampler.generate(self.config.sample_prompt, self.config.sample_chars,
-                                jax.random.key(step), self.config.sample_temperature)
-        return {'sample': text}
-
-
 # --------------------------------------------------------------------------- #
 # Modes.
 
@@ -139,7 +93,8 @@ def build(config, workdir):
     with config.unlocked():
         config.model.vocab_size = data.vocab_size
     model = models.build_model(config.model)
-    return data, model, CharLMTask(config, model, data)
+    return data, model, LanguageModelTask(config, model, data, data.vocab, unit='char',
+                                          sample_length=config.sample_chars)
 
 
 def train(config, workdir):

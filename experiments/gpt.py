@@ -67,7 +67,7 @@ def build(config, workdir: str, restore: bool = True):
     if transfer.is_finetuning(config):
         return gpt_tasks.build_finetuning(config, workdir, restore)
     model, task = gpt_tasks.build_pretraining(config, workdir)
-    return model, task, None, task.tokenizer
+    return model, task, None, task.vocab.tokenizer
 
 
 def train(config, workdir):

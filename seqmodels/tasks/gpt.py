@@ -1,9 +1,9 @@
 """The GPT tasks the training engine runs (`seqmodels.training.Task`), and what a run
 is built from: its tokenizer, its data, the pre-trained parameters it starts from.
 
-Pre-training (`PretrainingTask`): next-token cross-entropy on windows of the subword
-stream (Radford et al. 2018 §3.1, L1). Fine-tuning (`FinetuningTask`): L3 = L2 + λ·L1
-(§3.2, λ = config.lm_coef) on the task's input transformations (§3.3,
+Pre-training (`language_model.LanguageModelTask`): next-token cross-entropy on windows
+of the subword stream (Radford et al. 2018 §3.1, L1). Fine-tuning (`FinetuningTask`):
+L3 = L2 + λ·L1 (§3.2, λ = config.lm_coef) on the task's input transformations (§3.3,
 `data.gpt_inputs`), with the head on the extract token's final state.
 
 A fine-tuning run starts from a pre-trained one as `tasks.transfer` says.
@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 import os
 
-import jax
 import optax
 
 from seqmodels import models, training
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
 from seqmodels.data.gpt_inputs import TaskBatches
-from seqmodels.inference import Sampler
 from seqmodels.models.gpt import GPT, fine_tuning_loss
 from seqmodels.tasks import transfer
+from seqmodels.tasks.language_model import LanguageModelTask
 
 HEAD = ('classifier',)  # the parameters a fine-tuned GPT has that a pre-trained one lacks
 
@@ -30,48 +29,6 @@ HEAD = ('classifier',)  # the parameters a fine-tuned GPT has that a pre-trained
 def combine(task_type: str) -> str:
     """How GPT.task_logits turns the sequences of an example into logits."""
     return 'choices' if task_type == 'multiple_choice' else 'sum'
-
-
-class PretrainingTask:
-    """Next-token prediction; eval loss in nats per subword token, and its perplexity."""
-
-    def __init__(self, config, model: GPT, data, tokenizer):
-        self.config, self.model, self.data, self.tokenizer = config, model, data, tokenizer
-
-    def init_params(self, rng):
-        return models.init_params(self.config.model, self.model, rng)
-
-    def loss_fn(self, params, batch, rng, deterministic, step):
-        del step
-        logits = self.model.apply({'params': params}, batch['inputs'],
-                                  deterministic=deterministic, rngs={'dropout': rng})
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
-        return loss, {'num_tokens': batch['targets'].size}
-
-    def train_batch(self, step, process_index, process_count):
-        return self.data.train_batch(step, process_index, process_count)
-
-    def eval_metrics(self, params, batch):
-        logits = self.model.apply({'params': params}, batch['inputs'], deterministic=True)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
-        correct = logits.argmax(-1) == batch['targets']
-        w = batch['weights']
-        return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
-
-    def eval_batches(self, process_index, process_count):
-        return self.data.eval_batches(process_index, process_count,
-                                      self.config.num_eval_batches or None)
-
-    def finalize_eval(self, metrics):
-        return dict(metrics, perplexity=math.exp(min(metrics['loss'], 700.0)))
-
-    def on_eval(self, params, step):
-        if not self.config.sample_tokens:
-            return {}
-        sampler = Sampler(self.model, params, tokenizers.StreamingVocab(self.tokenizer))
-        text = sampler.generate(self.config.sample_prompt, self.config.sample_tokens,
-                                jax.random.key(step), self.config.sample_temperature)
-        return {'sample': self.config.sample_prompt + text}
 
 
 class FinetuningTask:
@@ -156,7 +113,8 @@ def build_pretraining(config, workdir: str):
                                    batch_size=config.batch_size, seed=config.seed)
     fill_vocab_size(config, tokenizer)
     model = models.build_model(config.model)
-    return model, PretrainingTask(config, model, data, tokenizer)
+    return model, LanguageModelTask(config, model, data, data.vocab,
+                                    sample_length=config.sample_tokens)
 
 
 def build_finetuning(config, workdir: str, restore: bool = True):
