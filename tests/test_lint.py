@@ -1,4 +1,5 @@
-"""The repository passes its own lint configuration (pyproject.toml, [tool.ruff])."""
+"""The repository passes its own lint and format configuration (pyproject.toml,
+[tool.ruff])."""
 
 import pathlib
 import shutil
@@ -10,11 +11,21 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_ruff_check_passes():
-    ruff = shutil.which('ruff', path=str(pathlib.Path(sys.executable).parent)) or shutil.which(
+def ruff():
+    path = shutil.which('ruff', path=str(pathlib.Path(sys.executable).parent)) or shutil.which(
         'ruff')
-    if ruff is None:
+    if path is None:
         pytest.skip('ruff is not installed (it comes with the test extra: pip install -e .[test])')
-    result = subprocess.run([ruff, 'check', '--output-format=concise', '.'], cwd=ROOT,
+    return path
+
+
+def test_ruff_check_passes():
+    result = subprocess.run([ruff(), 'check', '--output-format=concise', '.'], cwd=ROOT,
                             capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_leaves_every_file_as_it_is():
+    result = subprocess.run([ruff(), 'format', '--check', '.'], cwd=ROOT, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
