@@ -40,16 +40,26 @@ import sys
 import tempfile
 import time
 
-PARTS = ('matmul', 'lstm_jax', 'lstm_torch', 'gpt_jax', 'gpt_torch', 'compile', 'sample',
-         'translate')
+PARTS = (
+    'matmul',
+    'lstm_jax',
+    'lstm_torch',
+    'gpt_jax',
+    'gpt_torch',
+    'compile',
+    'sample',
+    'translate',
+)
 SAMPLE_TOKENS, SAMPLE_MAX_LEN = 1024, 1280
 
 
 # --------------------------------------------------------------------------- #
 # Shapes (configs/char_lm.py bench_* variants; --quick shrinks them).
 
+
 def bench_config(name: str, quick: bool, dataset: str | None):
     from configs import char_lm
+
     config = char_lm.get_config(name)
     if dataset:
         config.dataset = dataset
@@ -83,7 +93,7 @@ def interleaved(runs: dict, repeats: int) -> dict:
     contender alike."""
     times = {name: [] for name in runs}
     for r in range(repeats):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             times[name].append(runs[name]())
     return times
 
@@ -101,11 +111,13 @@ def peak_rss_mb() -> float:
 # --------------------------------------------------------------------------- #
 # Parts (each runs in a child process).
 
+
 def part_matmul(args):
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
+
     n = 256 if args.quick else 4096
     calls = 3 if args.quick else 5
     a = np.random.default_rng(0).standard_normal((n, n), np.float32)
@@ -134,7 +146,7 @@ def part_matmul(args):
     times = interleaved({'jax': jax_once, 'torch': torch_once}, args.repeats)
     out = {}
     for name, ts in times.items():
-        median, lo, hi = summary(ts, 2 * n ** 3)
+        median, lo, hi = summary(ts, 2 * n**3)
         out[name] = dict(gflops=median / 1e9, min=lo / 1e9, max=hi / 1e9)
     return dict(n=n, **out)
 
@@ -154,8 +166,10 @@ def _engine_step(config, workdir):
     mesh = sharding.make_mesh()
     config = validate_config(config, num_devices=mesh.size)
     tx, schedule = make_optimizer(config)
-    state = jax.jit(lambda: init_train_state(task.init_params, tx, config.seed),
-                    out_shardings=sharding.replicated(mesh))()
+    state = jax.jit(
+        lambda: init_train_state(task.init_params, tx, config.seed),
+        out_shardings=sharding.replicated(mesh),
+    )()
     batches = [sharding.global_batch(task.train_batch(s, 0, 1), mesh) for s in range(4)]
     start = time.perf_counter()
     step = make_train_step(task, tx, schedule, mesh).lower(state, batches[0]).compile()
@@ -166,6 +180,7 @@ def _engine_step(config, workdir):
 
 def _train_jax(args, variant):
     import jax
+
     with tempfile.TemporaryDirectory() as workdir:
         config = bench_config(variant, args.quick, args.dataset)
         step, state, batches, config, compile_s, num_params = _engine_step(config, workdir)
@@ -187,9 +202,14 @@ def _train_jax(args, variant):
         info['loss'] = float(metrics['loss'])
         return elapsed
 
-    info = dict(tokens_per_step=config.batch_size * config.seq_len, compile_s=compile_s,
-                params=num_params, model=config.model.to_dict(),
-                batch_size=config.batch_size, seq_len=config.seq_len)
+    info = dict(
+        tokens_per_step=config.batch_size * config.seq_len,
+        compile_s=compile_s,
+        params=num_params,
+        model=config.model.to_dict(),
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+    )
     return once, info
 
 
@@ -197,20 +217,28 @@ def _train_torch(args, variant):
     import torch
     import torch.nn.functional as F
     from benchmarks import torch_models
+
     config = bench_config(variant, args.quick, args.dataset)
     m = config.model
     vocab = args.vocab
     if variant == 'bench_lstm':
         model = torch_models.LSTMLM(vocab, m.embed_dim, m.hidden_size, m.num_layers)
-        opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                               betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+        opt = torch.optim.Adam(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_b1, config.adam_b2),
+            eps=config.adam_eps,
+        )
     else:
-        model = torch_models.GPT(vocab, m.max_len, m.d_model, m.num_heads, m.d_ff,
-                                 m.num_layers, m.layer_norm_epsilon)
+        model = torch_models.GPT(
+            vocab, m.max_len, m.d_model, m.num_heads, m.d_ff, m.num_layers, m.layer_norm_epsilon
+        )
         opt = torch.optim.AdamW(
             torch_models.adamw_param_groups(model, config.weight_decay),
-            lr=config.learning_rate, betas=(config.adam_b1, config.adam_b2),
-            eps=config.adam_eps)
+            lr=config.learning_rate,
+            betas=(config.adam_b1, config.adam_b2),
+            eps=config.adam_eps,
+        )
     gen = torch.Generator().manual_seed(0)
     shape = (config.batch_size, config.seq_len + 1)
     windows = [torch.randint(0, vocab, shape, generator=gen) for _ in range(4)]
@@ -233,15 +261,18 @@ def _train_torch(args, variant):
         info['loss'] = steps(args.steps)
         return time.perf_counter() - start
 
-    info = dict(tokens_per_step=config.batch_size * config.seq_len,
-                params=torch_models.num_params(model), threads=torch.get_num_threads())
+    info = dict(
+        tokens_per_step=config.batch_size * config.seq_len,
+        params=torch_models.num_params(model),
+        threads=torch.get_num_threads(),
+    )
     return once, info
 
 
 def part_compile(args):
     """Compile seconds of the bench_gpt train step at 2 and 12 layers."""
     out = {}
-    for layers in ((1, 2) if args.quick else (2, 12)):
+    for layers in (1, 2) if args.quick else (2, 12):
         times = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as workdir:
@@ -249,8 +280,7 @@ def part_compile(args):
                 config.model.num_layers = layers
                 config.model.scan_layers = True  # what keeps compile time flat in depth
                 times.append(_engine_step(config, workdir)[4])
-        out[str(layers)] = dict(seconds=statistics.median(times), min=min(times),
-                                max=max(times))
+        out[str(layers)] = dict(seconds=statistics.median(times), min=min(times), max=max(times))
     return out
 
 
@@ -269,19 +299,31 @@ def part_sample(args):
     import numpy as np
     from seqmodels import decoding
     from seqmodels.models import GPT
+
     config = bench_config('bench_gpt', args.quick, args.dataset)
     m = config.model
-    new_tokens, max_len, bucket = (12, 16, 16) if args.quick else (
-        SAMPLE_TOKENS, SAMPLE_MAX_LEN, 128)
-    model = GPT(vocab_size=65, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
-                d_ff=m.d_ff, num_layers=m.num_layers, dropout=0.0, attention_dropout=0.0,
-                norm='pre', scan_layers=True)
+    new_tokens, max_len, bucket = (
+        (12, 16, 16) if args.quick else (SAMPLE_TOKENS, SAMPLE_MAX_LEN, 128)
+    )
+    model = GPT(
+        vocab_size=65,
+        max_len=max_len,
+        d_model=m.d_model,
+        num_heads=m.num_heads,
+        d_ff=m.d_ff,
+        num_layers=m.num_layers,
+        dropout=0.0,
+        attention_dropout=0.0,
+        norm='pre',
+        scan_layers=True,
+    )
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
     key = jax.random.key(1)
 
     def sample_cached(params, token, cache, index, rng):
-        logits, cache = model.apply({'params': params}, token[:, None], cache, index,
-                                    method=GPT.decode_step)
+        logits, cache = model.apply(
+            {'params': params}, token[:, None], cache, index, method=GPT.decode_step
+        )
         return decoding.sample_next(logits[:, -1], rng), cache
 
     sample_cached = jax.jit(sample_cached, donate_argnums=2)  # the cache is updated in place
@@ -305,7 +347,7 @@ def part_sample(args):
         for i in range(num_tokens):
             context = ids[-max_len:]  # nanoGPT crops to the context size
             padded = np.zeros((1, -(-len(context) // bucket) * bucket), np.int32)
-            padded[0, :len(context)] = context
+            padded[0, : len(context)] = context
             token = sample_full(params, padded, len(context) - 1, jax.random.fold_in(key, i))
             ids.append(int(token[0]))
         return ids[1:]
@@ -323,6 +365,7 @@ def part_sample(args):
             begin = time.perf_counter()
             once.ids = fn(*fn_args)
             return time.perf_counter() - begin
+
         return once
 
     def sweep():
@@ -352,18 +395,29 @@ def part_sample(args):
     full_times = times['prefix'] if args.sample_direct else times['sweep']
     ids = runs['prefix'].ids
     # Same params, keys and context: both loops must draw the same tokens.
-    agree = float(np.mean(np.array(runs['cache'].ids[:len(ids)]) == np.array(ids)))
-    out = dict(new_tokens=new_tokens, max_len=max_len, bucket=bucket, compile_s=warmup_s,
-               full_measured='direct' if args.sample_direct else 'per-bucket sum',
-               cache_s=med(times['cache']), cache_min=min(times['cache']),
-               cache_max=max(times['cache']), full_s=med(full_times),
-               full_min=min(full_times), full_max=max(full_times),
-               speedup=med(full_times) / med(times['cache']), token_agreement=agree,
-               tokens_compared=len(ids))
+    agree = float(np.mean(np.array(runs['cache'].ids[: len(ids)]) == np.array(ids)))
+    out = dict(
+        new_tokens=new_tokens,
+        max_len=max_len,
+        bucket=bucket,
+        compile_s=warmup_s,
+        full_measured='direct' if args.sample_direct else 'per-bucket sum',
+        cache_s=med(times['cache']),
+        cache_min=min(times['cache']),
+        cache_max=max(times['cache']),
+        full_s=med(full_times),
+        full_min=min(full_times),
+        full_max=max(full_times),
+        speedup=med(full_times) / med(times['cache']),
+        token_agreement=agree,
+        tokens_compared=len(ids),
+    )
     if not args.sample_direct:
         # The sweep's own estimate of the directly timed first bucket.
-        out.update(prefix_s=med(times['prefix']),
-                   prefix_estimate_s=buckets.count(bucket) * med(first_bucket))
+        out.update(
+            prefix_s=med(times['prefix']),
+            prefix_estimate_s=buckets.count(bucket) * med(first_bucket),
+        )
     return out
 
 
@@ -378,6 +432,7 @@ def part_translate(args):
     from configs import translation as translation_configs
     from seqmodels import inference, models
     from seqmodels.data.tokenizers import EOS_ID, PAD_ID
+
     config = translation_configs.get_config('tiny' if args.quick else 'small')
     vocab = 120 if args.quick else 8000
     config.model.update(src_vocab_size=vocab, tgt_vocab_size=vocab)
@@ -391,15 +446,23 @@ def part_translate(args):
     src_lengths = np.full((batch,), length, np.int32)
     inputs = models.example_inputs(config.model, model)
     params = jax.jit(model.init)(jax.random.key(0), *inputs)['params']
-    out = dict(batch=batch, source_length=length, vocab_size=vocab,
-               max_decode_len=length + extra)
+    out = dict(batch=batch, source_length=length, vocab_size=vocab, max_decode_len=length + extra)
     runs = {}
-    for name, search, beams in (('greedy', 'greedy', 1), (f'beam{config.beam_size}', 'beam',
-                                                          config.beam_size)):
-        fn = jax.jit(functools.partial(
-            inference.decode, model, search=search, beam_size=beams,
-            alpha=config.length_penalty_alpha, max_decode_extra=extra,
-            max_decode_len=length + extra))
+    for name, search, beams in (
+        ('greedy', 'greedy', 1),
+        (f'beam{config.beam_size}', 'beam', config.beam_size),
+    ):
+        fn = jax.jit(
+            functools.partial(
+                inference.decode,
+                model,
+                search=search,
+                beam_size=beams,
+                alpha=config.length_penalty_alpha,
+                max_decode_extra=extra,
+                max_decode_len=length + extra,
+            )
+        )
         start = time.perf_counter()
         tokens = np.asarray(fn(params, src, src_lengths))
         out[f'{name}_compile_s'] = time.perf_counter() - start
@@ -409,18 +472,31 @@ def part_translate(args):
             begin = time.perf_counter()
             np.asarray(fn(params, src, src_lengths))
             return time.perf_counter() - begin
+
         runs[name] = once
     for name, ts in interleaved(runs, args.repeats).items():
         median, lo, hi = summary(ts, batch)
-        out[name] = dict(sentences_per_s=median, min=lo, max=hi,
-                         tokens_per_s=median * out[f'{name}_tokens'] / batch)
+        out[name] = dict(
+            sentences_per_s=median,
+            min=lo,
+            max=hi,
+            tokens_per_s=median * out[f'{name}_tokens'] / batch,
+        )
     return out
 
 
-TRAIN_PARTS = {'lstm_jax': (_train_jax, 'bench_lstm'), 'lstm_torch': (_train_torch, 'bench_lstm'),
-               'gpt_jax': (_train_jax, 'bench_gpt'), 'gpt_torch': (_train_torch, 'bench_gpt')}
-OTHER_PARTS = {'matmul': part_matmul, 'compile': part_compile, 'sample': part_sample,
-               'translate': part_translate}
+TRAIN_PARTS = {
+    'lstm_jax': (_train_jax, 'bench_lstm'),
+    'lstm_torch': (_train_torch, 'bench_lstm'),
+    'gpt_jax': (_train_jax, 'bench_gpt'),
+    'gpt_torch': (_train_torch, 'bench_gpt'),
+}
+OTHER_PARTS = {
+    'matmul': part_matmul,
+    'compile': part_compile,
+    'sample': part_sample,
+    'translate': part_translate,
+}
 
 
 def serve_part(args):
@@ -444,13 +520,26 @@ def serve_part(args):
 # --------------------------------------------------------------------------- #
 # The parent: runs the parts, prints the table.
 
+
 class Child:
     """One part in its own process (so that its peak RSS is its own)."""
 
     def __init__(self, args, part):
-        cmd = [sys.executable, '-m', 'benchmarks.run', '--part', part,
-               '--repeats', str(args.repeats), '--steps', str(args.steps),
-               '--warmup', str(args.warmup), '--vocab', str(args.vocab)]
+        cmd = [
+            sys.executable,
+            '-m',
+            'benchmarks.run',
+            '--part',
+            part,
+            '--repeats',
+            str(args.repeats),
+            '--steps',
+            str(args.steps),
+            '--warmup',
+            str(args.warmup),
+            '--vocab',
+            str(args.vocab),
+        ]
         if args.sample_direct:
             cmd.append('--sample-direct')
         if args.quick:
@@ -459,16 +548,23 @@ class Child:
             cmd += ['--dataset', args.dataset]
         self.part = part
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
 
     def _expect(self, prefix):
         for line in self.proc.stdout:
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
         self.proc.wait()
-        raise RuntimeError(f'part {self.part} failed (exit {self.proc.returncode}):\n'
-                           f'{self.proc.stderr.read()[-4000:]}')
+        raise RuntimeError(
+            f'part {self.part} failed (exit {self.proc.returncode}):\n'
+            f'{self.proc.stderr.read()[-4000:]}'
+        )
 
     def ready(self):
         self.info = json.loads(self._expect('READY '))
@@ -524,41 +620,61 @@ def run_parts(args, parts) -> dict:
         for name, runner in group.items():
             result = runner.result()
             if name in TRAIN_PARTS:
-                result.update(dict(zip(('tokens_per_s', 'min', 'max'), summary(
-                    times[name], result['tokens_per_step'] * args.steps))),
-                    times=times[name])
+                result.update(
+                    dict(
+                        zip(
+                            ('tokens_per_s', 'min', 'max'),
+                            summary(times[name], result['tokens_per_step'] * args.steps),
+                        )
+                    ),
+                    times=times[name],
+                )
                 config = bench_config(TRAIN_PARTS[name][1], args.quick, args.dataset)
                 config.model.vocab_size = args.vocab
                 result['flops_per_token'] = (
-                    lstm_flops_per_token(config.model) if name.startswith('lstm')
-                    else gpt_flops_per_token(config.model, config.seq_len))
+                    lstm_flops_per_token(config.model)
+                    if name.startswith('lstm')
+                    else gpt_flops_per_token(config.model, config.seq_len)
+                )
             if name == 'compile':
-                result = dict(layers={k: v for k, v in result.items() if isinstance(v, dict)},
-                              **{k: v for k, v in result.items() if not isinstance(v, dict)})
-            result.update(load_before=load_before, load_after=os.getloadavg()[0],
-                          wall_s=time.perf_counter() - start)
+                result = dict(
+                    layers={k: v for k, v in result.items() if isinstance(v, dict)},
+                    **{k: v for k, v in result.items() if not isinstance(v, dict)},
+                )
+            result.update(
+                load_before=load_before,
+                load_after=os.getloadavg()[0],
+                wall_s=time.perf_counter() - start,
+            )
             results[name] = result
             print(f'{name}: ' + json.dumps(result), flush=True)
     return results
 
 
 def fmt_rate(r, unit=''):
-    return f"{r['tokens_per_s']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f}){unit}"
+    return f'{r["tokens_per_s"]:,.0f} ({r["min"]:,.0f}-{r["max"]:,.0f}){unit}'
 
 
 def table(results, args) -> str:
-    rows = [f"repeats {args.repeats} x {args.steps} steps; load avg (1 min) before -> after "
-            'each part in [ ]; spread = min-max over repeats', '']
+    rows = [
+        f'repeats {args.repeats} x {args.steps} steps; load avg (1 min) before -> after '
+        'each part in [ ]; spread = min-max over repeats',
+        '',
+    ]
     mm = results.get('matmul')
     if mm:
-        rows.append(f"matmul f32 {mm['n']}^2 GFLOP/s: jax {mm['jax']['gflops']:.1f} "
-                    f"({mm['jax']['min']:.1f}-{mm['jax']['max']:.1f}), torch "
-                    f"{mm['torch']['gflops']:.1f} ({mm['torch']['min']:.1f}-"
-                    f"{mm['torch']['max']:.1f})  [{mm['load_before']:.2f} -> "
-                    f"{mm['load_after']:.2f}]")
+        rows.append(
+            f'matmul f32 {mm["n"]}^2 GFLOP/s: jax {mm["jax"]["gflops"]:.1f} '
+            f'({mm["jax"]["min"]:.1f}-{mm["jax"]["max"]:.1f}), torch '
+            f'{mm["torch"]["gflops"]:.1f} ({mm["torch"]["min"]:.1f}-'
+            f'{mm["torch"]["max"]:.1f})  [{mm["load_before"]:.2f} -> '
+            f'{mm["load_after"]:.2f}]'
+        )
     rows.append('')
-    rows.append(f"{'train step':<12}{'tokens/s median (spread)':>28}{'vs torch':>10}"
-                f"{'GFLOP/s':>9}{'of matmul':>11}{'peak RSS':>10}{'params':>11}  load")
+    rows.append(
+        f'{"train step":<12}{"tokens/s median (spread)":>28}{"vs torch":>10}'
+        f'{"GFLOP/s":>9}{"of matmul":>11}{"peak RSS":>10}{"params":>11}  load'
+    )
     for model in ('lstm', 'gpt'):
         torch_r = results.get(f'{model}_torch')
         for fw in ('jax', 'torch'):
@@ -566,40 +682,55 @@ def table(results, args) -> str:
             if not r:
                 continue
             flops = r['tokens_per_s'] * r['flops_per_token']
-            ratio = (f"{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f}x" if torch_r
-                     else '-')
-            frac = f"{flops / 1e9 / mm[fw]['gflops']:.0%}" if mm else '-'
-            rows.append(f"{model + ' ' + fw:<12}{fmt_rate(r):>28}{ratio:>10}"
-                        f"{flops / 1e9:>9.1f}{frac:>11}{r['peak_rss_mb']:>8.0f}MB"
-                        f"{r['params']:>11,}  [{r['load_before']:.2f} -> "
-                        f"{r['load_after']:.2f}]")
+            ratio = f'{r["tokens_per_s"] / torch_r["tokens_per_s"]:.2f}x' if torch_r else '-'
+            frac = f'{flops / 1e9 / mm[fw]["gflops"]:.0%}' if mm else '-'
+            rows.append(
+                f'{model + " " + fw:<12}{fmt_rate(r):>28}{ratio:>10}'
+                f'{flops / 1e9:>9.1f}{frac:>11}{r["peak_rss_mb"]:>8.0f}MB'
+                f'{r["params"]:>11,}  [{r["load_before"]:.2f} -> '
+                f'{r["load_after"]:.2f}]'
+            )
     c = results.get('compile')
     if c:
         (a, ra), (b, rb) = c['layers'].items()
-        rows += ['', f"compile (train step, scanned layers): {a} layers {ra['seconds']:.2f} s "
-                 f"({ra['min']:.2f}-{ra['max']:.2f}), {b} layers {rb['seconds']:.2f} s "
-                 f"({rb['min']:.2f}-{rb['max']:.2f}); ratio {rb['seconds'] / ra['seconds']:.2f}"
-                 f"  [{c['load_before']:.2f} -> {c['load_after']:.2f}]"]
+        rows += [
+            '',
+            f'compile (train step, scanned layers): {a} layers {ra["seconds"]:.2f} s '
+            f'({ra["min"]:.2f}-{ra["max"]:.2f}), {b} layers {rb["seconds"]:.2f} s '
+            f'({rb["min"]:.2f}-{rb["max"]:.2f}); ratio {rb["seconds"] / ra["seconds"]:.2f}'
+            f'  [{c["load_before"]:.2f} -> {c["load_after"]:.2f}]',
+        ]
     s = results.get('sample')
     if s:
-        rows += ['', f"sampling {s['new_tokens']} tokens (max_len {s['max_len']}): with cache "
-                 f"{s['cache_s']:.2f} s ({s['cache_min']:.2f}-{s['cache_max']:.2f}), without "
-                 f"{s['full_s']:.2f} s ({s['full_min']:.2f}-{s['full_max']:.2f}); speedup "
-                 f"{s['speedup']:.1f}x; same tokens {s['token_agreement']:.0%} of "
-                 f"{s['tokens_compared']}"
-                 f"  [{s['load_before']:.2f} -> {s['load_after']:.2f}]"]
+        rows += [
+            '',
+            f'sampling {s["new_tokens"]} tokens (max_len {s["max_len"]}): with cache '
+            f'{s["cache_s"]:.2f} s ({s["cache_min"]:.2f}-{s["cache_max"]:.2f}), without '
+            f'{s["full_s"]:.2f} s ({s["full_min"]:.2f}-{s["full_max"]:.2f}); speedup '
+            f'{s["speedup"]:.1f}x; same tokens {s["token_agreement"]:.0%} of '
+            f'{s["tokens_compared"]}'
+            f'  [{s["load_before"]:.2f} -> {s["load_after"]:.2f}]',
+        ]
         if 'prefix_s' in s:
-            rows.append(f"  without the cache = {s['full_measured']}; its check on the first "
-                        f"{s['bucket']} tokens: timed {s['prefix_s']:.2f} s, estimated "
-                        f"{s['prefix_estimate_s']:.2f} s")
+            rows.append(
+                f'  without the cache = {s["full_measured"]}; its check on the first '
+                f'{s["bucket"]} tokens: timed {s["prefix_s"]:.2f} s, estimated '
+                f'{s["prefix_estimate_s"]:.2f} s'
+            )
     t = results.get('translate')
     if t:
-        rows += ['', f"translation decoding ({t['batch']} sentences of {t['source_length']} "
-                 f"pieces, up to {t['max_decode_len']} out, vocab {t['vocab_size']:,}): " +
-                 ', '.join(f"{name} {t[name]['sentences_per_s']:.1f} sentences/s "
-                           f"({t[name]['min']:.1f}-{t[name]['max']:.1f})"
-                           for name in t if isinstance(t[name], dict)) +
-                 f"  [{t['load_before']:.2f} -> {t['load_after']:.2f}]"]
+        rows += [
+            '',
+            f'translation decoding ({t["batch"]} sentences of {t["source_length"]} '
+            f'pieces, up to {t["max_decode_len"]} out, vocab {t["vocab_size"]:,}): '
+            + ', '.join(
+                f'{name} {t[name]["sentences_per_s"]:.1f} sentences/s '
+                f'({t[name]["min"]:.1f}-{t[name]["max"]:.1f})'
+                for name in t
+                if isinstance(t[name], dict)
+            )
+            + f'  [{t["load_before"]:.2f} -> {t["load_after"]:.2f}]',
+        ]
     return '\n'.join(rows)
 
 
@@ -610,17 +741,28 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, default=5, help='train steps per repeat')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--parts', default=','.join(PARTS))
-    parser.add_argument('--dataset', default=None,
-                        help='char_lm dataset string (default: the bench configs\' text file)')
+    parser.add_argument(
+        '--dataset',
+        default=None,
+        help="char_lm dataset string (default: the bench configs' text file)",
+    )
     parser.add_argument('--json', default=None, help='also write the results here')
-    parser.add_argument('--vocab', type=int, default=66,
-                        help='PyTorch vocabulary when no JAX part ran first (tiny '
-                        "Shakespeare's 65 characters + the char vocab's <unk>)")
-    parser.add_argument('--sample-direct', action='store_true',
-                        help='time sampling without the cache over all its tokens (slow) '
-                        'instead of the per-bucket sum')
-    parser.add_argument('--in-process', action='store_true',
-                        help='no subprocesses (faster; no peak-RSS figures)')
+    parser.add_argument(
+        '--vocab',
+        type=int,
+        default=66,
+        help='PyTorch vocabulary when no JAX part ran first (tiny '
+        "Shakespeare's 65 characters + the char vocab's <unk>)",
+    )
+    parser.add_argument(
+        '--sample-direct',
+        action='store_true',
+        help='time sampling without the cache over all its tokens (slow) '
+        'instead of the per-bucket sum',
+    )
+    parser.add_argument(
+        '--in-process', action='store_true', help='no subprocesses (faster; no peak-RSS figures)'
+    )
     parser.add_argument('--part', default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     if args.part:
@@ -632,9 +774,14 @@ def main(argv=None):
             parser.error(f'unknown part {part!r}; choose from {PARTS}')
     import jax
     import torch
-    results = dict(jax=jax.__version__, torch=torch.__version__,
-                   xla_flags=os.environ.get('XLA_FLAGS', ''), cpu_count=os.cpu_count(),
-                   load_start=os.getloadavg())
+
+    results = dict(
+        jax=jax.__version__,
+        torch=torch.__version__,
+        xla_flags=os.environ.get('XLA_FLAGS', ''),
+        cpu_count=os.cpu_count(),
+        load_start=os.getloadavg(),
+    )
     results.update(run_parts(args, parts))
     results['load_end'] = os.getloadavg()
     print()

@@ -23,7 +23,6 @@ from torch import nn
 
 
 class LSTMLM(nn.Module):
-
     def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim)
@@ -36,7 +35,6 @@ class LSTMLM(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -46,14 +44,14 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         batch, length, d_model = x.shape
         # [B, T, 3, heads, d_k] -> three [B, heads, T, d_k], the layout SDPA wants.
-        q, k, v = (self.qkv(x).view(batch, length, 3, self.num_heads, -1)
-                   .permute(2, 0, 3, 1, 4).unbind(0))
+        q, k, v = (
+            self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        )
         heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(heads.transpose(1, 2).reshape(batch, length, d_model))
 
 
 class Block(nn.Module):
-
     def __init__(self, d_model: int, num_heads: int, d_ff: int, eps: float):
         super().__init__()
         self.attention_norm = nn.LayerNorm(d_model, eps=eps)
@@ -68,14 +66,20 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-
-    def __init__(self, vocab_size: int, max_len: int, d_model: int, num_heads: int,
-                 d_ff: int, num_layers: int, eps: float = 1e-5):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        num_layers: int,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.token_embed = nn.Embedding(vocab_size, d_model)
         self.position_embed = nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, d_ff, eps) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(Block(d_model, num_heads, d_ff, eps) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model, eps=eps)
         # GPT-2 initialisation, as in the Flax model: N(0, 0.02), residual
         # projections N(0, 0.02 / sqrt(2 L)).
@@ -83,8 +87,11 @@ class GPT(nn.Module):
             if name.endswith('bias'):
                 nn.init.zeros_(p)
             elif p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * num_layers) if name.endswith(
-                    ('out.weight', 'wo.weight')) else 0.02
+                std = (
+                    0.02 / math.sqrt(2 * num_layers)
+                    if name.endswith(('out.weight', 'wo.weight'))
+                    else 0.02
+                )
                 nn.init.normal_(p, std=std)
 
     def forward(self, tokens):
@@ -99,8 +106,7 @@ def adamw_param_groups(model: nn.Module, weight_decay: float):
     """Decay matrices only, as the Flax engine's adamw mask does (not biases, norms)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    return [{'params': decay, 'weight_decay': weight_decay},
-            {'params': rest, 'weight_decay': 0.0}]
+    return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
 
 
 def num_params(model: nn.Module) -> int:

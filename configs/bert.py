@@ -62,15 +62,33 @@ DEFAULT_VARIANT = 'mini'
 SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
 
 
-def bert_model(num_layers: int, d_model: int, num_heads: int, d_ff: int,
-               vocab_size: int = 0, max_len: int = 512) -> ml_collections.ConfigDict:
+def bert_model(
+    num_layers: int,
+    d_model: int,
+    num_heads: int,
+    d_ff: int,
+    vocab_size: int = 0,
+    max_len: int = 512,
+) -> ml_collections.ConfigDict:
     """A `model` sub-config whose keys are exactly BERT's fields (vocab_size 0: the
     tokenizer's; num_classes 0: from the labelled data, or none for pre-training)."""
-    return ml_collections.ConfigDict(dict(
-        name='bert', vocab_size=vocab_size, max_len=max_len, type_vocab_size=2,
-        d_model=d_model, num_heads=num_heads, d_ff=d_ff, num_layers=num_layers,
-        dropout=0.1, attention_dropout=0.1, layer_norm_epsilon=1e-12, scan_layers=False,
-        num_classes=0))
+    return ml_collections.ConfigDict(
+        dict(
+            name='bert',
+            vocab_size=vocab_size,
+            max_len=max_len,
+            type_vocab_size=2,
+            d_model=d_model,
+            num_heads=num_heads,
+            d_ff=d_ff,
+            num_layers=num_layers,
+            dropout=0.1,
+            attention_dropout=0.1,
+            layer_norm_epsilon=1e-12,
+            scan_layers=False,
+            num_classes=0,
+        )
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -121,8 +139,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 400
     config.checkpoint_every_steps = 400
 
-    config.model = bert_model(num_layers=4, d_model=256, num_heads=4, d_ff=1024,
-                              max_len=128)
+    config.model = bert_model(num_layers=4, d_model=256, num_heads=4, d_ff=1024, max_len=128)
     return config
 
 
@@ -132,23 +149,44 @@ SST2 = 'labeled:../shared/data/sst2'
 # Fine-tuning (Appendix A.3): batch 32, 4 epochs of SST-2's 6,920 sentences (216 steps
 # each), warmup over 10% of the steps, lr 1e-4 (the largest of Turc et al.'s grid for
 # small BERTs; the paper's 2e-5 to 5e-5 are for BERT-BASE and LARGE).
-_FINETUNE = {'num_train_steps': 864, 'warmup_steps': 86, 'learning_rate': 1e-4,
-             'eval_every_steps': 216, 'checkpoint_every_steps': 216, 'log_every_steps': 24,
-             'num_eval_batches': 0}
+_FINETUNE = {
+    'num_train_steps': 864,
+    'warmup_steps': 86,
+    'learning_rate': 1e-4,
+    'eval_every_steps': 216,
+    'checkpoint_every_steps': 216,
+    'log_every_steps': 24,
+    'num_eval_batches': 0,
+}
 
-_PAPER = {'dataset': 'tfds:wikipedia/20230601.en', 'tokenizer_vocab_size': 30_522,
-          'seq_len': 512, 'max_predictions_per_seq': 104, 'batch_size': 256,
-          'num_train_steps': 1_000_000, 'learning_rate': 1e-4, 'warmup_steps': 10_000,
-          'log_every_steps': 100, 'eval_every_steps': 10_000,
-          'checkpoint_every_steps': 10_000}
+_PAPER = {
+    'dataset': 'tfds:wikipedia/20230601.en',
+    'tokenizer_vocab_size': 30_522,
+    'seq_len': 512,
+    'max_predictions_per_seq': 104,
+    'batch_size': 256,
+    'num_train_steps': 1_000_000,
+    'learning_rate': 1e-4,
+    'warmup_steps': 10_000,
+    'log_every_steps': 100,
+    'eval_every_steps': 10_000,
+    'checkpoint_every_steps': 10_000,
+}
 
 VARIANTS = {
     'mini': {},
     'warpeace': {'dataset': WAR_AND_PEACE, 'normalize': 'lower'},
     'cloze': {'dataset': 'python_docs_cloze', 'task_type': 'multiple_choice', **_FINETUNE},
-    'sst2': {'dataset': SST2, 'normalize': 'lower', 'task_type': 'classification',
-             'train_split': 'stsa.binary.train', 'validation_split': 'stsa.binary.dev',
-             'test_split': 'stsa.binary.test', 'seq_len': 64, **_FINETUNE},
+    'sst2': {
+        'dataset': SST2,
+        'normalize': 'lower',
+        'task_type': 'classification',
+        'train_split': 'stsa.binary.train',
+        'validation_split': 'stsa.binary.dev',
+        'test_split': 'stsa.binary.test',
+        'seq_len': 64,
+        **_FINETUNE,
+    },
     'base': {**_PAPER, 'model': bert_model(12, 768, 12, 3072, vocab_size=30_522)},
     'large': {**_PAPER, 'model': bert_model(24, 1024, 16, 4096, vocab_size=30_522)},
 }

@@ -31,20 +31,53 @@ _TINY_SHAKESPEARE = '../shared/data/tinyshakespeare/input.txt'
 DEFAULT_VARIANT = 'lstm'
 
 
-def rnn_model(cell: str = 'lstm', hidden_size: int = 256, num_layers: int = 2,
-              embed_dim: int = 64, dropout: float = 0.0) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        name='rnn_lm', vocab_size=0, embed_dim=embed_dim, hidden_size=hidden_size,
-        num_layers=num_layers, cell=cell, dropout=dropout, dropout_kind='standard',
-        forget_bias=1.0, tie_embeddings=False))
+def rnn_model(
+    cell: str = 'lstm',
+    hidden_size: int = 256,
+    num_layers: int = 2,
+    embed_dim: int = 64,
+    dropout: float = 0.0,
+) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(
+            name='rnn_lm',
+            vocab_size=0,
+            embed_dim=embed_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            cell=cell,
+            dropout=dropout,
+            dropout_kind='standard',
+            forget_bias=1.0,
+            tie_embeddings=False,
+        )
+    )
 
 
-def gpt_model(num_layers: int = 4, d_model: int = 128, num_heads: int = 4,
-              max_len: int = 64, dropout: float = 0.0) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        name='gpt', vocab_size=0, max_len=max_len, d_model=d_model, num_heads=num_heads,
-        d_ff=4 * d_model, num_layers=num_layers, dropout=dropout, attention_dropout=dropout,
-        norm='pre', layer_norm_epsilon=1e-5, scan_layers=True, num_classes=0))
+def gpt_model(
+    num_layers: int = 4,
+    d_model: int = 128,
+    num_heads: int = 4,
+    max_len: int = 64,
+    dropout: float = 0.0,
+) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(
+            name='gpt',
+            vocab_size=0,
+            max_len=max_len,
+            d_model=d_model,
+            num_heads=num_heads,
+            d_ff=4 * d_model,
+            num_layers=num_layers,
+            dropout=dropout,
+            attention_dropout=dropout,
+            norm='pre',
+            layer_norm_epsilon=1e-5,
+            scan_layers=True,
+            num_classes=0,
+        )
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -55,8 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Data. `dataset`: python_stdlib (embedded), text:PATH, or tfds:NAME.
     config.dataset = 'python_stdlib'
     config.data_dir = '~/.cache/seqmodels/tfds'
-    config.val_fraction = 0.1     # text:PATH only (the stdlib corpus is split by file)
-    config.max_chars = 0          # 0 = the whole corpus
+    config.val_fraction = 0.1  # text:PATH only (the stdlib corpus is split by file)
+    config.max_chars = 0  # 0 = the whole corpus
     config.seq_len = 128
     config.num_eval_batches = 16  # 0 = the whole validation split
 
@@ -91,29 +124,54 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Benchmarks time training steps only: no evaluation, checkpoints or samples.
-_BENCH = {'eval_every_steps': 0, 'checkpoint_every_steps': 0, 'num_eval_batches': 2,
-          'sample_chars': 0, 'dataset': f'text:{_TINY_SHAKESPEARE}', 'grad_clip_norm': 0.0,
-          'schedule': 'constant', 'warmup_steps': 0, 'log_every_steps': 10}
+_BENCH = {
+    'eval_every_steps': 0,
+    'checkpoint_every_steps': 0,
+    'num_eval_batches': 2,
+    'sample_chars': 0,
+    'dataset': f'text:{_TINY_SHAKESPEARE}',
+    'grad_clip_norm': 0.0,
+    'schedule': 'constant',
+    'warmup_steps': 0,
+    'log_every_steps': 10,
+}
 
 VARIANTS = {
     **{cell: {'model.cell': cell} for cell in CELLS},
     'gpt': {'model': gpt_model(), 'seq_len': 64, 'learning_rate': 1e-3},
     'shakespeare_gpt': {
-        'model': gpt_model(), 'dataset': f'text:{_TINY_SHAKESPEARE}', 'seq_len': 64,
-        'batch_size': 12, 'num_train_steps': 2000, 'optimizer': 'adamw', 'weight_decay': 0.1,
-        'adam_b2': 0.99, 'learning_rate': 1e-3, 'warmup_steps': 100, 'min_lr_ratio': 0.1,
-        'eval_every_steps': 500, 'num_eval_batches': 200},
+        'model': gpt_model(),
+        'dataset': f'text:{_TINY_SHAKESPEARE}',
+        'seq_len': 64,
+        'batch_size': 12,
+        'num_train_steps': 2000,
+        'optimizer': 'adamw',
+        'weight_decay': 0.1,
+        'adam_b2': 0.99,
+        'learning_rate': 1e-3,
+        'warmup_steps': 100,
+        'min_lr_ratio': 0.1,
+        'eval_every_steps': 500,
+        'num_eval_batches': 200,
+    },
     'bench_lstm': {
-        **_BENCH, 'model': rnn_model(hidden_size=512, embed_dim=128), 'batch_size': 64,
-        'num_train_steps': 50},
+        **_BENCH,
+        'model': rnn_model(hidden_size=512, embed_dim=128),
+        'batch_size': 64,
+        'num_train_steps': 50,
+    },
     'bench_gpt': {
         **_BENCH,
         'model': gpt_model(num_layers=6, d_model=384, num_heads=6, max_len=256),
         # Unrolled layers: +11% tokens/s at this shape (benchmarks/README.md, log entry
         # 8); scanning pays for moving each layer's residuals in and out of the stack.
         'model.scan_layers': False,
-        'seq_len': 256, 'batch_size': 16, 'num_train_steps': 30, 'optimizer': 'adamw',
-        'weight_decay': 0.1},
+        'seq_len': 256,
+        'batch_size': 16,
+        'num_train_steps': 30,
+        'optimizer': 'adamw',
+        'weight_decay': 0.1,
+    },
 }
 
 
@@ -149,14 +207,19 @@ def get_sweep(name: str) -> list[dict]:
     from seqmodels import sweep as sw
 
     sweeps = {
-        'cells': sw.zipped(sw.axis('model.cell', list(CELL_WIDTHS)),
-                           sw.axis('model.hidden_size', list(CELL_WIDTHS.values()))),
-        'dropout': [{'model.dropout': 0.0}] + sw.product(
+        'cells': sw.zipped(
+            sw.axis('model.cell', list(CELL_WIDTHS)),
+            sw.axis('model.hidden_size', list(CELL_WIDTHS.values())),
+        ),
+        'dropout': [{'model.dropout': 0.0}]
+        + sw.product(
             sw.axis('model.dropout_kind', ['standard', 'variational']),
-            sw.axis('model.dropout', [0.1, 0.25, 0.4])),
+            sw.axis('model.dropout', [0.1, 0.25, 0.4]),
+        ),
         'lr': sw.axis('learning_rate', sw.log_grid(1e-4, 1e-1, 7)),
-        'lr_seeds': sw.product(sw.axis('learning_rate', [1e-3, 2e-3, 4e-3, 8e-3]),
-                               sw.axis('seed', [0, 1, 2])),
+        'lr_seeds': sw.product(
+            sw.axis('learning_rate', [1e-3, 2e-3, 4e-3, 8e-3]), sw.axis('seed', [0, 1, 2])
+        ),
     }
     if name not in sweeps:
         raise ValueError(f'unknown char_lm sweep {name!r}; choose one of {", ".join(sweeps)}')

@@ -121,32 +121,78 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-CPU_MODEL = {'model.vocab_size': 0, 'model.max_len': 128, 'model.d_model': 256,
-             'model.num_heads': 4, 'model.d_ff': 1024, 'model.num_layers': 4}
+CPU_MODEL = {
+    'model.vocab_size': 0,
+    'model.max_len': 128,
+    'model.d_model': 256,
+    'model.num_heads': 4,
+    'model.d_ff': 1024,
+    'model.num_layers': 4,
+}
 CPU_PRETRAINING = {
-    **CPU_MODEL, 'dataset': 'python_docs', 'seq_len': 128, 'tokenizer_vocab_size': 8000,
-    'batch_size': 32, 'num_train_steps': 2000, 'learning_rate': 6e-4, 'warmup_steps': 200,
-    'log_every_steps': 50, 'eval_every_steps': 500, 'checkpoint_every_steps': 500,
-    'num_eval_batches': 20, 'sample_prompt': 'The', 'sample_tokens': 60}
+    **CPU_MODEL,
+    'dataset': 'python_docs',
+    'seq_len': 128,
+    'tokenizer_vocab_size': 8000,
+    'batch_size': 32,
+    'num_train_steps': 2000,
+    'learning_rate': 6e-4,
+    'warmup_steps': 200,
+    'log_every_steps': 50,
+    'eval_every_steps': 500,
+    'checkpoint_every_steps': 500,
+    'num_eval_batches': 20,
+    'sample_prompt': 'The',
+    'sample_tokens': 60,
+}
 CPU_FINETUNING = {
-    **CPU_MODEL, 'dataset': 'python_docs_cloze', 'task_type': 'multiple_choice',
-    'seq_len': 80, 'batch_size': 32, 'num_epochs': 3.0, 'schedule': 'warmup_linear',
-    'learning_rate': 2e-4, 'warmup_steps': 30, 'min_lr_ratio': 0.0, 'weight_decay': 0.01,
-    'adam_b2': 0.999, 'log_every_steps': 25, 'eval_every_steps': 100,
-    'checkpoint_every_steps': 100}
-GPT1 = {'model.vocab_size': 40_478, 'model.max_len': 512, 'model.norm': 'post',
-        'tokenizer_vocab_size': 40_478, 'seq_len': 512, 'batch_size': 64,
-        'learning_rate': 2.5e-4, 'warmup_steps': 2000, 'min_lr_ratio': 0.0,
-        'weight_decay': 0.01, 'adam_b2': 0.999}
+    **CPU_MODEL,
+    'dataset': 'python_docs_cloze',
+    'task_type': 'multiple_choice',
+    'seq_len': 80,
+    'batch_size': 32,
+    'num_epochs': 3.0,
+    'schedule': 'warmup_linear',
+    'learning_rate': 2e-4,
+    'warmup_steps': 30,
+    'min_lr_ratio': 0.0,
+    'weight_decay': 0.01,
+    'adam_b2': 0.999,
+    'log_every_steps': 25,
+    'eval_every_steps': 100,
+    'checkpoint_every_steps': 100,
+}
+GPT1 = {
+    'model.vocab_size': 40_478,
+    'model.max_len': 512,
+    'model.norm': 'post',
+    'tokenizer_vocab_size': 40_478,
+    'seq_len': 512,
+    'batch_size': 64,
+    'learning_rate': 2.5e-4,
+    'warmup_steps': 2000,
+    'min_lr_ratio': 0.0,
+    'weight_decay': 0.01,
+    'adam_b2': 0.999,
+}
 
 VARIANTS = {
     'cpu': CPU_PRETRAINING,
     'cpu_finetune': CPU_FINETUNING,
     'gpt1': GPT1,
-    'gpt1_finetune': {**GPT1, 'dataset': 'python_docs_cloze', 'task_type': 'multiple_choice',
-                      'batch_size': 32, 'num_epochs': 3.0, 'schedule': 'warmup_linear',
-                      'learning_rate': 6.25e-5, 'warmup_steps': 10, 'eval_every_steps': 100,
-                      'checkpoint_every_steps': 100, 'log_every_steps': 10},
+    'gpt1_finetune': {
+        **GPT1,
+        'dataset': 'python_docs_cloze',
+        'task_type': 'multiple_choice',
+        'batch_size': 32,
+        'num_epochs': 3.0,
+        'schedule': 'warmup_linear',
+        'learning_rate': 6.25e-5,
+        'warmup_steps': 10,
+        'eval_every_steps': 100,
+        'checkpoint_every_steps': 100,
+        'log_every_steps': 10,
+    },
     'gpt2_small': {},
 }
 

@@ -53,36 +53,68 @@ from seqmodels import training
 from seqmodels.training.config import apply_overrides, select_variant
 
 TRANSFORMER_SIZES = {
-    'base': dict(d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6,
-                 num_decoder_layers=6, dropout=0.1),
-    'big': dict(d_model=1024, num_heads=16, d_ff=4096, num_encoder_layers=6,
-                num_decoder_layers=6, dropout=0.3),
-    'small': dict(d_model=256, num_heads=8, d_ff=512, num_encoder_layers=3,
-                  num_decoder_layers=3, dropout=0.1),
-    'tiny': dict(d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
-                 num_decoder_layers=1, dropout=0.0),
+    'base': dict(
+        d_model=512, num_heads=8, d_ff=2048, num_encoder_layers=6, num_decoder_layers=6, dropout=0.1
+    ),
+    'big': dict(
+        d_model=1024,
+        num_heads=16,
+        d_ff=4096,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        dropout=0.3,
+    ),
+    'small': dict(
+        d_model=256, num_heads=8, d_ff=512, num_encoder_layers=3, num_decoder_layers=3, dropout=0.1
+    ),
+    'tiny': dict(
+        d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0
+    ),
 }
 _MULTI30K = '../shared/data/multi30k'
 DEFAULT_VARIANT = 'small'
 _SMALL_VOCAB, _WMT_VOCAB, _TINY_VOCAB = 8000, 37_000, 120
 
 
-def transformer_model(size: str, vocab_size: int, max_len: int = 256
-                      ) -> ml_collections.ConfigDict:
+def transformer_model(size: str, vocab_size: int, max_len: int = 256) -> ml_collections.ConfigDict:
     """The `model` sub-config; vocab sizes are replaced by the tokenizer's when training."""
-    model = ml_collections.ConfigDict(dict(
-        name='transformer', src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
-        attention_dropout=0.0, max_len=max_len, scan_layers=False, share_embeddings=True))
+    model = ml_collections.ConfigDict(
+        dict(
+            name='transformer',
+            src_vocab_size=vocab_size,
+            tgt_vocab_size=vocab_size,
+            attention_dropout=0.0,
+            max_len=max_len,
+            scan_layers=False,
+            share_embeddings=True,
+        )
+    )
     model.update(TRANSFORMER_SIZES[size])
     return model
 
 
-def rnn_model(vocab_size: int, embed_dim: int = 256, hidden_size: int = 256,
-              cell: str = 'gru', dropout: float = 0.0) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        name='seq2seq', src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
-        embed_dim=embed_dim, hidden_size=hidden_size, encoder_layers=1, decoder_layers=1,
-        cell=cell, dropout=dropout, forget_bias=1.0, attention_dim=hidden_size))
+def rnn_model(
+    vocab_size: int,
+    embed_dim: int = 256,
+    hidden_size: int = 256,
+    cell: str = 'gru',
+    dropout: float = 0.0,
+) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(
+            name='seq2seq',
+            src_vocab_size=vocab_size,
+            tgt_vocab_size=vocab_size,
+            embed_dim=embed_dim,
+            hidden_size=hidden_size,
+            encoder_layers=1,
+            decoder_layers=1,
+            cell=cell,
+            dropout=dropout,
+            forget_bias=1.0,
+            attention_dim=hidden_size,
+        )
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -100,23 +132,23 @@ def base_config() -> ml_collections.ConfigDict:
     config.validation_split = 'val'
     config.test_split = 'test'
     config.vocab_size = _SMALL_VOCAB  # asked of SentencePiece; a small corpus may give fewer
-    config.joint_vocab = True       # one vocabulary for both languages (needed to share)
+    config.joint_vocab = True  # one vocabulary for both languages (needed to share)
     config.model_type = 'unigram'
     config.max_source_length = 128  # pieces + EOS; longer training pairs are dropped
     config.max_target_length = 128
-    config.eval_batch_size = 0      # 0 = batch_size (teacher-forced validation loss)
+    config.eval_batch_size = 0  # 0 = batch_size (teacher-forced validation loss)
 
     # Optimisation (engine keys, seqmodels.training.config): §5.3 and §5.4.
-    config.batch_size = 128         # sentence pairs per step
+    config.batch_size = 128  # sentence pairs per step
     config.num_train_steps = 10_000
     config.optimizer = 'adam'
     config.adam_b1 = 0.9
     config.adam_b2 = 0.98
     config.adam_eps = 1e-9
     config.schedule = 'rsqrt'
-    config.learning_rate = 1.0      # multiplies the rsqrt schedule
+    config.learning_rate = 1.0  # multiplies the rsqrt schedule
     config.warmup_steps = 1000
-    config.grad_clip_norm = 0.0     # the paper does not clip
+    config.grad_clip_norm = 0.0  # the paper does not clip
     config.label_smoothing = 0.1
     config.log_every_steps = 100
     config.eval_every_steps = 1000
@@ -127,7 +159,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.beam_size = 4
     config.length_penalty_alpha = 0.6
     config.max_decode_extra = 50
-    config.decode_batch_size = 64   # sentences per decoding batch
+    config.decode_batch_size = 64  # sentences per decoding batch
     # BLEU while training: sacreBLEU on the first num_eval_examples validation lines
     # (0 = none), decoded with eval_decoding = 'greedy' or 'beam' (beam_size).
     config.num_eval_examples = 500
@@ -148,7 +180,9 @@ def base_config() -> ml_collections.ConfigDict:
 _NEW_KEYS = ('bucket_boundaries', 'corpus_sizes')
 
 _MULTI30K_DATA = {
-    'dataset': f'parallel:{_MULTI30K}', 'source_lang': 'de', 'target_lang': 'en',
+    'dataset': f'parallel:{_MULTI30K}',
+    'source_lang': 'de',
+    'target_lang': 'en',
     'test_split': 'test_2016_flickr',
     # Captions are short: few length buckets, so few compilations on a CPU.
     'bucket_boundaries': (16, 24, 32, 48),
@@ -157,30 +191,52 @@ _MULTI30K_DATA = {
 
 def _wmt14(size: str, num_train_steps: int) -> dict:
     return {
-        'dataset': 'tfds:wmt14_translate/de-en', 'validation_split': 'validation',
-        'vocab_size': _WMT_VOCAB, 'max_source_length': 256, 'max_target_length': 256,
+        'dataset': 'tfds:wmt14_translate/de-en',
+        'validation_split': 'validation',
+        'vocab_size': _WMT_VOCAB,
+        'max_source_length': 256,
+        'max_target_length': 256,
         # Room for input length + 50 in the position table (sinusoids: no parameters).
         'model': transformer_model(size, _WMT_VOCAB, max_len=512),
         # The paper batches ~25k source + ~25k target tokens; ~800 WMT sentences.
-        'batch_size': 768, 'num_train_steps': num_train_steps, 'warmup_steps': 4000,
-        'eval_every_steps': 5000, 'checkpoint_every_steps': 5000, 'num_eval_examples': 1000,
+        'batch_size': 768,
+        'num_train_steps': num_train_steps,
+        'warmup_steps': 4000,
+        'eval_every_steps': 5000,
+        'checkpoint_every_steps': 5000,
+        'num_eval_examples': 1000,
     }
 
 
 _RNN_ATTENTION = {
     'model': rnn_model(_SMALL_VOCAB),
     'batch_size': 80,  # the paper's minibatch
-    'schedule': 'constant', 'learning_rate': 1e-3, 'warmup_steps': 0, 'adam_b2': 0.999,
-    'adam_eps': 1e-8, 'grad_clip_norm': 1.0, 'label_smoothing': 0.0,
+    'schedule': 'constant',
+    'learning_rate': 1e-3,
+    'warmup_steps': 0,
+    'adam_b2': 0.999,
+    'adam_eps': 1e-8,
+    'grad_clip_norm': 1.0,
+    'label_smoothing': 0.0,
 }
 
 _TINY = {
-    'corpus_sizes': {'train': 400, 'val': 16, 'test': 16}, 'vocab_size': _TINY_VOCAB,
-    'max_source_length': 48, 'max_target_length': 48, 'bucket_boundaries': (48,),
-    'batch_size': 8, 'num_train_steps': 4, 'warmup_steps': 10,
+    'corpus_sizes': {'train': 400, 'val': 16, 'test': 16},
+    'vocab_size': _TINY_VOCAB,
+    'max_source_length': 48,
+    'max_target_length': 48,
+    'bucket_boundaries': (48,),
+    'batch_size': 8,
+    'num_train_steps': 4,
+    'warmup_steps': 10,
     'learning_rate': 0.1,  # peak 32^-0.5 · 10^-0.5 · 0.1 ≈ 5.6e-3
-    'log_every_steps': 2, 'eval_every_steps': 2, 'checkpoint_every_steps': 2,
-    'num_eval_examples': 8, 'decode_batch_size': 8, 'max_decode_extra': 4, 'beam_size': 2,
+    'log_every_steps': 2,
+    'eval_every_steps': 2,
+    'checkpoint_every_steps': 2,
+    'num_eval_examples': 8,
+    'decode_batch_size': 8,
+    'max_decode_extra': 4,
+    'beam_size': 2,
 }
 
 VARIANTS = {
@@ -190,19 +246,30 @@ VARIANTS = {
         # Sized to train in under an hour on 2 CPU cores (0.7-0.8 steps/s): 2,250 steps
         # of 128 pairs is ~10 epochs. Peak lr 1e-3 (half the §5.3 schedule's) at step
         # 1000, then the schedule's rsqrt decay.
-        'num_train_steps': 2250, 'learning_rate': 0.5,
-        'eval_every_steps': 750, 'checkpoint_every_steps': 750},
+        'num_train_steps': 2250,
+        'learning_rate': 0.5,
+        'eval_every_steps': 750,
+        'checkpoint_every_steps': 750,
+    },
     'base': _wmt14('base', num_train_steps=100_000),
     'big': _wmt14('big', num_train_steps=300_000),
     'rnn_attention': _RNN_ATTENTION,
     'multi30k_rnn_attention': {
-        **_MULTI30K_DATA, **_RNN_ATTENTION,
+        **_MULTI30K_DATA,
+        **_RNN_ATTENTION,
         # Under an hour on 2 CPU cores: 1.6-1.8 steps/s measured (first 300 steps),
         # so 5,400 steps of 80 pairs, ~15 epochs.
-        'num_train_steps': 5400, 'eval_every_steps': 1800, 'checkpoint_every_steps': 1800},
+        'num_train_steps': 5400,
+        'eval_every_steps': 1800,
+        'checkpoint_every_steps': 1800,
+    },
     'tiny': {**_TINY, 'model': transformer_model('tiny', _TINY_VOCAB, max_len=64)},
-    'tiny_rnn': {**_TINY, 'model': rnn_model(_TINY_VOCAB, embed_dim=16, hidden_size=16),
-                 'schedule': 'constant', 'learning_rate': 3e-3},
+    'tiny_rnn': {
+        **_TINY,
+        'model': rnn_model(_TINY_VOCAB, embed_dim=16, hidden_size=16),
+        'schedule': 'constant',
+        'learning_rate': 3e-3,
+    },
 }
 
 
@@ -227,14 +294,19 @@ def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
 # not have yet (`key_size`, `position_embedding`); they join the table as soon as
 # base_config().model has them. About 50 minutes a run on 2 CPU cores (12 runs).
 
+
 def _table3() -> list[dict]:
     model = base_config().model
     rows = [{}]
     rows += [{'model.num_heads': h} for h in (1, 4, 16, 32)]
     if 'key_size' in model:
         rows += [{'model.key_size': d_k} for d_k in (16, 8)]
-    rows += [{'model.dropout': 0.0}, {'model.dropout': 0.2},
-             {'label_smoothing': 0.0}, {'label_smoothing': 0.2}]
+    rows += [
+        {'model.dropout': 0.0},
+        {'model.dropout': 0.2},
+        {'label_smoothing': 0.0},
+        {'label_smoothing': 0.2},
+    ]
     if 'position_embedding' in model:
         rows += [{'model.position_embedding': 'learned'}]
     return rows

@@ -54,20 +54,42 @@ FASHION_MNIST = 'idx:/usr/share/datasets/fashion-mnist'
 DEFAULT_VARIANT = 'digits'
 
 
-def vit_model(num_layers: int, d_model: int, num_heads: int, d_ff: int, patch_size: int,
-              image_size: int = 0, num_classes: int = 0, num_channels: int = 0,
-              dropout: float = 0.0) -> ml_collections.ConfigDict:
+def vit_model(
+    num_layers: int,
+    d_model: int,
+    num_heads: int,
+    d_ff: int,
+    patch_size: int,
+    image_size: int = 0,
+    num_classes: int = 0,
+    num_channels: int = 0,
+    dropout: float = 0.0,
+) -> ml_collections.ConfigDict:
     """A `model` sub-config whose keys are exactly the ViT module's fields (0 for a size
     means: taken from the data)."""
-    return ml_collections.ConfigDict(dict(
-        name='vit', image_size=image_size, num_channels=num_channels, patch_size=patch_size,
-        num_classes=num_classes,
-        d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff,
-        dropout=dropout, attention_dropout=0.0, pool='cls', use_position_embeddings=True,
-        position_embedding='learned',
-        # A typed placeholder, so that --config.model.representation_size=768 parses.
-        representation_size=ml_collections.config_dict.placeholder(int),
-        head_zero_init=True, layer_norm_epsilon=1e-6, scan_layers=False))
+    return ml_collections.ConfigDict(
+        dict(
+            name='vit',
+            image_size=image_size,
+            num_channels=num_channels,
+            patch_size=patch_size,
+            num_classes=num_classes,
+            d_model=d_model,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            d_ff=d_ff,
+            dropout=dropout,
+            attention_dropout=0.0,
+            pool='cls',
+            use_position_embeddings=True,
+            position_embedding='learned',
+            # A typed placeholder, so that --config.model.representation_size=768 parses.
+            representation_size=ml_collections.config_dict.placeholder(int),
+            head_zero_init=True,
+            layer_norm_epsilon=1e-6,
+            scan_layers=False,
+        )
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -79,8 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset = 'digits'
     config.data_dir = '~/.cache/seqmodels/tfds'
     config.random_crop_padding = 0  # pixels of black padding before a random crop
-    config.random_flip = False      # left-right; wrong for digits, fine for clothes
-    config.num_eval_batches = 0     # 0 = the whole test split
+    config.random_flip = False  # left-right; wrong for digits, fine for clothes
+    config.num_eval_batches = 0  # 0 = the whole test split
 
     config.label_smoothing = 0.0
 
@@ -98,41 +120,65 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
 
-    config.model = vit_model(num_layers=4, d_model=64, num_heads=4, d_ff=128,
-                             patch_size=2, image_size=8, num_classes=10)
+    config.model = vit_model(
+        num_layers=4, d_model=64, num_heads=4, d_ff=128, patch_size=2, image_size=8, num_classes=10
+    )
     return config
 
 
 VARIANTS = {
     'digits': {},
     'small': {
-        'dataset': FASHION_MNIST, 'random_flip': True, 'label_smoothing': 0.1,
+        'dataset': FASHION_MNIST,
+        'random_flip': True,
+        'label_smoothing': 0.1,
         # 4x4 patches: 7x7 patches are cheaper per image but topped out near 89% here (6
         # layers, 96 wide, 19-22 epochs, with or without random crops). Global average
         # pooling and fixed 2-D sin-cos positions as in Beyer et al. 2022 ("Better plain
         # ViT baselines"); with them this config reached 90.2% (README).
-        'model.patch_size': 4, 'model.image_size': 28,
-        'model.pool': 'gap', 'model.position_embedding': 'sincos2d',
+        'model.patch_size': 4,
+        'model.image_size': 28,
+        'model.pool': 'gap',
+        'model.position_embedding': 'sincos2d',
         'batch_size': 128,
         'num_train_steps': 7200,  # 15.4 epochs of the 60,000 training images
-        'learning_rate': 3e-3, 'warmup_steps': 500, 'log_every_steps': 100,
-        'eval_every_steps': 1000, 'checkpoint_every_steps': 1000},
+        'learning_rate': 3e-3,
+        'warmup_steps': 500,
+        'log_every_steps': 100,
+        'eval_every_steps': 1000,
+        'checkpoint_every_steps': 1000,
+    },
 }
-_PAPER_VARIANTS = (f'a size {"/".join(SIZES)} followed by a patch size dividing '
-                   f'{PAPER_IMAGE_SIZE} (e.g. b16, b32, l16, h14)')
+_PAPER_VARIANTS = (
+    f'a size {"/".join(SIZES)} followed by a patch size dividing '
+    f'{PAPER_IMAGE_SIZE} (e.g. b16, b32, l16, h14)'
+)
 
 
 def paper_variant(size: str, patch_size: int) -> dict:
     """The overrides of the published size `size` with `patch_size` patches (e.g. b16)."""
     num_layers, d_model, num_heads, d_ff = SIZES[size]
     return {
-        'model': vit_model(num_layers, d_model, num_heads, d_ff, patch_size=patch_size,
-                           image_size=PAPER_IMAGE_SIZE, num_classes=1000, num_channels=3,
-                           dropout=0.1),
-        'dataset': 'tfds:imagenet2012', 'batch_size': 4096,
+        'model': vit_model(
+            num_layers,
+            d_model,
+            num_heads,
+            d_ff,
+            patch_size=patch_size,
+            image_size=PAPER_IMAGE_SIZE,
+            num_classes=1000,
+            num_channels=3,
+            dropout=0.1,
+        ),
+        'dataset': 'tfds:imagenet2012',
+        'batch_size': 4096,
         'num_train_steps': 93_836,  # 300 epochs of ImageNet's 1,281,167 images
-        'learning_rate': 3e-3, 'warmup_steps': 10_000, 'weight_decay': 0.3,
-        'log_every_steps': 100, 'eval_every_steps': 5000, 'checkpoint_every_steps': 5000,
+        'learning_rate': 3e-3,
+        'warmup_steps': 10_000,
+        'weight_decay': 0.3,
+        'log_every_steps': 100,
+        'eval_every_steps': 5000,
+        'checkpoint_every_steps': 5000,
     }
 
 
@@ -145,7 +191,8 @@ def _variant_overrides(variant: str) -> Mapping:
         raise ConfigError(
             f'unknown variant {variant!r}: the patch size {patch_size} does not divide '
             f'the {PAPER_IMAGE_SIZE}-pixel images; use a divisor of {PAPER_IMAGE_SIZE} '
-            f'(e.g. {size}16, {size}32) or override --config.model.patch_size')
+            f'(e.g. {size}16, {size}32) or override --config.model.patch_size'
+        )
     return paper_variant(size, patch_size)
 
 
@@ -158,6 +205,7 @@ def get_config(variant: str = DEFAULT_VARIANT) -> ml_collections.ConfigDict:
 # Sweeps (seqmodels.sweep; the README's "Sweeps" section):
 #   python -m experiments.sweep --config=configs/vit.py[:VARIANT] --sweep=NAME \
 #       --workdir=DIR [--parallel=N] --objective=eval/accuracy --direction=max
+
 
 def get_sweep(name: str) -> list[dict]:
     """The trials (dicts of config overrides) of sweep `name`:

@@ -45,14 +45,20 @@ def validate(config) -> None:
     if is_finetuning(config):
         return
     require = training.require
-    require(config.num_eval_batches >= 1, 'num_eval_batches', 'must be >= 1 for '
-            'pre-training (its validation batches are drawn, not enumerated)',
-            config.num_eval_batches)
+    require(
+        config.num_eval_batches >= 1,
+        'num_eval_batches',
+        'must be >= 1 for pre-training (its validation batches are drawn, not enumerated)',
+        config.num_eval_batches,
+    )
     require(0 < config.mask_prob < 1, 'mask_prob', 'must lie in (0, 1)', config.mask_prob)
-    require(isinstance(config.max_predictions_per_seq, int)
-            and 1 <= config.max_predictions_per_seq <= config.seq_len,
-            'max_predictions_per_seq', f'must be an integer in [1, seq_len={config.seq_len}]',
-            config.max_predictions_per_seq)
+    require(
+        isinstance(config.max_predictions_per_seq, int)
+        and 1 <= config.max_predictions_per_seq <= config.seq_len,
+        'max_predictions_per_seq',
+        f'must be an integer in [1, seq_len={config.seq_len}]',
+        config.max_predictions_per_seq,
+    )
     for key in ('next_sentence_prob', 'short_seq_prob'):
         require(0 <= config[key] <= 1, key, 'must lie in [0, 1]', config[key])
 
@@ -60,46 +66,69 @@ def validate(config) -> None:
 # --------------------------------------------------------------------------- #
 # Building a run.
 
+
 def build(config, workdir: str, train: bool = True):
     """(data, model, task) for a validated config; fills model.vocab_size and
     model.num_classes, and (train) restores the pre-trained parameters."""
     if is_finetuning(config):
         data = labeled.load_labeled_data(
-            config.dataset, config.task_type, train_split=config.train_split,
-            validation_split=config.validation_split, test_split=config.test_split,
-            normalize=config.normalize, seed=config.seed)
+            config.dataset,
+            config.task_type,
+            train_split=config.train_split,
+            validation_split=config.validation_split,
+            test_split=config.test_split,
+            normalize=config.normalize,
+            seed=config.seed,
+        )
         texts = lambda: [t for e in data.examples('train') for t in e.texts]
         num_classes = data.num_options or data.num_classes
     else:
         data = text_corpus.load_text_corpus(
-            config.dataset, normalize=config.normalize, val_fraction=config.val_fraction,
-            data_dir=os.path.expanduser(config.data_dir))
+            config.dataset,
+            normalize=config.normalize,
+            val_fraction=config.val_fraction,
+            data_dir=os.path.expanduser(config.data_dir),
+        )
         texts = lambda: [s for d in data.train for s in d.sentences]
         num_classes = 0
     tokenizer = bert_tasks.tokenizer_for(config, workdir, texts)
     m = config.model
-    training.require(m.vocab_size in (0, tokenizer.vocab_size) or m.vocab_size
-                     > tokenizer.vocab_size, 'model.vocab_size', f'must be 0 or at least the '
-                     f'tokenizer\'s {tokenizer.vocab_size}', m.vocab_size)
-    training.require(m.num_classes in (0, num_classes), 'model.num_classes',
-                     f'does not match the data ({num_classes}); set it to 0', m.num_classes)
+    training.require(
+        m.vocab_size in (0, tokenizer.vocab_size) or m.vocab_size > tokenizer.vocab_size,
+        'model.vocab_size',
+        f"must be 0 or at least the tokenizer's {tokenizer.vocab_size}",
+        m.vocab_size,
+    )
+    training.require(
+        m.num_classes in (0, num_classes),
+        'model.num_classes',
+        f'does not match the data ({num_classes}); set it to 0',
+        m.num_classes,
+    )
     with config.unlocked():
         m.vocab_size = m.vocab_size or tokenizer.vocab_size
         m.num_classes = num_classes
     model = models.build_model(m)
     if not is_finetuning(config):
         batches = bert_pretraining.make_pretraining_data(
-            data.train, data.validation, tokenizer, seq_len=config.seq_len,
-            batch_size=config.batch_size, seed=config.seed,
+            data.train,
+            data.validation,
+            tokenizer,
+            seq_len=config.seq_len,
+            batch_size=config.batch_size,
+            seed=config.seed,
             num_eval_batches=config.num_eval_batches,
-            max_predictions=config.max_predictions_per_seq, mask_prob=config.mask_prob,
+            max_predictions=config.max_predictions_per_seq,
+            mask_prob=config.mask_prob,
             next_sentence_prob=config.next_sentence_prob,
-            short_seq_prob=config.short_seq_prob, name=data.name)
+            short_seq_prob=config.short_seq_prob,
+            name=data.name,
+        )
         logging.info('data: %s', data.describe())
         return batches, model, PretrainingTask(config, model, batches)
     batches = bert_finetuning.make_finetuning_data(
-        data, tokenizer, seq_len=config.seq_len, batch_size=config.batch_size,
-        seed=config.seed)
+        data, tokenizer, seq_len=config.seq_len, batch_size=config.batch_size, seed=config.seed
+    )
     pretrained = transfer.pretrained_params(config, 'bert') if train and config.init_from else None
     logging.info('data: %s', data.describe())
     if train and jax.process_index() == 0:
@@ -112,6 +141,7 @@ def build(config, workdir: str, train: bool = True):
 # --------------------------------------------------------------------------- #
 # Modes.
 
+
 def train(config, workdir):
     validate(config)
     _, _, task = build(config, workdir)
@@ -122,9 +152,11 @@ def train(config, workdir):
 
 def _inputs(batches):
     for b in batches:
-        yield {'inputs': {'tokens': b['tokens'], 'segment_ids': b['segment_ids']},
-               'labels': b.get('labels', np.zeros(len(b['tokens']), np.int32)),
-               'weights': b['weights']}
+        yield {
+            'inputs': {'tokens': b['tokens'], 'segment_ids': b['segment_ids']},
+            'labels': b.get('labels', np.zeros(len(b['tokens']), np.int32)),
+            'weights': b['weights'],
+        }
 
 
 def evaluate(workdir: str, step: int | None = None) -> dict:
@@ -138,48 +170,56 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
         mesh = training.make_mesh()
         return training.evaluate(task, training.make_eval_step(task, mesh), params, mesh)
     role = 'test' if 'test' in data.splits else 'validation'
-    logits, labels = predict_logits(task.logits, params, _inputs(data.eval_batches(role)),
-                                    'inputs')
+    logits, labels = predict_logits(task.logits, params, _inputs(data.eval_batches(role)), 'inputs')
     with open(os.path.join(workdir, CLASS_NAMES)) as f:
         names = json.load(f)
     predictions = logits.argmax(-1)
     confusion = evaluation.confusion_matrix(labels, predictions, len(names))
     accuracy = evaluation.accuracy(labels, predictions)
     png, csv_path = (os.path.join(workdir, f'confusion_matrix.{e}') for e in ('png', 'csv'))
-    plots.plot_confusion_matrix(confusion, names, png, f'{config.dataset} ({role})\n'
-                                f'accuracy {accuracy:.2%} on {len(labels)} examples')
+    plots.plot_confusion_matrix(
+        confusion,
+        names,
+        png,
+        f'{config.dataset} ({role})\naccuracy {accuracy:.2%} on {len(labels)} examples',
+    )
     with open(csv_path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['true\\predicted', *names])
         writer.writerows([name, *row.tolist()] for name, row in zip(names, confusion))
     per_class = evaluation.per_class_accuracy(confusion)
-    return {'split': role, 'accuracy': accuracy,
-            'loss': evaluation.mean_log_loss(logits, labels),
-            'per_class_accuracy': dict(zip(names, per_class.tolist())),
-            'confusion': confusion, 'predictions': predictions, 'png': png, 'csv': csv_path}
+    return {
+        'split': role,
+        'accuracy': accuracy,
+        'loss': evaluation.mean_log_loss(logits, labels),
+        'per_class_accuracy': dict(zip(names, per_class.tolist())),
+        'confusion': confusion,
+        'predictions': predictions,
+        'png': png,
+        'csv': csv_path,
+    }
 
 
-def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>'
-            ) -> list[str]:
+def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>') -> list[str]:
     """The predicted label of each line (the training format without the label)."""
     config = common.load_run_config(workdir, 'bert')
     if not is_finetuning(config):
-        raise common.UsageError(f'{workdir} is a pre-training run; predict needs a '
-                                'fine-tuned one')
+        raise common.UsageError(f'{workdir} is a pre-training run; predict needs a fine-tuned one')
     with open(os.path.join(workdir, CLASS_NAMES)) as f:
         names = json.load(f)
     tokenizer = tokenizers.SentencePieceTokenizer.load(os.path.join(workdir, TOKENIZER))
     if not lines:
         return []
-    examples = labeled.parse_lines(lines, config.task_type, with_labels=False,
-                                   source=source, normalize=config.normalize)
-    split = bert_finetuning.encode_texts([e.texts for e in examples], None, config.task_type,
-                                         tokenizer, config.seq_len)
+    examples = labeled.parse_lines(
+        lines, config.task_type, with_labels=False, source=source, normalize=config.normalize
+    )
+    split = bert_finetuning.encode_texts(
+        [e.texts for e in examples], None, config.task_type, tokenizer, config.seq_len
+    )
     data = bert_finetuning.FinetuningData({'predict': split}, config.batch_size, config.seed)
     task = FinetuningTask(config, models.build_model(config.model), data)
     params = training.restore_params(workdir, step)
-    logits, _ = predict_logits(task.logits, params, _inputs(data.eval_batches('predict')),
-                               'inputs')
+    logits, _ = predict_logits(task.logits, params, _inputs(data.eval_batches('predict')), 'inputs')
     return [names[i] for i in logits.argmax(-1)]
 
 
@@ -188,18 +228,29 @@ def evaluate_mode(workdir):
     if 'accuracy' not in result:
         print(json.dumps({f'eval/{k}': v for k, v in result.items()}, sort_keys=True))
         return
-    print(json.dumps({'split': result['split'], 'eval/accuracy': result['accuracy'],
-                      'eval/loss': result['loss'],
-                      'eval/per_class_accuracy': result['per_class_accuracy']}, sort_keys=True))
-    print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
+    print(
+        json.dumps(
+            {
+                'split': result['split'],
+                'eval/accuracy': result['accuracy'],
+                'eval/loss': result['loss'],
+                'eval/per_class_accuracy': result['per_class_accuracy'],
+            },
+            sort_keys=True,
+        )
+    )
+    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
 
 
 def predict_mode(workdir):
     lines = common.read_lines(common.INPUT.value)
-    common.write_lines(predict(workdir, lines, common.STEP.value, common.INPUT.value or '<stdin>'),
-                       common.OUTPUT.value)
+    common.write_lines(
+        predict(workdir, lines, common.STEP.value, common.INPUT.value or '<stdin>'),
+        common.OUTPUT.value,
+    )
 
 
 if __name__ == '__main__':
-    common.run_driver(train, {'evaluate': evaluate_mode, 'predict': predict_mode},
-                      'configs/bert.py:mini')
+    common.run_driver(
+        train, {'evaluate': evaluate_mode, 'predict': predict_mode}, 'configs/bert.py:mini'
+    )

@@ -35,15 +35,27 @@ from seqmodels.inference import Sampler
 from seqmodels.tasks.language_model import LanguageModelTask
 from seqmodels.models import scheduled_sampling
 
-_NUM_CHARS = flags.DEFINE_integer('num_chars', 500, 'sample: characters to generate; cells: '
-                                  'characters shown.')
-_CELLS = flags.DEFINE_string('cells', None, 'cells: units to colour the text by, UNIT (top '
-                             'layer) or LAYER:UNIT, comma-separated, e.g. 3,0:17.')
-_FIND = flags.DEFINE_list('find', None, 'cells: also colour by the unit that tracks each of '
-                          f'these best: {",".join(cells.INDICATORS)} (default: all of them '
-                          'when --cells is not given).')
-_CELLS_TEXT = flags.DEFINE_string('cells_text', None, 'cells: a UTF-8 file for the model to '
-                                  'read (default: the validation text of the run).')
+_NUM_CHARS = flags.DEFINE_integer(
+    'num_chars', 500, 'sample: characters to generate; cells: characters shown.'
+)
+_CELLS = flags.DEFINE_string(
+    'cells',
+    None,
+    'cells: units to colour the text by, UNIT (top '
+    'layer) or LAYER:UNIT, comma-separated, e.g. 3,0:17.',
+)
+_FIND = flags.DEFINE_list(
+    'find',
+    None,
+    'cells: also colour by the unit that tracks each of '
+    f'these best: {",".join(cells.INDICATORS)} (default: all of them '
+    'when --cells is not given).',
+)
+_CELLS_TEXT = flags.DEFINE_string(
+    'cells_text',
+    None,
+    'cells: a UTF-8 file for the model to read (default: the validation text of the run).',
+)
 
 MODEL_NAMES = ('rnn_lm', 'gpt')
 
@@ -53,23 +65,40 @@ def validate(config: ml_collections.ConfigDict) -> None:
     common.validate(config, MODEL_NAMES)
     require = training.require
     m = config.model
-    require(isinstance(config.seq_len, int) and config.seq_len > 0, 'seq_len',
-            'must be a positive integer', config.seq_len)
+    require(
+        isinstance(config.seq_len, int) and config.seq_len > 0,
+        'seq_len',
+        'must be a positive integer',
+        config.seq_len,
+    )
     require(config.max_chars >= 0, 'max_chars', 'must be >= 0 (0 = all)', config.max_chars)
-    require(0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)',
-            config.val_fraction)
-    require(config.num_eval_batches >= 0, 'num_eval_batches', 'must be >= 0 (0 = all)',
-            config.num_eval_batches)
+    require(0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)', config.val_fraction)
+    require(
+        config.num_eval_batches >= 0,
+        'num_eval_batches',
+        'must be >= 0 (0 = all)',
+        config.num_eval_batches,
+    )
     require(config.sample_chars >= 0, 'sample_chars', 'must be >= 0', config.sample_chars)
-    require(config.sample_temperature >= 0, 'sample_temperature', 'must be >= 0',
-            config.sample_temperature)
+    require(
+        config.sample_temperature >= 0,
+        'sample_temperature',
+        'must be >= 0',
+        config.sample_temperature,
+    )
     if m.name == 'gpt':
-        require(config.seq_len <= m.max_len, 'seq_len',
-                f'must be <= model.max_len={m.max_len} (the learned positions)',
-                config.seq_len)
-        require(config.scheduled_sampling == 'none', 'scheduled_sampling',
-                "applies to RNN models only; use 'none' with model.name='gpt'",
-                config.scheduled_sampling)
+        require(
+            config.seq_len <= m.max_len,
+            'seq_len',
+            f'must be <= model.max_len={m.max_len} (the learned positions)',
+            config.seq_len,
+        )
+        require(
+            config.scheduled_sampling == 'none',
+            'scheduled_sampling',
+            "applies to RNN models only; use 'none' with model.name='gpt'",
+            config.scheduled_sampling,
+        )
     scheduled_sampling.from_config(config)
 
 
@@ -79,12 +108,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # --------------------------------------------------------------------------- #
 # Modes.
 
+
 def load_data(config, workdir):
     return make_char_lm_data(
-        config.dataset, seq_len=config.seq_len, batch_size=config.batch_size,
-        seed=config.seed, data_dir=os.path.expanduser(config.data_dir),
-        vocab_path=os.path.join(workdir, 'vocab.json'), val_fraction=config.val_fraction,
-        max_chars=config.max_chars or None)
+        config.dataset,
+        seq_len=config.seq_len,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        data_dir=os.path.expanduser(config.data_dir),
+        vocab_path=os.path.join(workdir, 'vocab.json'),
+        val_fraction=config.val_fraction,
+        max_chars=config.max_chars or None,
+    )
 
 
 def build(config, workdir):
@@ -93,8 +128,13 @@ def build(config, workdir):
     with config.unlocked():
         config.model.vocab_size = data.vocab_size
     model = models.build_model(config.model)
-    return data, model, LanguageModelTask(config, model, data, data.vocab, unit='char',
-                                          sample_length=config.sample_chars)
+    return (
+        data,
+        model,
+        LanguageModelTask(
+            config, model, data, data.vocab, unit='char', sample_length=config.sample_chars
+        ),
+    )
 
 
 def train(config, workdir):
@@ -105,8 +145,12 @@ def train(config, workdir):
     params = jax.device_get(state.params)
     print(f'\n--- sample after {config.num_train_steps} steps ---')
     Sampler(model, params, data.vocab).generate(
-        config.sample_prompt, max(config.sample_chars, 200), jax.random.key(0),
-        config.sample_temperature, stream=sys.stdout)
+        config.sample_prompt,
+        max(config.sample_chars, 200),
+        jax.random.key(0),
+        config.sample_temperature,
+        stream=sys.stdout,
+    )
     print('\n---')
     common.print_run_summary(workdir, 'char_lm', 'sample')
 
@@ -118,14 +162,22 @@ def sample(workdir):
     prompt = config.sample_prompt if common.PROMPT.value is None else common.PROMPT.value
     unknown = sorted({c for c, i in zip(prompt, vocab.encode(prompt)) if i == UNK_ID})
     if unknown:
-        logging.warning('the prompt has characters this run never saw in training, fed as '
-                        'unknown: %s', ' '.join(repr(c) for c in unknown))
+        logging.warning(
+            'the prompt has characters this run never saw in training, fed as unknown: %s',
+            ' '.join(repr(c) for c in unknown),
+        )
     model = models.build_model(config.model)
     params = training.restore_params(workdir, common.STEP.value)
     sys.stdout.write(prompt)
     Sampler(model, params, vocab).generate(
-        prompt, _NUM_CHARS.value, jax.random.key(common.SEED.value), temperature, top_k, top_p,
-        stream=sys.stdout)
+        prompt,
+        _NUM_CHARS.value,
+        jax.random.key(common.SEED.value),
+        temperature,
+        top_k,
+        top_p,
+        stream=sys.stdout,
+    )
     sys.stdout.write('\n')
 
 
@@ -142,8 +194,10 @@ def cells_mode(workdir):
     """Writes WORKDIR/cells.html: text coloured by units of a recurrent model."""
     config = common.load_run_config(workdir, 'char_lm')
     if config.model.name != 'rnn_lm':
-        raise common.UsageError(f'--mode=cells applies to recurrent models (model.name='
-                                f"'rnn_lm'); {workdir} holds a {config.model.name} model")
+        raise common.UsageError(
+            f'--mode=cells applies to recurrent models (model.name='
+            f"'rnn_lm'); {workdir} holds a {config.model.name} model"
+        )
     if _NUM_CHARS.value <= 0:
         raise common.UsageError(f'--num_chars must be > 0, got {_NUM_CHARS.value}')
     try:
@@ -151,10 +205,14 @@ def cells_mode(workdir):
     except ValueError as e:
         raise common.UsageError(f'--{e}') from None
     run = runs.restore(workdir, common.STEP.value, config)
-    text = (read_text_file(_CELLS_TEXT.value) if _CELLS_TEXT.value
-            else runs.validation_text(run, cells.ANALYSED_CHARS))
-    page, shown = cells.report(run.model, run.params, run.vocab, text, _CELLS.value,
-                               _FIND.value, _NUM_CHARS.value)
+    text = (
+        read_text_file(_CELLS_TEXT.value)
+        if _CELLS_TEXT.value
+        else runs.validation_text(run, cells.ANALYSED_CHARS)
+    )
+    page, shown = cells.report(
+        run.model, run.params, run.vocab, text, _CELLS.value, _FIND.value, _NUM_CHARS.value
+    )
     for entry in shown:
         print(entry.title, ' '.join(f'{k}={r:+.2f}' for k, r in entry.correlations.items()))
     path = os.path.join(workdir, 'cells.html')
@@ -164,5 +222,8 @@ def cells_mode(workdir):
 
 
 if __name__ == '__main__':
-    common.run_driver(train, {'sample': sample, 'evaluate': evaluate, 'cells': cells_mode},
-                      'configs/char_lm.py:lstm')
+    common.run_driver(
+        train,
+        {'sample': sample, 'evaluate': evaluate, 'cells': cells_mode},
+        'configs/char_lm.py:lstm',
+    )

@@ -47,19 +47,35 @@ def validate(config) -> None:
     transfer.check_config(config, 'gpt')
     require, m = training.require, config.model
     if transfer.is_finetuning(config):
-        require(config.lm_coef >= 0, 'lm_coef', 'must be >= 0 (0 = no auxiliary LM loss)',
-                config.lm_coef)
-        require(config.num_epochs >= 0, 'num_epochs', 'must be >= 0 (0 = num_train_steps '
-                'decides)', config.num_epochs)
+        require(
+            config.lm_coef >= 0,
+            'lm_coef',
+            'must be >= 0 (0 = no auxiliary LM loss)',
+            config.lm_coef,
+        )
+        require(
+            config.num_epochs >= 0,
+            'num_epochs',
+            'must be >= 0 (0 = num_train_steps decides)',
+            config.num_epochs,
+        )
     else:
-        require(m.num_classes == 0, 'model.num_classes', 'must be 0 for pre-training (a '
-                'fine-tuning run adds the head)', m.num_classes)
-        require(0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)',
-                config.val_fraction)
-        require(config.sample_tokens >= 0, 'sample_tokens', 'must be >= 0',
-                config.sample_tokens)
-        require(config.num_epochs == 0, 'num_epochs', 'is for fine-tuning; pre-training '
-                'runs num_train_steps', config.num_epochs)
+        require(
+            m.num_classes == 0,
+            'model.num_classes',
+            'must be 0 for pre-training (a fine-tuning run adds the head)',
+            m.num_classes,
+        )
+        require(
+            0 < config.val_fraction < 1, 'val_fraction', 'must lie in (0, 1)', config.val_fraction
+        )
+        require(config.sample_tokens >= 0, 'sample_tokens', 'must be >= 0', config.sample_tokens)
+        require(
+            config.num_epochs == 0,
+            'num_epochs',
+            'is for fine-tuning; pre-training runs num_train_steps',
+            config.num_epochs,
+        )
 
 
 def build(config, workdir: str, restore: bool = True):
@@ -73,41 +89,59 @@ def build(config, workdir: str, restore: bool = True):
 def train(config, workdir):
     validate(config)
     model, task, data, tokenizer = build(config, workdir)
-    logging.info('data: %s; %d subword pieces', data.describe() if data else
-                 task.data.description, tokenizer.vocab_size)
+    logging.info(
+        'data: %s; %d subword pieces',
+        data.describe() if data else task.data.description,
+        tokenizer.vocab_size,
+    )
     state = training.train_and_evaluate(config, workdir, task)
     if jax.process_index() != 0:
         return
     if data is None:
         print(f'\n--- sample after {config.num_train_steps} steps ---')
-        generate(model, jax.device_get(state.params), tokenizer, config.sample_prompt, 100,
-                 config.sample_temperature, None, None, 0)
+        generate(
+            model,
+            jax.device_get(state.params),
+            tokenizer,
+            config.sample_prompt,
+            100,
+            config.sample_temperature,
+            None,
+            None,
+            0,
+        )
         print('---')
         common.print_run_summary(workdir, 'gpt', 'sample')
         return
     result = evaluate(workdir)
-    print(f"{result['split']} accuracy after step {config.num_train_steps}: "
-          f"{result['accuracy']:.4f} ({result['count']} examples)")
+    print(
+        f'{result["split"]} accuracy after step {config.num_train_steps}: '
+        f'{result["accuracy"]:.4f} ({result["count"]} examples)'
+    )
     common.print_run_summary(workdir, 'gpt', 'evaluate')
 
 
 def generate(model, params, tokenizer, prompt, num_tokens, temperature, top_k, top_p, seed):
     sys.stdout.write(prompt)
     Sampler(model, params, tokenizers.StreamingVocab(tokenizer)).generate(
-        prompt, num_tokens, jax.random.key(seed), temperature, top_k, top_p, stream=sys.stdout)
+        prompt, num_tokens, jax.random.key(seed), temperature, top_k, top_p, stream=sys.stdout
+    )
     sys.stdout.write('\n')
 
 
 def _inputs(batches):
     for batch in batches:
-        yield {'inputs': {'tokens': batch['tokens'], 'last': batch['last']},
-               'weights': batch['weights'],
-               'labels': batch.get('labels', np.zeros(len(batch['weights']), np.int32))}
+        yield {
+            'inputs': {'tokens': batch['tokens'], 'last': batch['last']},
+            'weights': batch['weights'],
+            'labels': batch.get('labels', np.zeros(len(batch['weights']), np.int32)),
+        }
 
 
 def _logits(task, params, batches):
-    return predict_logits(lambda p, inputs: task.logits(p, inputs)[1], params,
-                          _inputs(batches), 'inputs')
+    return predict_logits(
+        lambda p, inputs: task.logits(p, inputs)[1], params, _inputs(batches), 'inputs'
+    )
 
 
 def evaluate(workdir: str, step: int | None = None) -> dict:
@@ -128,17 +162,29 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
     confusion = evaluation.confusion_matrix(labels, predictions, data.num_classes)
     accuracy = evaluation.accuracy(labels, predictions)
     png, csv_path = (os.path.join(workdir, f'confusion_matrix.{e}') for e in ('png', 'csv'))
-    plots.plot_confusion_matrix(confusion, data.class_names, png, f'{data.name} ({split})\n'
-                                f'accuracy {accuracy:.2%} on {len(labels)} examples')
+    plots.plot_confusion_matrix(
+        confusion,
+        data.class_names,
+        png,
+        f'{data.name} ({split})\naccuracy {accuracy:.2%} on {len(labels)} examples',
+    )
     with open(csv_path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['true\\predicted', *data.class_names])
         writer.writerows([name, *row.tolist()] for name, row in zip(data.class_names, confusion))
     per_class = evaluation.per_class_accuracy(confusion)
-    return {'split': split, 'count': len(labels), 'accuracy': accuracy,
-            'loss': evaluation.mean_log_loss(logits, labels), 'confusion': confusion,
-            'per_class_accuracy': dict(zip(data.class_names, per_class.tolist())),
-            'predictions': predictions, 'labels': labels, 'png': png, 'csv': csv_path}
+    return {
+        'split': split,
+        'count': len(labels),
+        'accuracy': accuracy,
+        'loss': evaluation.mean_log_loss(logits, labels),
+        'confusion': confusion,
+        'per_class_accuracy': dict(zip(data.class_names, per_class.tolist())),
+        'predictions': predictions,
+        'labels': labels,
+        'png': png,
+        'csv': csv_path,
+    }
 
 
 def evaluate_mode(workdir):
@@ -146,22 +192,34 @@ def evaluate_mode(workdir):
     if 'split' not in result:
         print(json.dumps({f'eval/{k}': float(v) for k, v in result.items()}, sort_keys=True))
         return
-    print(json.dumps({'split': result['split'], 'examples': result['count'],
-                      'accuracy': result['accuracy'], 'loss': result['loss'],
-                      'per_class_accuracy': result['per_class_accuracy']}, sort_keys=True))
-    print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
+    print(
+        json.dumps(
+            {
+                'split': result['split'],
+                'examples': result['count'],
+                'accuracy': result['accuracy'],
+                'loss': result['loss'],
+                'per_class_accuracy': result['per_class_accuracy'],
+            },
+            sort_keys=True,
+        )
+    )
+    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
 
 
 def predict(workdir: str, lines: list[str], source: str, step: int | None = None) -> list[str]:
     """The predicted class name of each example line (the labelled format, no label)."""
     config = common.load_run_config(workdir, 'gpt')
     if not transfer.is_finetuning(config):
-        raise common.UsageError(f'{workdir} is a pre-training run: predict needs a '
-                                'fine-tuned one (sample continues text)')
+        raise common.UsageError(
+            f'{workdir} is a pre-training run: predict needs a '
+            'fine-tuned one (sample continues text)'
+        )
     model, task, data, tokenizer = build(config, workdir, restore=False)
     params = training.restore_params(workdir, step)
-    examples = labeled.parse_lines(lines, config.task_type, with_labels=False, source=source,
-                                   normalize=config.normalize)
+    examples = labeled.parse_lines(
+        lines, config.task_type, with_labels=False, source=source, normalize=config.normalize
+    )
     if not examples:
         return []
     encoded = gpt_inputs.encode(examples, config.task_type, tokenizer, config.seq_len)
@@ -181,16 +239,27 @@ def predict_mode(workdir):
 def sample_mode(workdir):
     config = common.load_run_config(workdir, 'gpt')
     temperature, top_k, top_p = common.sampling_options(config, _NUM_TOKENS.value, 'num_tokens')
-    tokenizer = tokenizers.SentencePieceTokenizer.load(
-        os.path.join(workdir, transfer.TOKENIZER))
+    tokenizer = tokenizers.SentencePieceTokenizer.load(os.path.join(workdir, transfer.TOKENIZER))
     model = models.build_model(config.model)
     params = training.restore_params(workdir, common.STEP.value)
     prompt = config.sample_prompt if common.PROMPT.value is None else common.PROMPT.value
     prompt = text_corpus.normalize_text(prompt, config.normalize)
-    generate(model, params, tokenizer, prompt, _NUM_TOKENS.value, temperature, top_k, top_p,
-             common.SEED.value)
+    generate(
+        model,
+        params,
+        tokenizer,
+        prompt,
+        _NUM_TOKENS.value,
+        temperature,
+        top_k,
+        top_p,
+        common.SEED.value,
+    )
 
 
 if __name__ == '__main__':
-    common.run_driver(train, {'evaluate': evaluate_mode, 'predict': predict_mode,
-                              'sample': sample_mode}, 'configs/gpt.py')
+    common.run_driver(
+        train,
+        {'evaluate': evaluate_mode, 'predict': predict_mode, 'sample': sample_mode},
+        'configs/gpt.py',
+    )

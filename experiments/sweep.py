@@ -76,45 +76,89 @@ from seqmodels.sweep import SweepError
 from seqmodels.sweep import launcher, records, results
 from seqmodels.sweep.search import SEARCHES
 
-_SWEEP = flags.DEFINE_string('sweep', None, 'The sweep to run: get_sweep(NAME) of the config '
-                             'module.')
-_SEARCH = flags.DEFINE_enum('search', 'grid', list(SEARCHES), 'grid: the declared trials; '
-                            'random: --num_trials seeded draws from a declared space; bayes: '
-                            'Optuna TPE over the space, --num_trials in all.')
-_NUM_TRIALS = flags.DEFINE_integer('num_trials', None, 'random/bayes: how many trials (a '
-                                   'rerun may raise it to extend the sweep).')
-_SEARCH_SEED = flags.DEFINE_integer('search_seed', 0, 'random/bayes: the seed of the draws '
-                                    '(trial seeds are a config key: sweep `seed` for those).')
-_OBJECTIVE = flags.DEFINE_string('objective', None, 'The metric trials are ranked by (its '
-                                 'final logged value); default eval/loss, or what the sweep '
-                                 'was made with in --mode=report.')
-_DIRECTION = flags.DEFINE_enum('direction', None, list(launcher.DIRECTIONS), 'Whether the '
-                               'objective is minimised or maximised (default min).')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Trials at a time: local, each gets its share '
-                                 'of the cores; slurm, the job array parallelism.')
-_EXECUTOR = flags.DEFINE_enum('executor', 'local', ['local', 'slurm', 'submitit_local'],
-                              'local: child processes here; slurm: a submitit job array; '
-                              'submitit_local: the slurm code path through submitit\'s local '
-                              'executor.')
-_DEVICES_PER_TRIAL = flags.DEFINE_integer('devices_per_trial', 0, 'local: accelerators per '
-                                          'trial (GPUs, or 1 TPU chip); 0 leaves devices as '
-                                          'they are (CPU, or one trial with every device).')
-_DRIVER = flags.DEFINE_string('driver', None, 'The module that trains one trial (default '
-                              'experiments.<name of the config file>).')
-_AGGREGATE = flags.DEFINE_list('aggregate', ['seed'], 'Swept keys the table also averages '
-                               'over (mean ± standard deviation per setting of the others).')
+_SWEEP = flags.DEFINE_string(
+    'sweep', None, 'The sweep to run: get_sweep(NAME) of the config module.'
+)
+_SEARCH = flags.DEFINE_enum(
+    'search',
+    'grid',
+    list(SEARCHES),
+    'grid: the declared trials; '
+    'random: --num_trials seeded draws from a declared space; bayes: '
+    'Optuna TPE over the space, --num_trials in all.',
+)
+_NUM_TRIALS = flags.DEFINE_integer(
+    'num_trials', None, 'random/bayes: how many trials (a rerun may raise it to extend the sweep).'
+)
+_SEARCH_SEED = flags.DEFINE_integer(
+    'search_seed',
+    0,
+    'random/bayes: the seed of the draws (trial seeds are a config key: sweep `seed` for those).',
+)
+_OBJECTIVE = flags.DEFINE_string(
+    'objective',
+    None,
+    'The metric trials are ranked by (its '
+    'final logged value); default eval/loss, or what the sweep '
+    'was made with in --mode=report.',
+)
+_DIRECTION = flags.DEFINE_enum(
+    'direction',
+    None,
+    list(launcher.DIRECTIONS),
+    'Whether the objective is minimised or maximised (default min).',
+)
+_PARALLEL = flags.DEFINE_integer(
+    'parallel',
+    1,
+    'Trials at a time: local, each gets its share of the cores; slurm, the job array parallelism.',
+)
+_EXECUTOR = flags.DEFINE_enum(
+    'executor',
+    'local',
+    ['local', 'slurm', 'submitit_local'],
+    'local: child processes here; slurm: a submitit job array; '
+    "submitit_local: the slurm code path through submitit's local "
+    'executor.',
+)
+_DEVICES_PER_TRIAL = flags.DEFINE_integer(
+    'devices_per_trial',
+    0,
+    'local: accelerators per '
+    'trial (GPUs, or 1 TPU chip); 0 leaves devices as '
+    'they are (CPU, or one trial with every device).',
+)
+_DRIVER = flags.DEFINE_string(
+    'driver',
+    None,
+    'The module that trains one trial (default experiments.<name of the config file>).',
+)
+_AGGREGATE = flags.DEFINE_list(
+    'aggregate',
+    ['seed'],
+    'Swept keys the table also averages '
+    'over (mean ± standard deviation per setting of the others).',
+)
 _SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: the partition.')
-_SLURM_TIME_MIN = flags.DEFINE_integer('slurm_time_min', 240, 'slurm: the time limit of a '
-                                       'job, in minutes (a trial past it is requeued and '
-                                       'resumes).')
+_SLURM_TIME_MIN = flags.DEFINE_integer(
+    'slurm_time_min',
+    240,
+    'slurm: the time limit of a job, in minutes (a trial past it is requeued and resumes).',
+)
 _SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_trial', 0, 'slurm: GPUs per trial.')
-_SLURM_CPUS = flags.DEFINE_integer('slurm_cpus_per_trial', 0, 'slurm: CPUs per trial (0: the '
-                                   'cluster default).')
-_SLURM_SIGNAL_DELAY_S = flags.DEFINE_integer('slurm_signal_delay_s', 120, 'slurm: how long '
-                                             'before the time limit a trial is told to save '
-                                             'and requeue.')
-_SLURM_ARGS = flags.DEFINE_list('slurm_args', [], 'slurm: more sbatch options as key=value, '
-                                'e.g. account=abc,qos=high,constraint=a100.')
+_SLURM_CPUS = flags.DEFINE_integer(
+    'slurm_cpus_per_trial', 0, 'slurm: CPUs per trial (0: the cluster default).'
+)
+_SLURM_SIGNAL_DELAY_S = flags.DEFINE_integer(
+    'slurm_signal_delay_s',
+    120,
+    'slurm: how long before the time limit a trial is told to save and requeue.',
+)
+_SLURM_ARGS = flags.DEFINE_list(
+    'slurm_args',
+    [],
+    'slurm: more sbatch options as key=value, e.g. account=abc,qos=high,constraint=a100.',
+)
 
 _MODES = ('train', 'report')
 
@@ -125,9 +169,14 @@ def log(line: str) -> None:
 
 
 def _slurm_parameters(name: str) -> dict:
-    params = {'name': f'sweep_{name}', 'timeout_min': _SLURM_TIME_MIN.value, 'nodes': 1,
-              'tasks_per_node': 1, 'slurm_array_parallelism': _PARALLEL.value,
-              'slurm_signal_delay_s': _SLURM_SIGNAL_DELAY_S.value}
+    params = {
+        'name': f'sweep_{name}',
+        'timeout_min': _SLURM_TIME_MIN.value,
+        'nodes': 1,
+        'tasks_per_node': 1,
+        'slurm_array_parallelism': _PARALLEL.value,
+        'slurm_signal_delay_s': _SLURM_SIGNAL_DELAY_S.value,
+    }
     if _SLURM_PARTITION.value:
         params['slurm_partition'] = _SLURM_PARTITION.value
     if _SLURM_GPUS.value:
@@ -148,31 +197,40 @@ def _slurm_parameters(name: str) -> dict:
 def _executor():
     if _EXECUTOR.value == 'local':
         from seqmodels.sweep.local import LocalExecutor
+
         return LocalExecutor(_PARALLEL.value, _DEVICES_PER_TRIAL.value, log=log)
     from seqmodels.sweep.slurm import SubmititExecutor
+
     cluster = 'slurm' if _EXECUTOR.value == 'slurm' else 'local'
     return SubmititExecutor(cluster, _PARALLEL.value, _slurm_parameters(_SWEEP.value), log=log)
 
 
 def _run(workdir: str) -> int:
     if common.CONFIG.value is None or not _SWEEP.value:
-        raise app.UsageError('running a sweep needs --config=configs/<exp>.py[:VARIANT] and '
-                             '--sweep=NAME')
+        raise app.UsageError(
+            'running a sweep needs --config=configs/<exp>.py[:VARIANT] and --sweep=NAME'
+        )
     config_arg = config_flags.get_config_filename(flags.FLAGS['config'])
     config_path, _, variant = config_arg.partition(':')
     request = launcher.Request(
-        workdir=workdir, config_path=config_path, variant=variant or None,
-        driver=_DRIVER.value or launcher.default_driver(config_path), sweep=_SWEEP.value,
+        workdir=workdir,
+        config_path=config_path,
+        variant=variant or None,
+        driver=_DRIVER.value or launcher.default_driver(config_path),
+        sweep=_SWEEP.value,
         base_config=common.CONFIG.value,
         base_overrides=dict(config_flags.get_override_values(flags.FLAGS['config'])),
-        search=_SEARCH.value, num_trials=_NUM_TRIALS.value, search_seed=_SEARCH_SEED.value,
-        objective=_OBJECTIVE.value or 'eval/loss', direction=_DIRECTION.value or 'min')
+        search=_SEARCH.value,
+        num_trials=_NUM_TRIALS.value,
+        search_seed=_SEARCH_SEED.value,
+        objective=_OBJECTIVE.value or 'eval/loss',
+        direction=_DIRECTION.value or 'min',
+    )
     return launcher.run(request, _executor(), log=log, aggregate=_AGGREGATE.value)
 
 
 def _report(workdir: str) -> int:
-    rows = launcher.report(workdir, _OBJECTIVE.value, _DIRECTION.value, _AGGREGATE.value,
-                           log=log)
+    rows = launcher.report(workdir, _OBJECTIVE.value, _DIRECTION.value, _AGGREGATE.value, log=log)
     with open(os.path.join(workdir, 'results.md')) as f:
         print(f.read(), end='')
     manifest = records.read_json(os.path.join(workdir, records.MANIFEST))
@@ -185,8 +243,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if common.MODE.value not in _MODES:
-        raise app.UsageError(f'--mode={common.MODE.value}: a sweep has modes train (run or '
-                             'resume it, the default) and report')
+        raise app.UsageError(
+            f'--mode={common.MODE.value}: a sweep has modes train (run or '
+            'resume it, the default) and report'
+        )
     if not common.WORKDIR.value:
         raise app.UsageError('--workdir is required')
     workdir = os.path.abspath(os.path.expanduser(common.WORKDIR.value))

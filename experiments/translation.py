@@ -38,10 +38,14 @@ from seqmodels.inference import Translator
 from seqmodels.losses import label_smoothed_cross_entropy
 from seqmodels.models import scheduled_sampling
 
-_SPLIT = flags.DEFINE_string('split', 'test', 'evaluate: the split (train, val, test or '
-                             'a split stem such as test_2016_flickr).')
-_BEAM_SIZE = flags.DEFINE_integer('beam_size', None, 'evaluate/translate: beams (1 = greedy; '
-                                  "default: the config's beam_size).")
+_SPLIT = flags.DEFINE_string(
+    'split',
+    'test',
+    'evaluate: the split (train, val, test or a split stem such as test_2016_flickr).',
+)
+_BEAM_SIZE = flags.DEFINE_integer(
+    'beam_size', None, "evaluate/translate: beams (1 = greedy; default: the config's beam_size)."
+)
 _LAYER = flags.DEFINE_integer('attention_layer', None, 'attention: decoder layer (default last).')
 _HEAD = flags.DEFINE_integer('attention_head', None, 'attention: one head (default: their mean).')
 
@@ -55,26 +59,45 @@ def validate(config: ml_collections.ConfigDict) -> None:
     m = config.model
     translation_data.check_config(config)
     Translator.check_config(config)
-    require(config.num_eval_examples >= 0, 'num_eval_examples', 'must be >= 0 (0 = no BLEU '
-            'while training)', config.num_eval_examples)
-    require(config.eval_decoding in ('greedy', 'beam'), 'eval_decoding',
-            "must be 'greedy' or 'beam'", config.eval_decoding)
+    require(
+        config.num_eval_examples >= 0,
+        'num_eval_examples',
+        'must be >= 0 (0 = no BLEU while training)',
+        config.num_eval_examples,
+    )
+    require(
+        config.eval_decoding in ('greedy', 'beam'),
+        'eval_decoding',
+        "must be 'greedy' or 'beam'",
+        config.eval_decoding,
+    )
     if m.name == 'transformer':
         longest = max(config.max_source_length, config.max_target_length)
-        require(longest <= m.max_len, 'model.max_len',
-                f'must be >= max_source_length and max_target_length ({longest}): the '
-                'position table covers every padded training sequence', m.max_len)
-        require(not m.share_embeddings or config.joint_vocab, 'model.share_embeddings',
-                'needs one vocabulary for both languages: set joint_vocab=True',
-                m.share_embeddings)
-        require(config.scheduled_sampling == 'none', 'scheduled_sampling',
-                "applies to the RNN (model.name='seq2seq') only; use 'none'",
-                config.scheduled_sampling)
+        require(
+            longest <= m.max_len,
+            'model.max_len',
+            f'must be >= max_source_length and max_target_length ({longest}): the '
+            'position table covers every padded training sequence',
+            m.max_len,
+        )
+        require(
+            not m.share_embeddings or config.joint_vocab,
+            'model.share_embeddings',
+            'needs one vocabulary for both languages: set joint_vocab=True',
+            m.share_embeddings,
+        )
+        require(
+            config.scheduled_sampling == 'none',
+            'scheduled_sampling',
+            "applies to the RNN (model.name='seq2seq') only; use 'none'",
+            config.scheduled_sampling,
+        )
     scheduled_sampling.from_config(config)
 
 
 # --------------------------------------------------------------------------- #
 # The task the training engine runs.
+
 
 class TranslationTask:
     """Teacher forcing: label-smoothed cross-entropy over the real target tokens.
@@ -87,8 +110,9 @@ class TranslationTask:
     def __init__(self, config, model, data):
         self.config, self.model, self.data = config, model, data
         self.is_transformer = isinstance(model, models.Transformer)
-        self.epsilon = (scheduled_sampling.from_config(config)
-                        if config.scheduled_sampling != 'none' else None)
+        self.epsilon = (
+            scheduled_sampling.from_config(config) if config.scheduled_sampling != 'none' else None
+        )
         self._translator = None
 
     def init_params(self, rng):
@@ -98,22 +122,34 @@ class TranslationTask:
         src, tgt_in = batch['src'], batch['tgt_in']
         rngs = {} if rng is None else {'dropout': rng}
         if self.is_transformer:
-            return self.model.apply({'params': params}, src, tgt_in,
-                                    deterministic=deterministic, rngs=rngs)
+            return self.model.apply(
+                {'params': params}, src, tgt_in, deterministic=deterministic, rngs=rngs
+            )
         # eps(step) of scheduled sampling, while training only.
-        kwargs = ({} if self.epsilon is None or step is None
-                  else {'sampling_prob': self.epsilon(step)})
-        return self.model.apply({'params': params}, src, batch['src_lengths'], tgt_in,
-                                deterministic=deterministic, rngs=rngs, **kwargs)
+        kwargs = (
+            {} if self.epsilon is None or step is None else {'sampling_prob': self.epsilon(step)}
+        )
+        return self.model.apply(
+            {'params': params},
+            src,
+            batch['src_lengths'],
+            tgt_in,
+            deterministic=deterministic,
+            rngs=rngs,
+            **kwargs,
+        )
 
     def loss_fn(self, params, batch, rng, deterministic, step):
         logits = self.logits(params, batch, rng, deterministic, step)
         w = batch['weights']
         num_tokens = jnp.maximum(w.sum(), 1.0)
-        smoothed = label_smoothed_cross_entropy(logits, batch['tgt_out'],
-                                                self.config.label_smoothing)
-        aux = {'nll' if k == 'loss' else k: total / num_tokens
-               for k, (total, _) in self.scores(logits, batch).items()}
+        smoothed = label_smoothed_cross_entropy(
+            logits, batch['tgt_out'], self.config.label_smoothing
+        )
+        aux = {
+            'nll' if k == 'loss' else k: total / num_tokens
+            for k, (total, _) in self.scores(logits, batch).items()
+        }
         return (smoothed * w).sum() / num_tokens, dict(aux, num_tokens=w.sum())
 
     @staticmethod
@@ -150,20 +186,27 @@ class TranslationTask:
         references = self.data.references('validation')[:n]
         if self._translator is None:
             self._translator = Translator.from_config(
-                self.config, self.model, self.data.source_tokenizer, self.data.target_tokenizer)
-            logging.info('eval/bleu: sacreBLEU on the first %d validation lines, %s decoding; '
-                         'signature %s', len(sources), self.config.eval_decoding,
-                         evaluation.corpus_bleu([], [])[1])
+                self.config, self.model, self.data.source_tokenizer, self.data.target_tokenizer
+            )
+            logging.info(
+                'eval/bleu: sacreBLEU on the first %d validation lines, %s decoding; signature %s',
+                len(sources),
+                self.config.eval_decoding,
+                evaluation.corpus_bleu([], [])[1],
+            )
         beams = 1 if self.config.eval_decoding == 'greedy' else self.config.beam_size
-        bleu, _, hypotheses, _ = self._translator.score(jax.device_get(params), sources,
-                                                        references, beams)
-        shown = [f'src: {s}\nref: {r}\nhyp: {h}' for s, r, h in
-                 zip(sources, references, hypotheses)][:self.config.num_shown_translations]
+        bleu, _, hypotheses, _ = self._translator.score(
+            jax.device_get(params), sources, references, beams
+        )
+        shown = [
+            f'src: {s}\nref: {r}\nhyp: {h}' for s, r, h in zip(sources, references, hypotheses)
+        ][: self.config.num_shown_translations]
         return {'bleu': bleu, **({'translations': '\n\n'.join(shown)} if shown else {})}
 
 
 # --------------------------------------------------------------------------- #
 # Modes.
+
 
 def build(config, workdir):
     """Data, model and task for `config`; fills in the model's vocab sizes from the
@@ -192,8 +235,9 @@ def _beam_size(config, beam_size: int | None) -> int:
     return beam_size
 
 
-def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
-             step: int | None = None) -> dict:
+def evaluate(
+    workdir, split: str = 'test', beam_size: int | None = None, step: int | None = None
+) -> dict:
     """sacreBLEU of the latest (or `step`) checkpoint on a whole split, with the requested
     beam and, when that is not greedy, greedy too; writes WORKDIR/<split>.hyp.<target_lang>."""
     config = common.load_run_config(workdir, 'translation')
@@ -203,8 +247,9 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
     except ValueError as e:
         raise DataError(str(e)) from None
     run = runs.restore(workdir, step, config)
-    result, hypotheses = runs.score_translation(run, sources, references,
-                                                _beam_size(config, beam_size), split)
+    result, hypotheses = runs.score_translation(
+        run, sources, references, _beam_size(config, beam_size), split
+    )
     path = os.path.join(workdir, f'{split}.hyp.{config.target_lang}')
     common.write_lines(hypotheses, path)
     result.update(split=split, sentences=len(sources), hypotheses=path)
@@ -212,16 +257,26 @@ def evaluate(workdir, split: str = 'test', beam_size: int | None = None,
     return result
 
 
-def translate(workdir, input_path: str | None = None, output_path: str | None = None,
-              beam_size: int | None = None, step: int | None = None) -> list[str]:
+def translate(
+    workdir,
+    input_path: str | None = None,
+    output_path: str | None = None,
+    beam_size: int | None = None,
+    step: int | None = None,
+) -> list[str]:
     """Translates one sentence a line; the output is line-aligned with the input."""
     run = runs.restore(workdir, step, common.load_run_config(workdir, 'translation'))
     sentences = common.read_lines(input_path)
-    hypotheses, stats = runs.translator(run).translate(run.params, sentences,
-                                                       _beam_size(run.config, beam_size))
+    hypotheses, stats = runs.translator(run).translate(
+        run.params, sentences, _beam_size(run.config, beam_size)
+    )
     common.write_lines(hypotheses, output_path)
-    logging.info('translated %d lines: %.1f sentences/s decoding, %.1f s compiling',
-                 len(sentences), stats.sentences_per_sec, stats.compile_sec)
+    logging.info(
+        'translated %d lines: %.1f sentences/s decoding, %.1f s compiling',
+        len(sentences),
+        stats.sentences_per_sec,
+        stats.compile_sec,
+    )
     return hypotheses
 
 
@@ -232,16 +287,24 @@ def attention(workdir, input_path=None, layer=None, head=None, step=None) -> lis
         analysis.check_layer_and_head(models.build_model(config.model), layer, head)
     except analysis.ChoiceError as e:
         raise common.UsageError(f'--attention_{e}') from None
-    maps = analysis.translation_attention(runs.restore(workdir, step, config),
-                                          common.read_lines(input_path), layer, head)
+    maps = analysis.translation_attention(
+        runs.restore(workdir, step, config), common.read_lines(input_path), layer, head
+    )
     return plots.plot_attention_maps(maps, os.path.join(workdir, 'attention'))
 
 
 if __name__ == '__main__':
-    common.run_driver(train, {
-        'evaluate': lambda w: evaluate(w, _SPLIT.value, _BEAM_SIZE.value, common.STEP.value),
-        'translate': lambda w: translate(w, common.INPUT.value, common.OUTPUT.value,
-                                         _BEAM_SIZE.value, common.STEP.value),
-        'attention': lambda w: print(*attention(w, common.INPUT.value, _LAYER.value, _HEAD.value,
-                                                common.STEP.value), sep='\n'),
-    }, 'configs/translation.py:small')
+    common.run_driver(
+        train,
+        {
+            'evaluate': lambda w: evaluate(w, _SPLIT.value, _BEAM_SIZE.value, common.STEP.value),
+            'translate': lambda w: translate(
+                w, common.INPUT.value, common.OUTPUT.value, _BEAM_SIZE.value, common.STEP.value
+            ),
+            'attention': lambda w: print(
+                *attention(w, common.INPUT.value, _LAYER.value, _HEAD.value, common.STEP.value),
+                sep='\n',
+            ),
+        },
+        'configs/translation.py:small',
+    )

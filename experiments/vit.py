@@ -39,9 +39,13 @@ from seqmodels.data.images import DataError, ImageData, check_patch_size, make_i
 from seqmodels.inference import predict_logits
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 4, 'attention: how many test images.')
-_ROLLOUT = flags.DEFINE_bool('rollout', False, 'attention: attention rollout through all '
-                             'layers instead of the last layer ([class] models; GAP models '
-                             'always use rollout).')
+_ROLLOUT = flags.DEFINE_bool(
+    'rollout',
+    False,
+    'attention: attention rollout through all '
+    'layers instead of the last layer ([class] models; GAP models '
+    'always use rollout).',
+)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -50,13 +54,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require = training.require
     m = config.model
     for key in ('image_size', 'num_classes', 'num_channels'):
-        require(isinstance(m.get(key, 0), int) and m.get(key, 0) >= 0, f'model.{key}',
-                'must be a non-negative integer (0 = from the data)', m.get(key))
-    require(isinstance(config.random_crop_padding, int) and config.random_crop_padding >= 0,
-            'random_crop_padding', 'must be a non-negative integer (0 = off)',
-            config.random_crop_padding)
-    require(config.num_eval_batches >= 0, 'num_eval_batches', 'must be >= 0 (0 = all)',
-            config.num_eval_batches)
+        require(
+            isinstance(m.get(key, 0), int) and m.get(key, 0) >= 0,
+            f'model.{key}',
+            'must be a non-negative integer (0 = from the data)',
+            m.get(key),
+        )
+    require(
+        isinstance(config.random_crop_padding, int) and config.random_crop_padding >= 0,
+        'random_crop_padding',
+        'must be a non-negative integer (0 = off)',
+        config.random_crop_padding,
+    )
+    require(
+        config.num_eval_batches >= 0,
+        'num_eval_batches',
+        'must be >= 0 (0 = all)',
+        config.num_eval_batches,
+    )
     if m.image_size:
         check_patch_size(m.image_size, m.patch_size)
 
@@ -66,21 +81,31 @@ def check_against_data(config: ml_collections.ConfigDict, data: ImageData) -> No
     match the data."""
     height, width, _ = data.image_shape
     if height != width:
-        raise DataError(f"dataset '{config.dataset}' holds {height}x{width} images; the ViT "
-                        'here takes square images (model.image_size)')
+        raise DataError(
+            f"dataset '{config.dataset}' holds {height}x{width} images; the ViT "
+            'here takes square images (model.image_size)'
+        )
     check_patch_size((height, width), config.model.patch_size)
-    for key, actual in (('image_size', height), ('num_classes', data.num_classes),
-                        ('num_channels', data.image_shape[-1])):
+    for key, actual in (
+        ('image_size', height),
+        ('num_classes', data.num_classes),
+        ('num_channels', data.image_shape[-1]),
+    ):
         given = config.model.get(key, 0)  # runs from before num_channels have none
-        training.require(given in (0, actual), f'model.{key}',
-                         f"does not match dataset '{config.dataset}' ({actual}); set it to "
-                         f'{actual} or to 0 (= from the data)', given)
+        training.require(
+            given in (0, actual),
+            f'model.{key}',
+            f"does not match dataset '{config.dataset}' ({actual}); set it to "
+            f'{actual} or to 0 (= from the data)',
+            given,
+        )
         with config.unlocked():
             config.model[key] = actual
 
 
 # --------------------------------------------------------------------------- #
 # The task the training engine runs.
+
 
 class ViTTask:
     """Softmax classification; the training loss uses label smoothing, eval does not."""
@@ -93,10 +118,12 @@ class ViTTask:
 
     def loss_fn(self, params, batch, rng, deterministic, step):
         del step  # no step-dependent term
-        logits = self.model.apply({'params': params}, batch['images'],
-                                  deterministic=deterministic, rngs={'dropout': rng})
+        logits = self.model.apply(
+            {'params': params}, batch['images'], deterministic=deterministic, rngs={'dropout': rng}
+        )
         targets = optax.smooth_labels(
-            jax.nn.one_hot(batch['labels'], logits.shape[-1]), self.config.label_smoothing)
+            jax.nn.one_hot(batch['labels'], logits.shape[-1]), self.config.label_smoothing
+        )
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         accuracy = (logits.argmax(-1) == batch['labels']).mean()
         return loss, {'accuracy': accuracy, 'num_examples': batch['labels'].shape[0]}
@@ -112,20 +139,26 @@ class ViTTask:
         return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
 
     def eval_batches(self, process_index, process_count):
-        return self.data.eval_batches(process_index, process_count,
-                                      self.config.num_eval_batches or None)
+        return self.data.eval_batches(
+            process_index, process_count, self.config.num_eval_batches or None
+        )
 
 
 # --------------------------------------------------------------------------- #
 # Modes.
 
+
 def build(config):
     """Data, model and task for `config` (validated); fills model.image_size and
     model.num_classes from the data."""
     data = make_image_data(
-        config.dataset, batch_size=config.batch_size, seed=config.seed,
+        config.dataset,
+        batch_size=config.batch_size,
+        seed=config.seed,
         data_dir=os.path.expanduser(config.data_dir),
-        random_crop_padding=config.random_crop_padding, random_flip=config.random_flip)
+        random_crop_padding=config.random_crop_padding,
+        random_flip=config.random_flip,
+    )
     check_against_data(config, data)
     model = models.build_model(config.model)
     return data, model, ViTTask(config, model, data)
@@ -134,16 +167,24 @@ def build(config):
 def train(config, workdir):
     validate(config)
     data, model, task = build(config)
-    logging.info("data: '%s', %d train / %d test images of %s, %d classes", data.name,
-                 data.num_train, data.num_test, data.image_shape, data.num_classes)
+    logging.info(
+        "data: '%s', %d train / %d test images of %s, %d classes",
+        data.name,
+        data.num_train,
+        data.num_test,
+        data.image_shape,
+        data.num_classes,
+    )
     training.train_and_evaluate(config, workdir, task)
     if jax.process_index() != 0:  # only the main process writes metrics and prints
         return
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
         evals = [r for r in map(json.loads, f) if 'eval/accuracy' in r]
     if evals:
-        print(f"test accuracy after step {evals[-1]['step']}: "
-              f"{evals[-1]['eval/accuracy']:.4f} (loss {evals[-1]['eval/loss']:.4f})")
+        print(
+            f'test accuracy after step {evals[-1]["step"]}: '
+            f'{evals[-1]["eval/accuracy"]:.4f} (loss {evals[-1]["eval/loss"]:.4f})'
+        )
     common.print_run_summary(workdir, 'vit', 'evaluate')
 
 
@@ -155,28 +196,42 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
     params = training.restore_params(workdir, step)
     logits, labels = predict_logits(
         lambda p, images: model.apply({'params': p}, images, deterministic=True),
-        params, data.eval_batches(0, 1), 'images')
+        params,
+        data.eval_batches(0, 1),
+        'images',
+    )
     predictions = logits.argmax(-1)
     loss = evaluation.mean_log_loss(logits, labels)
     accuracy = evaluation.accuracy(labels, predictions)
     confusion = evaluation.confusion_matrix(labels, predictions, data.num_classes)
     png = os.path.join(workdir, 'confusion_matrix.png')
-    plots.plot_confusion_matrix(confusion, data.class_names, png,
-                          f"{data.name}\ntop-1 accuracy {accuracy:.2%} "
-                          f"on {len(labels)} test images")
+    plots.plot_confusion_matrix(
+        confusion,
+        data.class_names,
+        png,
+        f'{data.name}\ntop-1 accuracy {accuracy:.2%} on {len(labels)} test images',
+    )
     csv_path = os.path.join(workdir, 'confusion_matrix.csv')
     with open(csv_path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['true\\predicted', *data.class_names])
         for name, row in zip(data.class_names, confusion):
             writer.writerow([name, *row.tolist()])
-    return {'accuracy': accuracy, 'loss': loss, 'confusion': confusion,
-            'predictions': predictions, 'labels': labels, 'class_names': data.class_names,
-            'png': png, 'csv': csv_path}
+    return {
+        'accuracy': accuracy,
+        'loss': loss,
+        'confusion': confusion,
+        'predictions': predictions,
+        'labels': labels,
+        'class_names': data.class_names,
+        'png': png,
+        'csv': csv_path,
+    }
 
 
-def draw_attention(workdir: str, num_images: int, rollout: bool = False,
-                   step: int | None = None) -> list[str]:
+def draw_attention(
+    workdir: str, num_images: int, rollout: bool = False, step: int | None = None
+) -> list[str]:
     """Attention maps over the first `num_images` test images:
     WORKDIR/attention/<i>_last_layer.png or <i>_rollout.png."""
     config = common.load_run_config(workdir, 'vit')
@@ -198,16 +253,22 @@ def draw_attention(workdir: str, num_images: int, rollout: bool = False,
         guess = data.class_names[predictions[i]]
         raw = images[i] * data.std + data.mean  # the pixels as stored
         path = os.path.join(out_dir, f'{i}_{suffix}.png')
-        paths.append(plots.plot_attention(
-            raw, scores[i], path, f'test image {i}: {label}, predicted {guess}\n({kind})'))
+        paths.append(
+            plots.plot_attention(
+                raw, scores[i], path, f'test image {i}: {label}, predicted {guess}\n({kind})'
+            )
+        )
     return paths
 
 
 def evaluate_mode(workdir):
     result = evaluate(workdir, common.STEP.value)
-    print(json.dumps({'eval/accuracy': result['accuracy'], 'eval/loss': result['loss']},
-                     sort_keys=True))
-    print(f"confusion matrix: {result['png']} (counts: {result['csv']})")
+    print(
+        json.dumps(
+            {'eval/accuracy': result['accuracy'], 'eval/loss': result['loss']}, sort_keys=True
+        )
+    )
+    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
 
 
 def attention_mode(workdir):
@@ -218,5 +279,6 @@ def attention_mode(workdir):
 
 
 if __name__ == '__main__':
-    common.run_driver(train, {'evaluate': evaluate_mode, 'attention': attention_mode},
-                      'configs/vit.py:digits')
+    common.run_driver(
+        train, {'evaluate': evaluate_mode, 'attention': attention_mode}, 'configs/vit.py:digits'
+    )

@@ -5,4 +5,4 @@ from them, `seqmodels.training` the one training engine, `seqmodels.data` the in
 pipelines and `seqmodels.decoding` greedy, sampling and beam-search decoding.
 """
 
-__version__ = "0.1.0"
+__version__ = '0.1.0'

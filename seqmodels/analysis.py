@@ -31,15 +31,17 @@ def stacked_weights(stack: dict, num_layers: int, name: str = 'self_attention') 
     Decoder stack, unrolled (`layers_i`) or scanned (`layers`)."""
     if 'layers' in stack:  # scan_layers: already stacked on a leading layer axis
         return stack['layers'][name]['attention_weights'][0]
-    return jnp.stack([stack[f'layers_{i}'][name]['attention_weights'][0]
-                      for i in range(num_layers)])
+    return jnp.stack(
+        [stack[f'layers_{i}'][name]['attention_weights'][0] for i in range(num_layers)]
+    )
 
 
 def attention_weights(model: models.ViT, params, images) -> jax.Array:
     """[num_layers, B, heads, T, T]: every layer's softmax attention (sown by the
     attention module into 'intermediates'), in layer order."""
-    _, state = model.apply({'params': params}, images, deterministic=True,
-                           mutable=['intermediates'])
+    _, state = model.apply(
+        {'params': params}, images, deterministic=True, mutable=['intermediates']
+    )
     return stacked_weights(state['intermediates']['encoder'], model.num_layers)
 
 
@@ -82,8 +84,10 @@ def patch_attention(model: models.ViT, params, images, rollout: bool = False) ->
 # --------------------------------------------------------------------------- #
 # ViT, Figure 7 of Dosovitskiy et al. 2021.
 
-def mean_attention_distance(weights, grid_size: int, patch_size: int,
-                            has_cls: bool = True) -> np.ndarray:
+
+def mean_attention_distance(
+    weights, grid_size: int, patch_size: int, has_cls: bool = True
+) -> np.ndarray:
     """[L, B, heads, T, T] -> [L, heads]: the "attention distance" of ViT's Figure 7,
     in pixels: for each query patch, the distance to every key patch (between patch
     centres) weighted by the attention it pays to it, averaged over query patches and
@@ -98,8 +102,7 @@ def mean_attention_distance(weights, grid_size: int, patch_size: int,
     return (w * distance).sum(axis=-1).mean(axis=(1, 3))
 
 
-def patch_embedding_components(kernel, num_components: int = 28
-                               ) -> tuple[np.ndarray, np.ndarray]:
+def patch_embedding_components(kernel, num_components: int = 28) -> tuple[np.ndarray, np.ndarray]:
     """Principal components of the patch-embedding filters (ViT's Figure 7, left).
 
     kernel [P, P, C, D] holds D filters of P·P·C pixels; returns (components [k, P, P, C],
@@ -112,12 +115,13 @@ def patch_embedding_components(kernel, num_components: int = 28
     filters = filters - filters.mean(axis=0)
     _, singular, vt = np.linalg.svd(filters, full_matrices=False)
     k = min(num_components, vt.shape[0])
-    variance = singular ** 2
+    variance = singular**2
     return vt[:k].reshape(k, p, q, c), variance[:k] / max(variance.sum(), 1e-30)
 
 
 # --------------------------------------------------------------------------- #
 # Position encodings.
+
 
 def position_similarity(table, kind: str = 'cosine') -> np.ndarray:
     """[N, D] -> [N, N]: the dot product ('dot') or cosine similarity ('cosine') of the
@@ -133,17 +137,19 @@ def position_similarity(table, kind: str = 'cosine') -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Language models: the distribution each sampling setting draws from.
 
+
 def next_token_logits(model, params, tokens) -> np.ndarray:
     """[V]: the logits of the token after tokens [T] (an RNNLM or a GPT; a GPT sees its
     last max_len tokens)."""
     tokens = np.asarray(tokens, np.int32).reshape(1, -1)
     if isinstance(model, models.GPT):
-        tokens = tokens[:, -model.max_len:]
+        tokens = tokens[:, -model.max_len :]
     return np.asarray(jax.jit(model.apply)({'params': params}, tokens))[0, -1]
 
 
-def sampling_distribution(logits, temperature: float = 1.0, top_k: int | None = None,
-                          top_p: float | None = None) -> np.ndarray:
+def sampling_distribution(
+    logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> np.ndarray:
     """The probabilities `decoding.sample_next` draws from for logits [..., V]: the
     softmax of logits / temperature after top-k, then top-p; temperature 0 puts all
     the mass on the argmax."""
@@ -161,6 +167,7 @@ def sampling_distribution(logits, temperature: float = 1.0, top_k: int | None = 
 # --------------------------------------------------------------------------- #
 # Encoder-decoders.
 
+
 def encoder_attention(model: models.Transformer, params, src) -> jax.Array:
     """[L, B, heads, S, S]: the encoder's self-attention over src [B, S]."""
     return _encoder_attention(model, params, src)
@@ -168,8 +175,9 @@ def encoder_attention(model: models.Transformer, params, src) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encoder_attention(model, params, src):
-    _, state = model.apply({'params': params}, src, method=models.Transformer.encode,
-                           mutable=['intermediates'])
+    _, state = model.apply(
+        {'params': params}, src, method=models.Transformer.encode, mutable=['intermediates']
+    )
     return stacked_weights(state['intermediates']['encoder'], model.num_encoder_layers)
 
 
@@ -180,8 +188,9 @@ def transformer_attention(model: models.Transformer, params, src, tgt_in) -> dic
     return _transformer_attention(model, params, src, tgt_in)
 
 
-def decoder_attention(model: models.Transformer, params, src, tgt_in
-                      ) -> tuple[jax.Array, jax.Array]:
+def decoder_attention(
+    model: models.Transformer, params, src, tgt_in
+) -> tuple[jax.Array, jax.Array]:
     """(self [L, B, heads, T, T], cross [L, B, heads, T, S]) of the decoder reading
     tgt_in [B, T] (teacher forcing) against the encoding of src [B, S]."""
     maps = _transformer_attention(model, params, src, tgt_in)
@@ -193,9 +202,11 @@ def _transformer_attention(model, params, src, tgt_in):
     _, state = model.apply({'params': params}, src, tgt_in, mutable=['intermediates'])
     stacks = state['intermediates']
     n = model.num_decoder_layers
-    return {'encoder': stacked_weights(stacks['encoder'], model.num_encoder_layers),
-            'decoder': stacked_weights(stacks['decoder'], n, 'self_attention'),
-            'cross': stacked_weights(stacks['decoder'], n, 'memory_attention')}
+    return {
+        'encoder': stacked_weights(stacks['encoder'], model.num_encoder_layers),
+        'decoder': stacked_weights(stacks['decoder'], n, 'self_attention'),
+        'cross': stacked_weights(stacks['decoder'], n, 'memory_attention'),
+    }
 
 
 def _is_additive_attention(module, method_name: str) -> bool:
@@ -216,8 +227,14 @@ def _rnn_teacher_forced(model, params, src, src_lengths, tgt_in):
 
     def step(carry, token):
         (logits, carry), state = model.apply(
-            variables, memory, carry, token, method=models.RNNSeq2Seq.decode_step,
-            capture_intermediates=_is_additive_attention, mutable=['intermediates'])
+            variables,
+            memory,
+            carry,
+            token,
+            method=models.RNNSeq2Seq.decode_step,
+            capture_intermediates=_is_additive_attention,
+            mutable=['intermediates'],
+        )
         _, weights = state['intermediates']['attention']['__call__'][0]
         return carry, (logits, weights)
 
@@ -225,8 +242,9 @@ def _rnn_teacher_forced(model, params, src, src_lengths, tgt_in):
     return logits.swapaxes(0, 1), weights.swapaxes(0, 1)
 
 
-def cross_attention(model, params, src, src_lengths, tgt_in, layer: int = -1,
-                    head: int | None = None) -> jax.Array:
+def cross_attention(
+    model, params, src, src_lengths, tgt_in, layer: int = -1, head: int | None = None
+) -> jax.Array:
     """[B, T, S]: what each target position attended to in the source. The Transformer:
     decoder layer `layer`'s cross-attention, averaged over heads unless `head` is given;
     the RNN encoder-decoder: its additive attention."""
@@ -266,8 +284,10 @@ def _piece_labels(tokenizer, ids) -> list[str]:
     labels = []
     for t in (int(t) for t in ids):
         piece = tokenizer.decode_piece(t)
-        labels.append(_SPECIAL_LABELS.get(t) or ('\u2581' + piece[1:] if piece.startswith(' ')
-                                                 else piece or f'<{t}>'))
+        labels.append(
+            _SPECIAL_LABELS.get(t)
+            or ('\u2581' + piece[1:] if piece.startswith(' ') else piece or f'<{t}>')
+        )
     return labels
 
 
@@ -277,8 +297,9 @@ def check_layer_and_head(model, layer: int | None, head: int | None) -> None:
     if isinstance(model, models.RNNSeq2Seq):
         for name, value in (('layer', layer), ('head', head)):
             if value is not None:
-                raise ChoiceError(f'{name}: the RNN encoder-decoder has one attention, no '
-                                  f'{name} to choose')
+                raise ChoiceError(
+                    f'{name}: the RNN encoder-decoder has one attention, no {name} to choose'
+                )
         return
     n = model.num_decoder_layers
     if layer is not None and not -n <= layer < n:
@@ -287,8 +308,9 @@ def check_layer_and_head(model, layer: int | None, head: int | None) -> None:
         raise ChoiceError(f'head must lie in 0..{model.num_heads - 1}, got {head}')
 
 
-def translation_attention(run, sentences: Sequence[str], layer: int | None = None,
-                          head: int | None = None) -> list[AttentionMap]:
+def translation_attention(
+    run, sentences: Sequence[str], layer: int | None = None, head: int | None = None
+) -> list[AttentionMap]:
     """Greedy translations of `sentences` by a translation run (a `runs.Run`) and the
     cross-attention that produced them, one map per non-blank sentence.
 
@@ -305,25 +327,36 @@ def translation_attention(run, sentences: Sequence[str], layer: int | None = Non
     if not lines:
         return []
     limit = getattr(model, 'max_len', None)  # the Transformer's position table
-    rows = [ids[:None if limit is None else limit - 1] + [EOS_ID]
-            for ids in source_tokenizer.encode_batch([s for _, s in lines])]
+    rows = [
+        ids[: None if limit is None else limit - 1] + [EOS_ID]
+        for ids in source_tokenizer.encode_batch([s for _, s in lines])
+    ]
     src = np.full((len(rows), max(len(r) for r in rows)), PAD_ID, np.int32)
     for i, r in enumerate(rows):
-        src[i, :len(r)] = r
+        src[i, : len(r)] = r
     src_lengths = np.array([len(r) for r in rows], np.int32)
     extra = run.config.max_decode_extra
     decode_len = src.shape[1] + extra if limit is None else min(src.shape[1] + extra, limit)
-    tokens, lengths, weights = _greedy(model, run.params, src, src_lengths,
-                                       np.minimum(src_lengths + extra, decode_len), decode_len)
+    tokens, lengths, weights = _greedy(
+        model, run.params, src, src_lengths, np.minimum(src_lengths + extra, decode_len), decode_len
+    )
     if not isinstance(model, models.RNNSeq2Seq):
         weights = weights[-1 if layer is None else layer]  # [B, heads, T, S]
         weights = weights.mean(axis=1) if head is None else weights[:, head]
     maps = []
     for (index, sentence), row, out, length, w in zip(lines, rows, tokens, lengths, weights):
-        maps.append(AttentionMap(index, sentence, run.target_tokenizer.decode(out),
-                                 _piece_labels(source_tokenizer, row),
-                                 _piece_labels(run.target_tokenizer, out[:length]),
-                                 w[:length, :len(row)], row, out[:length].tolist()))
+        maps.append(
+            AttentionMap(
+                index,
+                sentence,
+                run.target_tokenizer.decode(out),
+                _piece_labels(source_tokenizer, row),
+                _piece_labels(run.target_tokenizer, out[:length]),
+                w[:length, : len(row)],
+                row,
+                out[:length].tolist(),
+            )
+        )
     return maps
 
 
@@ -362,6 +395,7 @@ def _teacher_forced(model, params, src, src_lengths, tgt_in):
 @functools.partial(jax.jit, static_argnums=0)
 def _transformer_forward(model, params, src, tgt_in):
     logits, state = model.apply({'params': params}, src, tgt_in, mutable=['intermediates'])
-    cross = stacked_weights(state['intermediates']['decoder'], model.num_decoder_layers,
-                            'memory_attention')
+    cross = stacked_weights(
+        state['intermediates']['decoder'], model.num_decoder_layers, 'memory_attention'
+    )
     return logits, cross

@@ -30,8 +30,13 @@ from seqmodels.nn.recurrent import LSTM_GATES
 
 # Which gates each cell has (activations in (0, 1), the ones Figure 3 plots), and the
 # submodule whose output is the recurrent term of the gate pre-activations.
-GATES = {'lstm': ('i', 'f', 'o'), 'lnlstm': ('i', 'f', 'o'), 'gru': ('r', 'z'),
-         'rnn': (), 'elman': ()}
+GATES = {
+    'lstm': ('i', 'f', 'o'),
+    'lnlstm': ('i', 'f', 'o'),
+    'gru': ('r', 'z'),
+    'rnn': (),
+    'elman': (),
+}
 _RECURRENT_TERM = {'lstm': 'recurrent', 'lnlstm': 'ln_recurrent'}
 
 
@@ -70,7 +75,10 @@ def _captures(module, method_name: str) -> bool:
     if method_name == 'project_inputs':
         return True
     return method_name == '__call__' and module.name in (
-        'recurrent', 'ln_recurrent', 'recurrent_gates')
+        'recurrent',
+        'ln_recurrent',
+        'recurrent_gates',
+    )
 
 
 def _gates(cell: str, captured: dict, hidden_size: int) -> dict:
@@ -82,7 +90,7 @@ def _gates(cell: str, captured: dict, hidden_size: int) -> dict:
     if cell == 'gru':
         # reset_after=False keeps (r, z) in their own matmul; True fuses all three.
         term = captured['recurrent_gates' if 'recurrent_gates' in captured else 'recurrent']
-        pre = x[..., :2 * hidden_size] + term['__call__'][0][..., :2 * hidden_size]
+        pre = x[..., : 2 * hidden_size] + term['__call__'][0][..., : 2 * hidden_size]
         r, z = jnp.split(jax.nn.sigmoid(pre), 2, axis=-1)
         return {'r': r, 'z': z}
     return {}
@@ -95,11 +103,18 @@ def _run(model: models.RNNLM, params, tokens):
 
     def step(carry, token):
         (logits, carry), state = model.apply(
-            variables, carry, token[None], method=models.RNNLM.step,
-            capture_intermediates=_captures, mutable=['intermediates'])
+            variables,
+            carry,
+            token[None],
+            method=models.RNNLM.step,
+            capture_intermediates=_captures,
+            mutable=['intermediates'],
+        )
         rnn = state['intermediates']['rnn']
-        gates = [_gates(model.cell, rnn[f'layers_{i}']['cell'], model.hidden_size)
-                 for i in range(model.num_layers)]
+        gates = [
+            _gates(model.cell, rnn[f'layers_{i}']['cell'], model.hidden_size)
+            for i in range(model.num_layers)
+        ]
         return carry, (logits[0], carry, gates)
 
     _, (logits, carries, gates) = jax.lax.scan(step, carry, tokens)
@@ -117,8 +132,7 @@ def recurrent_states(model: models.RNNLM, params, tokens) -> RecurrentStates:
     has_memory = isinstance(carries[0], tuple)
     hidden = np.stack([(c[1] if has_memory else c)[:, 0] for c in carries])
     memory = np.stack([c[0][:, 0] for c in carries]) if has_memory else None
-    gates = {name: np.stack([layer[name][:, 0] for layer in gates])
-             for name in GATES[model.cell]}
+    gates = {name: np.stack([layer[name][:, 0] for layer in gates]) for name in GATES[model.cell]}
     return RecurrentStates(model.cell, hidden, memory, gates, np.asarray(logits))
 
 
@@ -155,7 +169,7 @@ def python_indicators(text: str) -> dict[str, np.ndarray]:
         if quote is not None:
             if c == '\\' and i + 1 < n:
                 width = 2  # the escaped character (a newline too) cannot close it
-                out['quotes'][i:i + 2] = 1.0
+                out['quotes'][i : i + 2] = 1.0
             elif text.startswith(quote, i):
                 width, quote = len(quote), None  # closing quotes count as outside
             elif c == '\n' and len(quote) == 1:
@@ -167,7 +181,7 @@ def python_indicators(text: str) -> dict[str, np.ndarray]:
         elif c in '\'"':
             quote = c * 3 if text.startswith(c * 3, i) else c
             width = len(quote)
-            out['quotes'][i:i + width] = 1.0
+            out['quotes'][i : i + width] = 1.0
         elif c == '#':
             comment = True
         elif c in _OPEN:
@@ -196,6 +210,7 @@ def python_indicators(text: str) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- #
 # Finding the units that track an indicator.
 
+
 def correlate(activations, indicator) -> np.ndarray:
     """Pearson correlation of each column of activations [T, N] with indicator [T];
     0 where either is constant."""
@@ -205,8 +220,7 @@ def correlate(activations, indicator) -> np.ndarray:
     x = x - x.mean()
     denominator = np.sqrt((a * a).sum(axis=0) * (x * x).sum())
     numerator = x @ a
-    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1),
-                    0.0)
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +261,10 @@ def parse_units(spec: str, num_layers: int, hidden_size: int) -> list[tuple[int,
         except ValueError:
             raise ValueError(f'{item!r} is not a unit: write UNIT or LAYER:UNIT') from None
         if not 0 <= layer < num_layers or not 0 <= unit < hidden_size:
-            raise ValueError(f'{item!r} is outside the model: layers 0..{num_layers - 1}, '
-                             f'units 0..{hidden_size - 1}')
+            raise ValueError(
+                f'{item!r} is outside the model: layers 0..{num_layers - 1}, '
+                f'units 0..{hidden_size - 1}'
+            )
         units.append((layer, unit))
     if not units:
         raise ValueError(f'{spec!r} names no unit')
@@ -260,14 +276,16 @@ def lively_window(text: str, series: Sequence[np.ndarray], length: int) -> slice
     `series` (e.g. the values of the units to show, or indicators; each [len(text)])
     vary most: the sum of their standard deviations over the window, each relative to
     its standard deviation over the whole text."""
-    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == '\n' and
-                    i + 1 + length <= len(text)]
+    starts = [0] + [
+        i + 1 for i, ch in enumerate(text) if ch == '\n' and i + 1 + length <= len(text)
+    ]
     series = [np.asarray(x, np.float64) for x in series]
     scales = [max(float(x.std()), 1e-12) for x in series]
 
     def liveliness(start):
-        return sum(float(x[start:start + length].std()) / scale
-                   for x, scale in zip(series, scales))
+        return sum(
+            float(x[start : start + length].std()) / scale for x, scale in zip(series, scales)
+        )
 
     best = max(starts, key=liveliness)
     return slice(best, best + length)
@@ -276,8 +294,10 @@ def lively_window(text: str, series: Sequence[np.ndarray], length: int) -> slice
 # --------------------------------------------------------------------------- #
 # Gate saturation (Figure 3).
 
-def gate_saturation(gates: np.ndarray, low: float = 0.1, high: float = 0.9
-                    ) -> tuple[np.ndarray, np.ndarray]:
+
+def gate_saturation(
+    gates: np.ndarray, low: float = 0.1, high: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
     """gates [L, T, H] in (0, 1) -> (left, right), each [L, H]: the fraction of steps
     at which each unit's gate is below `low` (left-saturated) or above `high`
     (right-saturated), the thresholds of the paper."""
@@ -288,6 +308,7 @@ def gate_saturation(gates: np.ndarray, low: float = 0.1, high: float = 0.9
 # --------------------------------------------------------------------------- #
 # Text coloured by units.
 
+
 @dataclasses.dataclass
 class Shown:
     """One unit to colour a text by: its values [T] in [-1, 1] and a caption."""
@@ -297,12 +318,20 @@ class Shown:
     correlations: dict[str, float]
 
     @classmethod
-    def of(cls, states: RecurrentStates, layer: int, unit: int,
-           indicators: dict[str, np.ndarray] | None = None, note: str = '') -> Shown:
+    def of(
+        cls,
+        states: RecurrentStates,
+        layer: int,
+        unit: int,
+        indicators: dict[str, np.ndarray] | None = None,
+        note: str = '',
+    ) -> Shown:
         values = states.activations[layer, :, unit]
         quantity = 'tanh(c)' if states.memory is not None else 'h'
-        correlations = {name: float(correlate(values[:, None], x[:len(values)])[0])
-                        for name, x in (indicators or {}).items()}
+        correlations = {
+            name: float(correlate(values[:, None], x[: len(values)])[0])
+            for name, x in (indicators or {}).items()
+        }
         title = f'layer {layer}, unit {unit}: {quantity}' + (f' ({note})' if note else '')
         return cls(title, values, correlations)
 
@@ -321,24 +350,30 @@ def cells_html(text: str, shown: list[Shown], title: str = 'LSTM cells') -> str:
     for entry in shown:
         spans = ''.join(
             f'<span style="background:{_colour(v)}" title="{v:+.3f}">{html.escape(ch)}</span>'
-            if ch != '\n' else '\u21b5\n'
-            for ch, v in zip(text, entry.values))
+            if ch != '\n'
+            else '\u21b5\n'
+            for ch, v in zip(text, entry.values)
+        )
         rs = ', '.join(f'{name} r = {r:+.2f}' for name, r in entry.correlations.items())
-        blocks.append(f'<h2>{html.escape(entry.title)}</h2>\n'
-                      + (f'<p class="r">{html.escape(rs)}</p>\n' if rs else '')
-                      + f'<pre>{spans}</pre>')
+        blocks.append(
+            f'<h2>{html.escape(entry.title)}</h2>\n'
+            + (f'<p class="r">{html.escape(rs)}</p>\n' if rs else '')
+            + f'<pre>{spans}</pre>'
+        )
     return _PAGE.format(title=html.escape(title), blocks='\n'.join(blocks))
 
 
-def check_request(model: models.RNNLM, units: str | None = None,
-                  find: Sequence[str] | None = None) -> list[tuple[int, int]]:
+def check_request(
+    model: models.RNNLM, units: str | None = None, find: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
     """The (layer, unit) pairs `units` names (see `parse_units`), after checking them
     and the indicator names in `find`; ValueError ('cells: ...' or 'find: ...')
     otherwise."""
     unknown = [name for name in (find or ()) if name not in INDICATORS]
     if unknown:
-        raise ValueError(f'find: {", ".join(unknown)} is not an indicator; choose from '
-                         f'{", ".join(INDICATORS)}')
+        raise ValueError(
+            f'find: {", ".join(unknown)} is not an indicator; choose from {", ".join(INDICATORS)}'
+        )
     try:
         return parse_units(units, model.num_layers, model.hidden_size) if units else []
     except ValueError as e:
@@ -349,9 +384,15 @@ def check_request(model: models.RNNLM, units: str | None = None,
 ANALYSED_CHARS = 20_000
 
 
-def report(model: models.RNNLM, params, vocab, text: str, units: str | None = None,
-           find: Sequence[str] | None = None, shown_chars: int = 500
-           ) -> tuple[str, list[Shown]]:
+def report(
+    model: models.RNNLM,
+    params,
+    vocab,
+    text: str,
+    units: str | None = None,
+    find: Sequence[str] | None = None,
+    shown_chars: int = 500,
+) -> tuple[str, list[Shown]]:
     """The cells page of a character RNN: (HTML, the units shown).
 
     The model reads the first `ANALYSED_CHARS` characters of `text`; the page shows the
@@ -371,13 +412,16 @@ def report(model: models.RNNLM, params, vocab, text: str, units: str | None = No
     if find or not units:
         names = find or INDICATORS
         for f in find_cells(states.activations, {n: indicators[n] for n in names}):
-            shown.append(Shown.of(states, f.layer, f.unit, indicators,
-                                  f'tracks {f.indicator}, r = {f.r:+.2f}'))
+            shown.append(
+                Shown.of(
+                    states, f.layer, f.unit, indicators, f'tracks {f.indicator}, r = {f.r:+.2f}'
+                )
+            )
     title = f'Cells of a {model.num_layers}-layer {model.cell} character model'
     return cells_html(text[:shown_chars], shown, title), shown
 
 
-_PAGE = '''<!DOCTYPE html>
+_PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 60em; margin: 1em auto; }}
@@ -391,4 +435,4 @@ red &minus;1 (hover for the number); &#8629; marks a newline. r: the Pearson
 correlation of the unit with each indicator over the analysed text.</p>
 {blocks}
 </body></html>
-'''
+"""

@@ -77,7 +77,8 @@ def apply_top_p(logits: Array, p) -> Array:
     # An explicit exclusive cumsum; `cumsum - x` would leak rounding into the boundary.
     mass_above = jnp.cumsum(sorted_probs, axis=-1)
     mass_above = jnp.concatenate(
-        [jnp.zeros_like(mass_above[..., :1]), mass_above[..., :-1]], axis=-1)
+        [jnp.zeros_like(mass_above[..., :1]), mass_above[..., :-1]], axis=-1
+    )
     keep_sorted = (mass_above < p) | (p >= 1.0)
     keep = jnp.take_along_axis(keep_sorted, ranks, axis=-1)
     return jnp.where(keep, logits, NEG_INF)
@@ -147,14 +148,15 @@ def _split_prompt(step_fn, state, bos_or_prompt):
         return state, tokens
     if tokens.ndim != 2 or tokens.shape[1] == 0:
         raise ValueError(
-            f"bos_or_prompt must be int[B] or a non-empty int[B, P], got {tokens.shape}")
+            f'bos_or_prompt must be int[B] or a non-empty int[B, P], got {tokens.shape}'
+        )
     return prefill(step_fn, state, tokens[:, :-1]), tokens[:, -1]
 
 
 def _generate(step_fn, state, first, max_len, choose, eos_id, pad_id):
     """Shared loop: `choose(logits, t)` picks tokens; rows stop at EOS, then pad."""
     if not isinstance(max_len, (int, np.integer)) or max_len < 1:
-        raise ValueError(f"max_len must be a positive Python int, got {max_len!r}")
+        raise ValueError(f'max_len must be a positive Python int, got {max_len!r}')
     batch = first.shape[0]
     out = jnp.full((batch, max_len), pad_id, jnp.int32)
     done = jnp.zeros((batch,), bool)
@@ -179,8 +181,9 @@ def _generate(step_fn, state, first, max_len, choose, eos_id, pad_id):
     return out, lengths
 
 
-def greedy(step_fn: StepFn, init_state, bos, max_len: int, eos_id: int | None = None,
-           pad_id: int = 0) -> tuple[Array, Array]:
+def greedy(
+    step_fn: StepFn, init_state, bos, max_len: int, eos_id: int | None = None, pad_id: int = 0
+) -> tuple[Array, Array]:
     """Argmax decoding.
 
     Args:
@@ -195,9 +198,18 @@ def greedy(step_fn: StepFn, init_state, bos, max_len: int, eos_id: int | None = 
     return _generate(step_fn, state, first, max_len, choose, eos_id, pad_id)
 
 
-def sample(step_fn: StepFn, init_state, bos_or_prompt, max_len: int, rng: Array,
-           temperature=1.0, top_k=None, top_p=None, eos_id: int | None = None,
-           pad_id: int = 0) -> tuple[Array, Array]:
+def sample(
+    step_fn: StepFn,
+    init_state,
+    bos_or_prompt,
+    max_len: int,
+    rng: Array,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> tuple[Array, Array]:
     """Ancestral sampling with temperature / top-k / nucleus filtering.
 
     Step t draws with `jax.random.fold_in(rng, t)`, so a given rng always yields the
@@ -219,9 +231,11 @@ def sample(step_fn: StepFn, init_state, bos_or_prompt, max_len: int, rng: Array,
 def tile_beams(state, beam_size: int):
     """Repeats each example's rows `beam_size` times: leading axis B -> B*beam_size,
     example-major (rows b*beam_size ... b*beam_size + beam_size - 1 belong to example b)."""
+
     def tile(x):
         x = jnp.asarray(x)
         return x if x.ndim == 0 else jnp.repeat(x, beam_size, axis=0)
+
     return jax.tree_util.tree_map(tile, state)
 
 
@@ -250,6 +264,7 @@ def length_penalty(length, alpha):
 
 def _beam_state(init_state, batch, beam_size):
     """Accepts a state for B examples (tiled here) or one already tiled to B*beam."""
+
     def prepare(x):
         x = jnp.asarray(x)
         if x.ndim == 0:
@@ -259,8 +274,10 @@ def _beam_state(init_state, batch, beam_size):
         if x.shape[0] == batch * beam_size:
             return x
         raise ValueError(
-            f"beam_search: state leaf of shape {x.shape} has leading axis {x.shape[0]}; "
-            f"expected the batch ({batch}) or batch*beam_size ({batch * beam_size})")
+            f'beam_search: state leaf of shape {x.shape} has leading axis {x.shape[0]}; '
+            f'expected the batch ({batch}) or batch*beam_size ({batch * beam_size})'
+        )
+
     return jax.tree_util.tree_map(prepare, init_state)
 
 
@@ -269,16 +286,30 @@ def _static_max_len(max_len, max_decode_len):
         return int(max_decode_len)
     try:
         return int(np.max(np.asarray(max_len)))
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-            jax.errors.TracerIntegerConversionError) as e:
+    except (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerArrayConversionError,
+        jax.errors.TracerIntegerConversionError,
+    ) as e:
         raise ValueError(
-            "beam_search: max_len is traced; pass a static max_decode_len (the buffer "
-            "length, >= every per-example max_len)") from e
+            'beam_search: max_len is traced; pass a static max_decode_len (the buffer '
+            'length, >= every per-example max_len)'
+        ) from e
 
 
-def beam_search(step_fn: StepFn, init_state, bos, beam_size: int, max_len, eos_id: int,
-                alpha=0.6, *, max_decode_len: int | None = None, pad_id: int = 0,
-                early_stop: bool = True) -> tuple[Array, Array]:
+def beam_search(
+    step_fn: StepFn,
+    init_state,
+    bos,
+    beam_size: int,
+    max_len,
+    eos_id: int,
+    alpha=0.6,
+    *,
+    max_decode_len: int | None = None,
+    pad_id: int = 0,
+    early_stop: bool = True,
+) -> tuple[Array, Array]:
     """Batched beam search with the GNMT length penalty (Wu et al., 2016).
 
     Each step extends the K live beams of every example by every token and ranks the
@@ -306,17 +337,17 @@ def beam_search(step_fn: StepFn, init_state, bos, beam_size: int, max_len, eos_i
       max_len) and scores float32[B, K] (-inf marks an empty slot).
     """
     if eos_id is None:
-        raise ValueError("beam_search needs an eos_id")
+        raise ValueError('beam_search needs an eos_id')
     if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        raise ValueError(f'beam_size must be >= 1, got {beam_size}')
     bos = jnp.asarray(bos, jnp.int32)
     batch, k = bos.shape[0], beam_size
     length = _static_max_len(max_len, max_decode_len)
     if length < 1:
-        raise ValueError(f"beam_search: max_len must be >= 1, got {length}")
-    example_max = jnp.broadcast_to(
-        jnp.clip(jnp.asarray(max_len, jnp.int32), 1, length), (batch,))
+        raise ValueError(f'beam_search: max_len must be >= 1, got {length}')
+    example_max = jnp.broadcast_to(jnp.clip(jnp.asarray(max_len, jnp.int32), 1, length), (batch,))
     alpha = jnp.asarray(alpha, jnp.float32)
+
     # The best reachable score of a live beam divides its (non-positive) log-prob by
     # the largest penalty it could still get; lp is monotone in |Y| for either sign of
     # alpha, so that is at one end of the remaining length range.
@@ -329,34 +360,39 @@ def beam_search(step_fn: StepFn, init_state, bos, beam_size: int, max_len, eos_i
     live_logp = jnp.tile(jnp.array([0.0] + [-jnp.inf] * (k - 1), jnp.float32), (batch, 1))
     empty_seqs = jnp.full((batch, k, length), pad_id, jnp.int32)
     carry = dict(
-        t=jnp.int32(0), tokens=jnp.repeat(bos, k), state=state,
-        live_seqs=empty_seqs, live_logp=live_logp,
-        fin_seqs=empty_seqs, fin_scores=jnp.full((batch, k), -jnp.inf, jnp.float32),
-        done=jnp.zeros((batch,), bool))
+        t=jnp.int32(0),
+        tokens=jnp.repeat(bos, k),
+        state=state,
+        live_seqs=empty_seqs,
+        live_logp=live_logp,
+        fin_seqs=empty_seqs,
+        fin_scores=jnp.full((batch, k), -jnp.inf, jnp.float32),
+        done=jnp.zeros((batch,), bool),
+    )
 
     def cond(c):
-        return (c["t"] < length) & ~jnp.all(c["done"])
+        return (c['t'] < length) & ~jnp.all(c['done'])
 
     def body(c):
-        t = c["t"]
-        logits, state = step_fn(c["tokens"], c["state"])
+        t = c['t']
+        logits, state = step_fn(c['tokens'], c['state'])
         vocab = logits.shape[-1]
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        cand_logp = (c["live_logp"][:, :, None] + logp.reshape(batch, k, vocab))
+        cand_logp = c['live_logp'][:, :, None] + logp.reshape(batch, k, vocab)
         # Top 2K always holds K non-EOS extensions: there are at most K EOS ones.
         top_logp, top_idx = jax.lax.top_k(cand_logp.reshape(batch, k * vocab), 2 * k)
         parent, token = top_idx // vocab, top_idx % vocab
-        cand_seqs = jnp.take_along_axis(c["live_seqs"], parent[:, :, None], axis=1)
+        cand_seqs = jnp.take_along_axis(c['live_seqs'], parent[:, :, None], axis=1)
         cand_seqs = cand_seqs.at[:, :, t].set(token)
 
         is_eos = token == eos_id
         in_beam = jnp.arange(2 * k) < k
         at_limit = (t + 1 >= example_max)[:, None]
-        finishing = (~c["done"])[:, None] & in_beam & (is_eos | at_limit)
+        finishing = (~c['done'])[:, None] & in_beam & (is_eos | at_limit)
         new_scores = jnp.where(finishing, top_logp / length_penalty(t + 1, alpha), -jnp.inf)
         # Old finished come first, so on exact ties they are kept (as without early stop).
-        all_scores = jnp.concatenate([c["fin_scores"], new_scores], axis=1)
-        all_seqs = jnp.concatenate([c["fin_seqs"], cand_seqs], axis=1)
+        all_scores = jnp.concatenate([c['fin_scores'], new_scores], axis=1)
+        all_seqs = jnp.concatenate([c['fin_seqs'], cand_seqs], axis=1)
         fin_scores, fin_idx = jax.lax.top_k(all_scores, k)
         fin_seqs = jnp.take_along_axis(all_seqs, fin_idx[:, :, None], axis=1)
 
@@ -365,15 +401,21 @@ def beam_search(step_fn: StepFn, init_state, bos, beam_size: int, max_len, eos_i
         live_token = jnp.take_along_axis(token, live_idx, axis=1)
         live_seqs = jnp.take_along_axis(cand_seqs, live_idx[:, :, None], axis=1)
 
-        done = c["done"] | (t + 1 >= example_max)
+        done = c['done'] | (t + 1 >= example_max)
         if early_stop:
             done = done | (fin_scores[:, -1] >= best_possible(live_logp, t))
         return dict(
-            t=t + 1, tokens=live_token.reshape(-1), state=gather_beams(state, live_parent),
-            live_seqs=live_seqs, live_logp=live_logp,
-            fin_seqs=fin_seqs, fin_scores=fin_scores, done=done)
+            t=t + 1,
+            tokens=live_token.reshape(-1),
+            state=gather_beams(state, live_parent),
+            live_seqs=live_seqs,
+            live_logp=live_logp,
+            fin_seqs=fin_seqs,
+            fin_scores=fin_scores,
+            done=done,
+        )
 
     c = jax.lax.while_loop(cond, body, carry)
-    scores = c["fin_scores"]
-    sequences = jnp.where(jnp.isneginf(scores)[:, :, None], pad_id, c["fin_seqs"])
+    scores = c['fin_scores']
+    sequences = jnp.where(jnp.isneginf(scores)[:, :, None], pad_id, c['fin_seqs'])
     return sequences, scores

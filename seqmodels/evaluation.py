@@ -31,8 +31,9 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[f
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     """[true class, predicted class] counts."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return np.bincount(labels * num_classes + predictions,
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(
+        labels * num_classes + predictions, minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
 
 
 def accuracy(labels, predictions) -> float:

@@ -82,16 +82,23 @@ def transformer_forward_flops(m: Mapping, batch: int, src_length: int, tgt_lengt
     """Encoder over [batch, src_length], decoder over [batch, tgt_length] with
     cross-attention, and the output projection."""
     d, d_ff = m['d_model'], m['d_ff']
-    encoder = src_length * _get(m, 'num_encoder_layers', 6) * _transformer_layer(
-        d, d_ff, src_length)
+    encoder = (
+        src_length * _get(m, 'num_encoder_layers', 6) * _transformer_layer(d, d_ff, src_length)
+    )
     decoder = tgt_length * (
         _get(m, 'num_decoder_layers', 6) * _transformer_layer(d, d_ff, tgt_length, src_length)
-        + 2 * d * m['tgt_vocab_size'])
+        + 2 * d * m['tgt_vocab_size']
+    )
     return batch * (encoder + decoder)
 
 
-def vit_forward_flops(m: Mapping, batch: int, height: int | None = None,
-                      width: int | None = None, channels: int | None = None) -> int:
+def vit_forward_flops(
+    m: Mapping,
+    batch: int,
+    height: int | None = None,
+    width: int | None = None,
+    channels: int | None = None,
+) -> int:
     """Patch embedding, encoder over the patches (and [class] token), head. Image sizes
     default to the config's."""
     p, d, d_ff = m['patch_size'], m['d_model'], m['d_ff']
@@ -130,12 +137,18 @@ def seq2seq_forward_flops(m: Mapping, batch: int, src_length: int, tgt_length: i
     cell, h, e = _get(m, 'cell', 'lstm'), m['hidden_size'], m['embed_dim']
     a = _get(m, 'attention_dim', h)
     enc_layers, dec_layers = _get(m, 'encoder_layers', 1), _get(m, 'decoder_layers', 1)
-    encoder = src_length * (2 * _cell(cell, e, h) + (enc_layers - 1) * 2 * _cell(cell, 2 * h, h)
-                            + 2 * 2 * h * a)
+    encoder = src_length * (
+        2 * _cell(cell, e, h) + (enc_layers - 1) * 2 * _cell(cell, 2 * h, h) + 2 * 2 * h * a
+    )
     bridge = dec_layers * CELL_CARRIES[cell] * 2 * h * h
     attention = 2 * h * a + src_length * (2 * a + 2 * 2 * h)
-    step = (attention + _cell(cell, e + 2 * h, h) + (dec_layers - 1) * _cell(cell, h, h)
-            + 2 * (3 * h + e) * 2 * h + 2 * h * m['tgt_vocab_size'])
+    step = (
+        attention
+        + _cell(cell, e + 2 * h, h)
+        + (dec_layers - 1) * _cell(cell, h, h)
+        + 2 * (3 * h + e) * 2 * h
+        + 2 * h * m['tgt_vocab_size']
+    )
     return batch * (encoder + bridge + tgt_length * step)
 
 
@@ -152,6 +165,7 @@ FORWARD_FLOPS = {
 # --------------------------------------------------------------------------- #
 # Shapes from a batch.
 
+
 def _leaves(batch, prefix=()):
     """(path, array) of every array in a nested dict, in insertion order."""
     if isinstance(batch, Mapping):
@@ -165,6 +179,7 @@ def _find(batch, names, rank=None, integer=None, fallback=True):
     """The shape of the first leaf named one of `names` (at any depth) of that rank and
     kind, else (with `fallback`) of the first leaf of that rank and kind; None when
     there is none."""
+
     def fits(x):
         is_int = np.issubdtype(np.dtype(x.dtype), np.integer)
         return (rank is None or len(x.shape) == rank) and (integer is None or is_int == integer)
@@ -183,8 +198,9 @@ def forward_flops(model_config: Mapping, batch) -> int | None:
     name = _get(model_config, 'name')
     if name in ('gpt', 'rnn_lm'):
         # [B, T], or [B, K, T] for K choices per example
-        tokens = (_find(batch, ('inputs', 'tokens'), integer=True, fallback=False)
-                  or _find(batch, (), rank=2, integer=True))
+        tokens = _find(batch, ('inputs', 'tokens'), integer=True, fallback=False) or _find(
+            batch, (), rank=2, integer=True
+        )
         if tokens is None or len(tokens) not in (2, 3):
             return None
         return FORWARD_FLOPS[name](model_config, math.prod(tokens[:-1]), tokens[-1])
@@ -226,8 +242,8 @@ PEAKS: tuple[tuple[str, float, float], ...] = (
     ('H100 PCIe', 756.5, 378.0),
     ('H100 NVL', 835.5, 417.5),
     ('H200 NVL', 835.5, 417.5),
-    ('H100', 989.4, 494.7),        # SXM ('NVIDIA H100 80GB HBM3')
-    ('H200', 989.4, 494.7),        # SXM, and GH200
+    ('H100', 989.4, 494.7),  # SXM ('NVIDIA H100 80GB HBM3')
+    ('H200', 989.4, 494.7),  # SXM, and GH200
     ('B200', 2250.0, 1100.0),
     ('A100', 312.0, 156.0),
     ('L40S', 362.05, 183.0),
@@ -238,8 +254,8 @@ PEAKS: tuple[tuple[str, float, float], ...] = (
     ('TPU v4', 275.0, 275.0),
     ('TPU v5 lite', 197.0, 197.0),  # v5e
     ('TPU v5e', 197.0, 197.0),
-    ('TPU v5', 459.0, 459.0),       # v5p
-    ('TPU v6', 918.0, 918.0),       # v6e (Trillium)
+    ('TPU v5', 459.0, 459.0),  # v5p
+    ('TPU v6', 918.0, 918.0),  # v6e (Trillium)
 )
 
 
@@ -253,8 +269,9 @@ def datasheet_peak(device_kind: str, dtype: str = 'float32') -> float | None:
     return None
 
 
-def measured_matmul_rate(dtype: str = 'float32', n: int = 512, repeats: int = 5,
-                         device=None) -> float:
+def measured_matmul_rate(
+    dtype: str = 'float32', n: int = 512, repeats: int = 5, device=None
+) -> float:
     """FLOP/s of an n x n x n matmul on one device: the best of `repeats` timed calls
     after a warm-up (the CPU's denominator)."""
     import jax
@@ -269,7 +286,7 @@ def measured_matmul_rate(dtype: str = 'float32', n: int = 512, repeats: int = 5,
         start = time.perf_counter()
         product(a).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / max(best, 1e-9)
+    return 2 * n**3 / max(best, 1e-9)
 
 
 def peak_flops_per_sec(device=None, dtype: str = 'float32') -> tuple[float, str]:
@@ -283,13 +300,18 @@ def peak_flops_per_sec(device=None, dtype: str = 'float32') -> tuple[float, str]
         peak = datasheet_peak(kind, dtype)
         if peak is not None:
             return peak, f'{kind} datasheet, dense {np.dtype(dtype).name}'
-    return (measured_matmul_rate(dtype, device=device),
-            f'{kind or device.platform} {np.dtype(dtype).name} matmul timed at start-up')
+    return (
+        measured_matmul_rate(dtype, device=device),
+        f'{kind or device.platform} {np.dtype(dtype).name} matmul timed at start-up',
+    )
 
 
 def describe(model_config: Mapping, batch: Mapping[str, Any]) -> str:
     """One line for logs: the family and its FLOPs per training step on `batch`."""
     flops = train_step_flops(model_config, batch)
     name = _get(model_config, 'name')
-    return (f'{name}: {flops / 1e9:.3f} GFLOP per training step' if flops is not None
-            else f'{name}: FLOPs per step unknown for this batch layout')
+    return (
+        f'{name}: {flops / 1e9:.3f} GFLOP per training step'
+        if flops is not None
+        else f'{name}: FLOPs per step unknown for this batch layout'
+    )

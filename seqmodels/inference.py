@@ -32,6 +32,7 @@ from seqmodels.training import sharding as sharding_lib
 # --------------------------------------------------------------------------- #
 # Language models: one token at a time, so text can stream to a terminal.
 
+
 class Sampler:
     """Autoregressive sampling for both LM families, one jitted step per token.
 
@@ -46,15 +47,29 @@ class Sampler:
         self.model, self.params, self.vocab = model, params, vocab
         self.is_gpt = isinstance(model, models.GPT)
         if self.is_gpt:
-            self._feed = jax.jit(lambda p, tokens, cache, index: model.apply(
-                {'params': p}, tokens, cache, index, method=models.GPT.decode_step))
+            self._feed = jax.jit(
+                lambda p, tokens, cache, index: model.apply(
+                    {'params': p}, tokens, cache, index, method=models.GPT.decode_step
+                )
+            )
         else:
-            self._feed = jax.jit(lambda p, token, carry: model.apply(
-                {'params': p}, carry, token, method=models.RNNLM.step))
+            self._feed = jax.jit(
+                lambda p, token, carry: model.apply(
+                    {'params': p}, carry, token, method=models.RNNLM.step
+                )
+            )
         self._sample = jax.jit(decoding.sample_next)
 
-    def generate(self, prompt: str, num_chars: int, rng, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, stream=None) -> str:
+    def generate(
+        self,
+        prompt: str,
+        num_chars: int,
+        rng,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stream=None,
+    ) -> str:
         ids = [int(i) for i in self.vocab.encode(prompt or '\n')]
         logits = self._start(ids)
         out = []
@@ -74,8 +89,9 @@ class Sampler:
     def _start(self, ids):
         if self.is_gpt:
             return self._refill(ids)
-        self._carry = self.model.apply({'params': self.params}, 1,
-                                       method=models.RNNLM.initial_carry)
+        self._carry = self.model.apply(
+            {'params': self.params}, 1, method=models.RNNLM.initial_carry
+        )
         for token in ids:
             logits = self._step_rnn(token)
         return logits
@@ -85,8 +101,9 @@ class Sampler:
         return logits
 
     def _refill(self, ids):
-        keep = self.model.max_len if len(ids) <= self.model.max_len else (
-            3 * self.model.max_len) // 4
+        keep = (
+            self.model.max_len if len(ids) <= self.model.max_len else (3 * self.model.max_len) // 4
+        )
         context = jnp.array([ids[-keep:]], jnp.int32)
         cache = self.model.init_cache(1)
         logits, self._cache = self._feed(self.params, context, cache, 0)
@@ -98,8 +115,9 @@ class Sampler:
             return self._step_rnn(ids[-1])
         if self._index >= self.model.max_len:
             return self._refill(ids)
-        logits, self._cache = self._feed(self.params, jnp.array([[ids[-1]]], jnp.int32),
-                                         self._cache, self._index)
+        logits, self._cache = self._feed(
+            self.params, jnp.array([[ids[-1]]], jnp.int32), self._cache, self._index
+        )
         self._index += 1
         return logits[:, -1]
 
@@ -110,38 +128,50 @@ class Sampler:
 # one target token; every state leaf is batch-leading (the Transformer's shared
 # cache position is 0-d), so beam search can tile and re-index all of it.
 
-class TransformerAdapter:
 
+class TransformerAdapter:
     @staticmethod
     def start(model, params, src, src_lengths, max_decode_len):
         del src_lengths  # the source mask is src != PAD
         memory = model.apply({'params': params}, src, method=models.Transformer.encode)
-        return {'memory': memory, 'src_mask': src != PAD_ID,
-                'cache': model.init_cache(src.shape[0], max_decode_len),
-                'index': jnp.zeros((), jnp.int32)}
+        return {
+            'memory': memory,
+            'src_mask': src != PAD_ID,
+            'cache': model.init_cache(src.shape[0], max_decode_len),
+            'index': jnp.zeros((), jnp.int32),
+        }
 
     @staticmethod
     def step(model, params, tokens, state):
         logits, cache = model.apply(
-            {'params': params}, state['memory'], state['src_mask'], tokens[:, None],
-            state['cache'], state['index'], method=models.Transformer.decode_step)
+            {'params': params},
+            state['memory'],
+            state['src_mask'],
+            tokens[:, None],
+            state['cache'],
+            state['index'],
+            method=models.Transformer.decode_step,
+        )
         return logits[:, 0], dict(state, cache=cache, index=state['index'] + 1)
 
 
 class RNNAdapter:
-
     @staticmethod
     def start(model, params, src, src_lengths, max_decode_len):
         del max_decode_len  # a recurrent carry has no length
-        memory = model.apply({'params': params}, src, src_lengths,
-                             method=models.RNNSeq2Seq.encode)
+        memory = model.apply({'params': params}, src, src_lengths, method=models.RNNSeq2Seq.encode)
         carry = memory.pop('decoder_carry')
         return {'memory': memory, 'carry': carry}
 
     @staticmethod
     def step(model, params, tokens, state):
-        logits, carry = model.apply({'params': params}, state['memory'], state['carry'],
-                                    tokens, method=models.RNNSeq2Seq.decode_step)
+        logits, carry = model.apply(
+            {'params': params},
+            state['memory'],
+            state['carry'],
+            tokens,
+            method=models.RNNSeq2Seq.decode_step,
+        )
         return logits, dict(state, carry=carry)
 
 
@@ -153,8 +183,18 @@ def adapter_for(model):
     raise TypeError(f'no decoding adapter for {type(model).__name__}')
 
 
-def decode(model, params, src, src_lengths, *, search: str, beam_size: int = 1,
-           alpha: float = 0.0, max_decode_extra: int, max_decode_len: int):
+def decode(
+    model,
+    params,
+    src,
+    src_lengths,
+    *,
+    search: str,
+    beam_size: int = 1,
+    alpha: float = 0.0,
+    max_decode_extra: int,
+    max_decode_len: int,
+):
     """Target ids [B, max_decode_len] (EOS, then PAD) for src [B, S].
 
     Example b gets at most src_lengths[b] + max_decode_extra tokens (EOS included), and
@@ -167,13 +207,21 @@ def decode(model, params, src, src_lengths, *, search: str, beam_size: int = 1,
     bos = jnp.full((src.shape[0],), BOS_ID, jnp.int32)
     limit = jnp.minimum(src_lengths + max_decode_extra, max_decode_len)
     if search == 'greedy':
-        tokens, _ = decoding.greedy(step, state, bos, max_decode_len, eos_id=EOS_ID,
-                                    pad_id=PAD_ID)
+        tokens, _ = decoding.greedy(step, state, bos, max_decode_len, eos_id=EOS_ID, pad_id=PAD_ID)
         # Rows are independent, so cutting at the limit equals stopping there.
         return jnp.where(jnp.arange(max_decode_len)[None] < limit[:, None], tokens, PAD_ID)
     if search == 'beam':
-        sequences, _ = decoding.beam_search(step, state, bos, beam_size, limit, EOS_ID, alpha,
-                                            max_decode_len=max_decode_len, pad_id=PAD_ID)
+        sequences, _ = decoding.beam_search(
+            step,
+            state,
+            bos,
+            beam_size,
+            limit,
+            EOS_ID,
+            alpha,
+            max_decode_len=max_decode_len,
+            pad_id=PAD_ID,
+        )
         return sequences[:, 0]
     raise ValueError(f"search must be 'greedy' or 'beam', got {search!r}")
 
@@ -202,8 +250,17 @@ class Translator:
     Empty (blank) lines are not decoded: they translate to an empty line.
     """
 
-    def __init__(self, model, source_tokenizer, target_tokenizer, *, batch_size: int,
-                 boundaries: Sequence[int], max_decode_extra: int, alpha: float):
+    def __init__(
+        self,
+        model,
+        source_tokenizer,
+        target_tokenizer,
+        *,
+        batch_size: int,
+        boundaries: Sequence[int],
+        max_decode_extra: int,
+        alpha: float,
+    ):
         self.model = model
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         self.batch_size, self.max_decode_extra, self.alpha = batch_size, max_decode_extra, alpha
@@ -214,20 +271,32 @@ class Translator:
     def from_config(cls, config, model, source_tokenizer, target_tokenizer):
         boundaries = config.get('bucket_boundaries') or DEFAULT_BOUNDARIES
         longest = max(config.max_source_length, config.max_target_length)
-        return cls(model, source_tokenizer, target_tokenizer,
-                   batch_size=config.decode_batch_size,
-                   boundaries=[b for b in boundaries if b < longest] + [longest],
-                   max_decode_extra=config.max_decode_extra,
-                   alpha=config.length_penalty_alpha)
+        return cls(
+            model,
+            source_tokenizer,
+            target_tokenizer,
+            batch_size=config.decode_batch_size,
+            boundaries=[b for b in boundaries if b < longest] + [longest],
+            max_decode_extra=config.max_decode_extra,
+            alpha=config.length_penalty_alpha,
+        )
 
     @staticmethod
     def check_config(config) -> None:
         """The decoding keys of a translation config; raises ConfigError naming the key."""
         for key in ('beam_size', 'max_decode_extra', 'decode_batch_size'):
-            require(isinstance(config[key], int) and config[key] >= 1, key,
-                    'must be a positive integer', config[key])
-        require(config.length_penalty_alpha >= 0, 'length_penalty_alpha', 'must be >= 0',
-                config.length_penalty_alpha)
+            require(
+                isinstance(config[key], int) and config[key] >= 1,
+                key,
+                'must be a positive integer',
+                config[key],
+            )
+        require(
+            config.length_penalty_alpha >= 0,
+            'length_penalty_alpha',
+            'must be >= 0',
+            config.length_penalty_alpha,
+        )
 
     def bucket(self, length: int) -> int:
         for boundary in self.boundaries:
@@ -237,8 +306,9 @@ class Translator:
             boundary = -(-length // self.boundaries[-1]) * self.boundaries[-1]
         return boundary if self.max_source_len is None else min(boundary, self.max_source_len)
 
-    def translate(self, params, sentences: Sequence[str], beam_size: int = 1
-                  ) -> tuple[list[str], DecodeStats]:
+    def translate(
+        self, params, sentences: Sequence[str], beam_size: int = 1
+    ) -> tuple[list[str], DecodeStats]:
         """Translations of `sentences` in their order; beam_size=1 is greedy decoding."""
         stats = DecodeStats(sentences=len(sentences))
         out = [''] * len(sentences)
@@ -246,7 +316,7 @@ class Translator:
         ids = self.source_tokenizer.encode_batch([sentences[i] for i in todo])
         order = sorted(range(len(todo)), key=lambda j: len(ids[j]))
         for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+            chunk = order[start : start + self.batch_size]
             src, src_lengths = self._source_batch([ids[j] for j in chunk])
             fn = self._executable(params, src, src_lengths, beam_size, stats)
             begin = time.perf_counter()
@@ -256,8 +326,9 @@ class Translator:
                 out[todo[j]] = self.target_tokenizer.decode(tokens[row]).replace('\n', ' ')
         return out, stats
 
-    def score(self, params, sources: Sequence[str], references: Sequence[str],
-              beam_size: int = 1) -> tuple[float, str, list[str], DecodeStats]:
+    def score(
+        self, params, sources: Sequence[str], references: Sequence[str], beam_size: int = 1
+    ) -> tuple[float, str, list[str], DecodeStats]:
         """(sacreBLEU, its signature, hypotheses, decoding stats) of translating
         `sources` against one reference each."""
         hypotheses, stats = self.translate(params, sources, beam_size)
@@ -271,8 +342,8 @@ class Translator:
         src[:, 0] = EOS_ID  # filler rows: a one-token source, never an all-masked one
         src_lengths = np.ones(self.batch_size, np.int32)
         for i, r in enumerate(rows):
-            r = list(r)[:length - 1]  # beyond a Transformer's position table: cut
-            src[i, :len(r)] = r
+            r = list(r)[: length - 1]  # beyond a Transformer's position table: cut
+            src[i, : len(r)] = r
             src[i, len(r)] = EOS_ID
             src_lengths[i] = len(r) + 1
         return src, src_lengths
@@ -282,13 +353,26 @@ class Translator:
         if self.max_source_len is not None:
             max_decode_len = min(max_decode_len, self.max_source_len)
         leaves, treedef = jax.tree.flatten(params)
-        key = (self.model, src.shape, beam_size, self.alpha, self.max_decode_extra,
-               max_decode_len, treedef, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        key = (
+            self.model,
+            src.shape,
+            beam_size,
+            self.alpha,
+            self.max_decode_extra,
+            max_decode_len,
+            treedef,
+            tuple((np.shape(x), np.result_type(x)) for x in leaves),
+        )
         if key not in _EXECUTABLES:
             fn = functools.partial(
-                decode, self.model, search='greedy' if beam_size == 1 else 'beam',
-                beam_size=beam_size, alpha=self.alpha, max_decode_extra=self.max_decode_extra,
-                max_decode_len=max_decode_len)
+                decode,
+                self.model,
+                search='greedy' if beam_size == 1 else 'beam',
+                beam_size=beam_size,
+                alpha=self.alpha,
+                max_decode_extra=self.max_decode_extra,
+                max_decode_len=max_decode_len,
+            )
             begin = time.perf_counter()
             _EXECUTABLES[key] = jax.jit(fn).lower(params, src, src_lengths).compile()
             stats.compile_sec += time.perf_counter() - begin
@@ -298,14 +382,19 @@ class Translator:
 # --------------------------------------------------------------------------- #
 # Classifiers.
 
-def predict_logits(apply_fn, params, batches: Iterable[dict], inputs: str, mesh=None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+
+def predict_logits(
+    apply_fn, params, batches: Iterable[dict], inputs: str, mesh=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, classes], labels [N]) of `apply_fn(params, batch[inputs])` over
     `batches` on one process, rows of weight 0 (padding) dropped."""
     mesh = sharding_lib.make_mesh() if mesh is None else mesh
     replicated = sharding_lib.replicated(mesh)
-    forward = jax.jit(apply_fn, in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
-                      out_shardings=replicated)
+    forward = jax.jit(
+        apply_fn,
+        in_shardings=(replicated, sharding_lib.batch_sharding(mesh)),
+        out_shardings=replicated,
+    )
     logits, labels = [], []
     for batch in batches:
         keep = batch['weights'] > 0

@@ -10,8 +10,10 @@ import numpy as np
 def _pyplot():
     # Imported on first use: matplotlib costs a second at import and most runs draw nothing.
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -30,8 +32,15 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
         threshold = confusion.max() / 2
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(confusion[i, j]), ha='center', va='center', fontsize=8,
-                        color='white' if confusion[i, j] > threshold else 'black')
+                ax.text(
+                    j,
+                    i,
+                    str(confusion[i, j]),
+                    ha='center',
+                    va='center',
+                    fontsize=8,
+                    color='white' if confusion[i, j] > threshold else 'black',
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -72,6 +81,7 @@ def show(item) -> None:
     try:
         from IPython import get_ipython
         from IPython.display import HTML, Image, display
+
         in_kernel = get_ipython() is not None
     except ImportError:
         in_kernel = False
@@ -91,15 +101,18 @@ def _save(fig, path: str, dpi: int = 100) -> str:
 # --------------------------------------------------------------------------- #
 # Attention maps.
 
-def plot_attention_map(weights: np.ndarray, source: list[str], target: list[str], path: str,
-                       title: str = '') -> str:
+
+def plot_attention_map(
+    weights: np.ndarray, source: list[str], target: list[str], path: str, title: str = ''
+) -> str:
     """A heatmap of weights [len(target), len(source)]: source pieces along the top,
     target pieces down the side, one row per target piece (each row sums to 1)."""
     plt = _pyplot()
     rows, cols = weights.shape
     fig, ax = plt.subplots(figsize=(max(3.0, 0.32 * cols + 1.8), max(2.5, 0.3 * rows + 1.4)))
-    image = ax.imshow(weights, cmap='Greys', vmin=0.0, vmax=max(float(weights.max()), 1e-6),
-                      aspect='auto')
+    image = ax.imshow(
+        weights, cmap='Greys', vmin=0.0, vmax=max(float(weights.max()), 1e-6), aspect='auto'
+    )
     ax.set_xticks(range(cols), source, rotation=90, fontsize=9)
     ax.set_yticks(range(rows), target, fontsize=9)
     ax.xaxis.tick_top()
@@ -114,14 +127,23 @@ def plot_attention_maps(maps, folder: str) -> list[str]:
     """FOLDER/<index>.png for each `analysis.AttentionMap`: its heatmap, titled with the
     translation."""
     os.makedirs(folder, exist_ok=True)
-    return [plot_attention_map(m.weights, m.source, m.target,
-                               os.path.join(folder, f'{m.index}.png'), m.translation)
-            for m in maps]
+    return [
+        plot_attention_map(
+            m.weights, m.source, m.target, os.path.join(folder, f'{m.index}.png'), m.translation
+        )
+        for m in maps
+    ]
 
 
-def plot_attention_heads(weights: np.ndarray, queries: list[str], keys: list[str], path: str,
-                         titles: list[str] | None = None, suptitle: str = '',
-                         columns: int = 4) -> str:
+def plot_attention_heads(
+    weights: np.ndarray,
+    queries: list[str],
+    keys: list[str],
+    path: str,
+    titles: list[str] | None = None,
+    suptitle: str = '',
+    columns: int = 4,
+) -> str:
     """One small heatmap per map of weights [N, Tq, Tk] (e.g. the heads of a layer), up
     to `columns` a row, each with the key labels on x and the query labels on y."""
     plt = _pyplot()
@@ -129,8 +151,9 @@ def plot_attention_heads(weights: np.ndarray, queries: list[str], keys: list[str
     columns = min(columns, n)
     rows = -(-n // columns)
     size = max(2.2, 0.18 * max(tq, tk) + 1.2)
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + 0.3) * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(size * columns, (size + 0.3) * rows), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()
@@ -149,12 +172,14 @@ def plot_attention_heads(weights: np.ndarray, queries: list[str], keys: list[str
 # --------------------------------------------------------------------------- #
 # Recurrent cells (seqmodels.cells).
 
+
 def plot_cell_text(text: str, shown, path: str, columns: int = 80, title: str = '') -> str:
     """`text` once per entry of `shown` (seqmodels.cells.Shown), each character on a
     cell coloured by the unit's value (red -1, white 0, blue +1, as in Karpathy et al.'s
     Figure 2), lines wrapped at `columns`; the PNG counterpart of `cells.cells_html`."""
     plt = _pyplot()
     from matplotlib.colors import LinearSegmentedColormap
+
     cmap = LinearSegmentedColormap.from_list('cells', ['#d62728', '#ffffff', '#1f77b4'])
     layout = []  # (line, column) of each character
     line = column = 0
@@ -165,8 +190,9 @@ def plot_cell_text(text: str, shown, path: str, columns: int = 80, title: str = 
         line, column = (line + 1, 0) if ch == '\n' else (line, column + 1)
     lines = (layout[-1][0] + 1) if layout else 1
     height_per = 0.19 * lines + 0.45
-    fig, axes = plt.subplots(len(shown), 1, figsize=(0.105 * columns + 0.4,
-                                                     height_per * len(shown)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(shown), 1, figsize=(0.105 * columns + 0.4, height_per * len(shown)), squeeze=False
+    )
     for ax, entry in zip(axes[:, 0], shown):
         grid = np.full((lines, columns), np.nan)
         for (r, c), v in zip(layout, entry.values):
@@ -213,6 +239,7 @@ def plot_gate_saturation(saturation: dict, path: str, title: str = '') -> str:
 # --------------------------------------------------------------------------- #
 # Positions and ViT's Figure 7.
 
+
 def plot_position_encodings(tables: dict, similarities: dict, path: str) -> str:
     """Two panels per encoding: the table [positions, dimensions] and the similarity
     of every pair of positions. `tables` and `similarities`: title -> 2-D array."""
@@ -221,8 +248,14 @@ def plot_position_encodings(tables: dict, similarities: dict, path: str) -> str:
     fig, axes = plt.subplots(2, len(names), figsize=(4.0 * len(names), 7.2), squeeze=False)
     for j, name in enumerate(names):
         table = np.asarray(tables[name])
-        image = axes[0, j].imshow(table, cmap='RdBu_r', aspect='auto', interpolation='nearest',
-                                  vmin=-np.abs(table).max(), vmax=np.abs(table).max())
+        image = axes[0, j].imshow(
+            table,
+            cmap='RdBu_r',
+            aspect='auto',
+            interpolation='nearest',
+            vmin=-np.abs(table).max(),
+            vmax=np.abs(table).max(),
+        )
         fig.colorbar(image, ax=axes[0, j], fraction=0.046, pad=0.03)
         axes[0, j].set_title(name, fontsize=10)
         axes[0, j].set_xlabel('dimension', fontsize=8)
@@ -245,35 +278,52 @@ def _mosaic(tiles: np.ndarray, columns: int, gap: float = np.nan) -> np.ndarray:
     out = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), gap)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
-        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = tile
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
     return out
 
 
-def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: np.ndarray,
-                     path: str, patch_size: int, image_size: int, title: str = '') -> str:
+def plot_vit_figure7(
+    components: np.ndarray,
+    similarity: np.ndarray,
+    distances: np.ndarray,
+    path: str,
+    patch_size: int,
+    image_size: int,
+    title: str = '',
+) -> str:
     """Dosovitskiy et al. 2021, Figure 7, in three panels: principal components of the
     patch-embedding filters [k, P, P, C] (their first channel); the cosine similarity
     [N, N] of each patch's position embedding with every other patch's, one small
     grid per patch in grid order; the mean attention distance [L, heads] in pixels of
     every head against the depth of its layer."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4),
-                             gridspec_kw={'width_ratios': [1, 1, 1.15]})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), gridspec_kw={'width_ratios': [1, 1, 1.15]})
     k = components.shape[0]
     tiles = components[..., 0] / np.abs(components[..., 0]).max(axis=(1, 2), keepdims=True)
     # Components have a sign: red +, blue -, on grey separators.
     cmap = plt.get_cmap('RdBu_r').with_extremes(bad='0.6')
-    axes[0].imshow(_mosaic(tiles, int(np.ceil(np.sqrt(k)))), cmap=cmap, vmin=-1, vmax=1,
-                   interpolation='nearest')
-    axes[0].set_title(f'patch-embedding filters: first {k} principal components\n'
-                      f'({patch_size}x{patch_size} pixels each)', fontsize=9)
+    axes[0].imshow(
+        _mosaic(tiles, int(np.ceil(np.sqrt(k)))),
+        cmap=cmap,
+        vmin=-1,
+        vmax=1,
+        interpolation='nearest',
+    )
+    axes[0].set_title(
+        f'patch-embedding filters: first {k} principal components\n'
+        f'({patch_size}x{patch_size} pixels each)',
+        fontsize=9,
+    )
     g = int(round(np.sqrt(similarity.shape[0])))
     maps = similarity.reshape(g * g, g, g)
-    image = axes[1].imshow(_mosaic(maps, g), cmap='viridis', vmin=-1, vmax=1,
-                           interpolation='nearest')
+    image = axes[1].imshow(
+        _mosaic(maps, g), cmap='viridis', vmin=-1, vmax=1, interpolation='nearest'
+    )
     fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.03)
-    axes[1].set_title('position embedding similarity (cosine)\n'
-                      'tile (row, col): that patch against every patch', fontsize=9)
+    axes[1].set_title(
+        'position embedding similarity (cosine)\ntile (row, col): that patch against every patch',
+        fontsize=9,
+    )
     for ax in axes[:2]:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -295,8 +345,10 @@ def plot_vit_figure7(components: np.ndarray, similarity: np.ndarray, distances: 
 # --------------------------------------------------------------------------- #
 # Sampling.
 
-def plot_sampling_distributions(distributions: dict, labels: list[str], path: str,
-                                top: int = 12, title: str = '') -> str:
+
+def plot_sampling_distributions(
+    distributions: dict, labels: list[str], path: str, top: int = 12, title: str = ''
+) -> str:
     """One bar panel per sampling setting: the probability of each of the `top` tokens
     with the highest mean probability over the settings, in that order. `distributions`:
     setting -> probabilities [V]; `labels`: the text of each token id."""
@@ -305,16 +357,18 @@ def plot_sampling_distributions(distributions: dict, labels: list[str], path: st
     mean = np.mean([np.asarray(p) for p in distributions.values()], axis=0)
     order = np.argsort(-mean, kind='stable')[:top]
     shown = [repr(labels[i])[1:-1] if labels[i].strip() else repr(labels[i]) for i in order]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.5 * len(names), 3.4), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(2.5 * len(names), 3.4), sharey=True, squeeze=False
+    )
     for ax, name in zip(axes[0], names):
         probs = np.asarray(distributions[name])
         kept = probs[order] > 0
         ax.bar(range(len(order)), probs[order], color=np.where(kept, 'C0', 'C7'))
         ax.set_xticks(range(len(order)), shown, fontsize=10, family='monospace')
         drawable = int((probs > 0).sum())
-        ax.set_title(f'{name}\n{drawable} token{"s" if drawable > 1 else ""} can be drawn',
-                     fontsize=9)
+        ax.set_title(
+            f'{name}\n{drawable} token{"s" if drawable > 1 else ""} can be drawn', fontsize=9
+        )
     axes[0, 0].set_ylabel('probability')
     if title:
         fig.suptitle(title, fontsize=10)

@@ -47,14 +47,16 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     naming the file when there is none."""
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
-        raise FileNotFoundError(f'{path} does not exist: is {workdir} the workdir of a '
-                                'training run?')
+        raise FileNotFoundError(
+            f'{path} does not exist: is {workdir} the workdir of a training run?'
+        )
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def restore(workdir: str, step: int | None = None,
-            config: ml_collections.ConfigDict | None = None) -> Run:
+def restore(
+    workdir: str, step: int | None = None, config: ml_collections.ConfigDict | None = None
+) -> Run:
     """The run in `workdir` with the parameters of checkpoint `step` (default: the
     latest intact one). `config` saves reading WORKDIR/config.json again."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -65,7 +67,8 @@ def restore(workdir: str, step: int | None = None,
         run.vocab = CharVocab.load(os.path.join(workdir, 'vocab.json'))
     if config.model.name in _TRANSLATION_FAMILIES:
         run.source_tokenizer, run.target_tokenizer = translation_data.load_tokenizers(
-            config, workdir)
+            config, workdir
+        )
     return run
 
 
@@ -75,23 +78,29 @@ def validation_text(run: Run, max_chars: int | None = None) -> str:
     comes back as U+FFFD."""
     # Imported here: the char-LM pipeline brings grain and TFDS, which other runs never need.
     from seqmodels.data.lm_pipeline import make_char_lm_data
+
     c = run.config
     data = make_char_lm_data(
-        c.dataset, seq_len=c.seq_len, batch_size=c.batch_size, seed=c.seed,
-        data_dir=os.path.expanduser(c.data_dir), vocab_path=os.path.join(run.workdir,
-                                                                         'vocab.json'),
-        val_fraction=c.val_fraction, max_chars=c.max_chars or None)
+        c.dataset,
+        seq_len=c.seq_len,
+        batch_size=c.batch_size,
+        seed=c.seed,
+        data_dir=os.path.expanduser(c.data_dir),
+        vocab_path=os.path.join(run.workdir, 'vocab.json'),
+        val_fraction=c.val_fraction,
+        max_chars=c.max_chars or None,
+    )
     return data.vocab.decode(data.val_ids[:max_chars])
 
 
 def translator(run: Run) -> Translator:
     """The Translator of a translation run, with the decoding keys of its config."""
-    return Translator.from_config(run.config, run.model, run.source_tokenizer,
-                                  run.target_tokenizer)
+    return Translator.from_config(run.config, run.model, run.source_tokenizer, run.target_tokenizer)
 
 
-def score_translation(run: Run, sources, references, beam_size: int,
-                      split: str = '') -> tuple[dict, list[str]]:
+def score_translation(
+    run: Run, sources, references, beam_size: int, split: str = ''
+) -> tuple[dict, list[str]]:
     """sacreBLEU and decoding speed of a translation run with `beam_size` beams and,
     when that is not greedy, greedily too.
 
@@ -102,14 +111,26 @@ def score_translation(run: Run, sources, references, beam_size: int,
     decoder = translator(run)
     result, kept = {}, None
     for beams in dict.fromkeys([beam_size, 1]):  # the requested search first
-        bleu, signature, hypotheses, stats = decoder.score(run.params, sources, references,
-                                                           beams)
+        bleu, signature, hypotheses, stats = decoder.score(run.params, sources, references, beams)
         name = 'greedy' if beams == 1 else f'beam{beams}'
-        result.update({f'{name}/bleu': bleu, f'{name}/sentences_per_sec': stats.sentences_per_sec,
-                       f'{name}/compile_sec': stats.compile_sec})
-        logging.info('%s BLEU %.2f on %s (%d sentences): %.1f sentences/s decoding '
-                     '(%.1f s), plus %.1f s compiling', name, bleu, split, len(sources),
-                     stats.sentences_per_sec, stats.decode_sec, stats.compile_sec)
+        result.update(
+            {
+                f'{name}/bleu': bleu,
+                f'{name}/sentences_per_sec': stats.sentences_per_sec,
+                f'{name}/compile_sec': stats.compile_sec,
+            }
+        )
+        logging.info(
+            '%s BLEU %.2f on %s (%d sentences): %.1f sentences/s decoding '
+            '(%.1f s), plus %.1f s compiling',
+            name,
+            bleu,
+            split,
+            len(sources),
+            stats.sentences_per_sec,
+            stats.decode_sec,
+            stats.compile_sec,
+        )
         if beams == beam_size:
             result.update(bleu=bleu, signature=signature)
             kept = hypotheses

@@ -28,9 +28,11 @@ def param_shapes(model_config):
     """
     for key in _DATA_SIZED:
         if key in model_config and model_config[key] <= 0:
-            raise ValueError(f'config key model.{key}={model_config[key]}: experiment configs '
-                             f'leave it for the driver to take from the data; set it '
-                             f'(--config.model.{key}=N) to summarise the model')
+            raise ValueError(
+                f'config key model.{key}={model_config[key]}: experiment configs '
+                f'leave it for the driver to take from the data; set it '
+                f'(--config.model.{key}=N) to summarise the model'
+            )
     model = models.build_model(model_config)
     inputs = models.example_inputs(model_config, model)
     rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
@@ -55,23 +57,30 @@ def summary_lines(model_config, depth: int = 2) -> list[str]:
     rows = param_table(param_shapes(model_config), depth)
     total = sum(c for _, _, c in rows)
     width = max([len('module')] + [len(r[0]) for r in rows])
-    lines = [f"{'module':<{width}}  {'arrays':>6}  {'params':>14}  {'share':>6}"]
-    lines += [f'{name:<{width}}  {n:>6}  {c:>14,}  {100 * c / max(total, 1):>5.1f}%'
-              for name, n, c in rows]
-    lines += [f"{'total':<{width}}  {'':>6}  {total:>14,}",
-              f"model={model_config['name']} dtype={jnp.dtype(jnp.float32).name}",
-              f'total_params={total}']
+    lines = [f'{"module":<{width}}  {"arrays":>6}  {"params":>14}  {"share":>6}']
+    lines += [
+        f'{name:<{width}}  {n:>6}  {c:>14,}  {100 * c / max(total, 1):>5.1f}%'
+        for name, n, c in rows
+    ]
+    lines += [
+        f'{"total":<{width}}  {"":>6}  {total:>14,}',
+        f'model={model_config["name"]} dtype={jnp.dtype(jnp.float32).name}',
+        f'total_params={total}',
+    ]
     return lines
 
 
 def _run():
     # Flags are defined here, not on import, so that a program that defines its own
     # --config (every experiment driver) can still import the functions above.
-    config_flag = config_flags.DEFINE_config_file('config', None,
-                                                  'Experiment config file[:variant].')
+    config_flag = config_flags.DEFINE_config_file(
+        'config', None, 'Experiment config file[:variant].'
+    )
     depth_flag = flags.DEFINE_integer(
-        'depth', 2,
-        'Group parameters by this many levels of the module tree (0: one row per array).')
+        'depth',
+        2,
+        'Group parameters by this many levels of the module tree (0: one row per array).',
+    )
 
     def main(argv):
         if len(argv) > 1:

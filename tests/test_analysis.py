@@ -37,9 +37,17 @@ def softmax(x, axis=-1):
 
 @pytest.fixture(scope='module')
 def transformer():
-    model = models.Transformer(VOCAB, VOCAB, d_model=16, num_heads=2, d_ff=32,
-                               num_encoder_layers=1, num_decoder_layers=2, dropout=0.0,
-                               max_len=16)
+    model = models.Transformer(
+        VOCAB,
+        VOCAB,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dropout=0.0,
+        max_len=16,
+    )
     tokens = jnp.ones((1, 4), jnp.int32)
     return model, random_params(model, tokens, tokens)
 
@@ -85,11 +93,22 @@ def test_decoder_attention_is_what_step_by_step_decoding_uses(transformer):
 
         def step(cache, t):
             (_, cache), state = model.apply(
-                variables, memory, SRC != PAD_ID, jax.lax.dynamic_slice_in_dim(TGT_IN, t, 1, 1),
-                cache, t, method=models.Transformer.decode_step, mutable=['intermediates'])
+                variables,
+                memory,
+                SRC != PAD_ID,
+                jax.lax.dynamic_slice_in_dim(TGT_IN, t, 1, 1),
+                cache,
+                t,
+                method=models.Transformer.decode_step,
+                mutable=['intermediates'],
+            )
             decoder = state['intermediates']['decoder']
-            return cache, jnp.stack([decoder[f'layers_{i}']['memory_attention'][
-                'attention_weights'][0][:, :, 0] for i in range(2)])
+            return cache, jnp.stack(
+                [
+                    decoder[f'layers_{i}']['memory_attention']['attention_weights'][0][:, :, 0]
+                    for i in range(2)
+                ]
+            )
 
         return jax.lax.scan(step, model.init_cache(2, 5), jnp.arange(5))[1]
 
@@ -97,8 +116,9 @@ def test_decoder_attention_is_what_step_by_step_decoding_uses(transformer):
     real = (TGT_IN != PAD_ID).T  # [T, B]
     np.testing.assert_allclose(cross.transpose(3, 1, 0, 2, 4)[real], rows[real], atol=1e-5)
     maps = analysis.transformer_attention(model, params, SRC, TGT_IN)
-    np.testing.assert_allclose(maps['encoder'], analysis.encoder_attention(model, params, SRC),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        maps['encoder'], analysis.encoder_attention(model, params, SRC), atol=1e-5
+    )
 
     mean = np.asarray(analysis.cross_attention(model, params, SRC, SRC_LENGTHS, TGT_IN))
     np.testing.assert_allclose(mean, cross[-1].mean(axis=1), atol=1e-6)
@@ -123,8 +143,9 @@ def test_rnn_attention_is_bahdanaus_alpha_of_the_decoder_states():
 
         def step(carry, token):
             s = model.apply(variables, carry, method=lambda m, c: m.decoder.hidden(c))
-            _, carry = model.apply(variables, memory, carry, token,
-                                   method=models.RNNSeq2Seq.decode_step)
+            _, carry = model.apply(
+                variables, memory, carry, token, method=models.RNNSeq2Seq.decode_step
+            )
             return carry, s
 
         return jax.lax.scan(step, memory['decoder_carry'], TGT_IN.T)[1], memory['values']
@@ -139,13 +160,15 @@ def test_rnn_attention_is_bahdanaus_alpha_of_the_decoder_states():
 # --------------------------------------------------------------------------- #
 # ViT's Figure 7, positions, sampling.
 
+
 def test_mean_attention_distance_by_hand():
     # A 2x2 grid of 4-pixel patches plus [class]: patch 0 is 4 px from patches 1 and 2
     # and 4·√2 px from patch 3.
     uniform = np.full((1, 1, 1, 5, 5), 0.2)  # [layers, batch, heads, T, T]
     self_only = np.eye(5)[None, None, None]
-    got = analysis.mean_attention_distance(np.concatenate([uniform, self_only], axis=2),
-                                           grid_size=2, patch_size=4)
+    got = analysis.mean_attention_distance(
+        np.concatenate([uniform, self_only], axis=2), grid_size=2, patch_size=4
+    )
     # Uniform over the patches (the [class] column dropped, rows renormalised).
     np.testing.assert_allclose(got, [[(4 + 4 + 4 * math.sqrt(2)) / 4, 0.0]])
     no_cls = analysis.mean_attention_distance(uniform[..., 1:, 1:] * 1.25, 2, 4, has_cls=False)
@@ -179,24 +202,30 @@ def test_patch_embedding_components_are_the_filters_principal_axes():
 
 def test_sampling_distribution_is_what_sample_next_draws_from():
     logits = np.log(np.array([0.05, 0.1, 0.15, 0.3, 0.4]))
-    np.testing.assert_allclose(analysis.sampling_distribution(logits, top_k=2),
-                               [0, 0, 0, 3 / 7, 4 / 7], atol=1e-6)
-    np.testing.assert_allclose(analysis.sampling_distribution(logits, top_p=0.6),
-                               [0, 0, 0, 3 / 7, 4 / 7], atol=1e-6)
-    np.testing.assert_allclose(analysis.sampling_distribution(logits, temperature=0),
-                               [0, 0, 0, 0, 1])
+    np.testing.assert_allclose(
+        analysis.sampling_distribution(logits, top_k=2), [0, 0, 0, 3 / 7, 4 / 7], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        analysis.sampling_distribution(logits, top_p=0.6), [0, 0, 0, 3 / 7, 4 / 7], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        analysis.sampling_distribution(logits, temperature=0), [0, 0, 0, 0, 1]
+    )
     tempered = analysis.sampling_distribution(logits, temperature=0.5)
     np.testing.assert_allclose(tempered, softmax(2 * logits), atol=1e-6)
     keys = jax.random.split(jax.random.key(0), 4000)
-    draws = jax.vmap(lambda k: decoding.sample_next(
-        jnp.asarray(logits, jnp.float32)[None], k, 0.5, None, 0.9))(keys)[:, 0]
+    draws = jax.vmap(
+        lambda k: decoding.sample_next(jnp.asarray(logits, jnp.float32)[None], k, 0.5, None, 0.9)
+    )(keys)[:, 0]
     frequencies = np.bincount(np.asarray(draws), minlength=5) / 4000
-    np.testing.assert_allclose(frequencies, analysis.sampling_distribution(
-        logits, 0.5, top_p=0.9), atol=0.03)
+    np.testing.assert_allclose(
+        frequencies, analysis.sampling_distribution(logits, 0.5, top_p=0.9), atol=0.03
+    )
 
 
 # --------------------------------------------------------------------------- #
 # Translation runs: the library function and the driver's mode.
+
 
 def write_run(workdir, config, params, vocab=None, tokenizer=None):
     """A workdir as a training run leaves it (config.json, checkpoints/, and vocab.json
@@ -238,14 +267,18 @@ def test_translation_attention_maps_the_greedy_translation(translation_run):
     sentences = ['the red duck eats .', '', 'the blue cat runs in the old barn ?']
     maps = analysis.translation_attention(run, sentences)
     hypotheses, _ = inference.Translator.from_config(
-        run.config, run.model, run.source_tokenizer, run.target_tokenizer).translate(
-            run.params, sentences, beam_size=1)
+        run.config, run.model, run.source_tokenizer, run.target_tokenizer
+    ).translate(run.params, sentences, beam_size=1)
     assert [m.index for m in maps] == [0, 2]  # blank lines have no map
     for m in maps:
         assert m.translation == hypotheses[m.index]
         # SentencePiece's pieces, '<unk>' for the unknown '?', and the end of sentence.
-        pieces = [p if i != UNK_ID else '<unk>' for p, i in zip(
-            run.source_tokenizer.pieces(m.sentence), run.source_tokenizer.encode(m.sentence))]
+        pieces = [
+            p if i != UNK_ID else '<unk>'
+            for p, i in zip(
+                run.source_tokenizer.pieces(m.sentence), run.source_tokenizer.encode(m.sentence)
+            )
+        ]
         assert m.source == pieces + ['</s>']
         assert m.weights.shape == (len(m.target), len(m.source))
         np.testing.assert_allclose(m.weights.sum(-1), 1.0, atol=1e-5)
@@ -253,8 +286,13 @@ def test_translation_attention_maps_the_greedy_translation(translation_run):
     # A map is the cross-attention of reading its own pieces, alone (the other sentences
     # and the batch's padding change nothing).
     m = maps[1]
-    alone = analysis.cross_attention(run.model, run.params, np.array([m.source_ids]), None,
-                                     np.array([[BOS_ID] + m.target_ids[:-1]]))
+    alone = analysis.cross_attention(
+        run.model,
+        run.params,
+        np.array([m.source_ids]),
+        None,
+        np.array([[BOS_ID] + m.target_ids[:-1]]),
+    )
     np.testing.assert_allclose(m.weights, np.asarray(alone)[0], atol=1e-5)
     with pytest.raises(analysis.ChoiceError, match='layer must lie in 0..0'):
         analysis.translation_attention(run, sentences, layer=1)

@@ -67,9 +67,11 @@ def test_dot_product_attention_matches_numpy_and_masks_exactly():
     assert np.all(weights[~mask] == 0.0)  # exactly zero, not merely small
     assert np.all(np.isfinite(out)) and np.all(out[0, 2, 1] == 0.0)
     # Unmasked attention: plain softmax.
-    np.testing.assert_allclose(np.asarray(dot_product_attention(q, k, v)),
-                               np_attention(q, k, v, np.ones((1, 1, 1, 1), bool))[1],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(dot_product_attention(q, k, v)),
+        np_attention(q, k, v, np.ones((1, 1, 1, 1), bool))[1],
+        atol=1e-5,
+    )
 
 
 def test_masked_keys_cannot_influence_the_output():
@@ -95,8 +97,9 @@ def test_masks():
     both = combine_masks(None, causal_mask(4), key_padding_mask(k_valid))
     np.testing.assert_array_equal(both[0, 0], np.tril(np.ones((4, 4), bool)) & [1, 0, 1, 1])
     # Decoding chunk at positions 2, 3 of a cache of 5: query i sees keys <= 2 + i.
-    np.testing.assert_array_equal(cached_causal_mask(2, 2, 5)[0, 0],
-                                  [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        cached_causal_mask(2, 2, 5)[0, 0], [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]]
+    )
 
 
 def np_multi_head(params, x, kv, mask):
@@ -117,8 +120,7 @@ def test_multi_head_attention_matches_numpy_self_and_cross():
     memory = rng.normal(size=(2, 3, 8)).astype(np.float32)
     params = mha.init(jax.random.key(0), x, memory)['params']
     # Biases are zero at init: make them matter.
-    params = jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape).astype(np.float32),
-                          params)
+    params = jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape).astype(np.float32), params)
 
     self_mask = np.asarray(causal_mask(5))
     out, weights = mha.apply({'params': params}, x, mask=self_mask, return_weights=True)
@@ -144,7 +146,7 @@ def test_multi_head_attention_decode_equals_causal_forward():
     prefix, cache = mha.apply(variables, x[:, :3], cache, 0, method=mha.decode)
     outs = [prefix]
     for t in range(3, 6):
-        out, cache = step(x[:, t:t + 1], cache, jnp.int32(t))
+        out, cache = step(x[:, t : t + 1], cache, jnp.int32(t))
         outs.append(out)
     np.testing.assert_allclose(np.concatenate(outs, axis=1), full, atol=1e-5)
 
@@ -189,13 +191,20 @@ def test_sincos_2d_and_learned_position_embeddings():
                 omega = 1.0 / 10000 ** (k / quarter)
                 np.testing.assert_allclose(
                     row[[k, quarter + k, 2 * quarter + k, 3 * quarter + k]],
-                    [math.sin(y * omega), math.cos(y * omega),
-                     math.sin(x * omega), math.cos(x * omega)], atol=1e-6)
+                    [
+                        math.sin(y * omega),
+                        math.cos(y * omega),
+                        math.sin(x * omega),
+                        math.cos(x * omega),
+                    ],
+                    atol=1e-6,
+                )
     assert len({tuple(r) for r in np.round(table, 5)}) == h * w  # positions distinguishable
 
     learned = LearnedPositionEmbedding(max_len=10, d_model=4)
     variables = learned.init(jax.random.key(0), jnp.arange(3))
     table = variables['params']['embedding']
     assert table.shape == (10, 4)
-    np.testing.assert_array_equal(learned.apply(variables, jnp.array([[9, 0]])),
-                                  table[jnp.array([[9, 0]])])
+    np.testing.assert_array_equal(
+        learned.apply(variables, jnp.array([[9, 0]])), table[jnp.array([[9, 0]])]
+    )

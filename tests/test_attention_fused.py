@@ -43,11 +43,18 @@ VALID = jnp.array([[True] * 4 + [False] * 2, [True] * T])
 CASES = {
     'causal': (dict(is_causal=True), None, lambda: causal_mask(T)),
     'padding': (dict(), lambda: padding_mask(VALID, VALID), None),
-    'causal_and_padding': (dict(is_causal=True), lambda: key_padding_mask(VALID),
-                           lambda: causal_mask(T)),
+    'causal_and_padding': (
+        dict(is_causal=True),
+        lambda: key_padding_mask(VALID),
+        lambda: causal_mask(T),
+    ),
     'random_with_empty_row': (
-        dict(), lambda: jnp.asarray(np.random.default_rng(4).random((B, H, T, T)) < 0.5)
-        .at[0, 1, 2].set(False), None),
+        dict(),
+        lambda: (
+            jnp.asarray(np.random.default_rng(4).random((B, H, T, T)) < 0.5).at[0, 1, 2].set(False)
+        ),
+        None,
+    ),
 }
 
 
@@ -88,13 +95,20 @@ def test_multi_head_attention_fused_equals_reference():
     x = jnp.asarray(rng.normal(size=(B, T, H * D)), jnp.float32)
     memory = jnp.asarray(rng.normal(size=(B, 4, H * D)), jnp.float32)
     params = jax.jit(fused.init)(jax.random.key(0), x, memory)['params']
-    cases = [dict(causal=True), dict(mask=padding_mask(VALID, VALID)),
-             dict(kv=memory, mask=key_padding_mask(jnp.array([[1, 1, 0, 0], [1, 1, 1, 1]])))]
+    cases = [
+        dict(causal=True),
+        dict(mask=padding_mask(VALID, VALID)),
+        dict(kv=memory, mask=key_padding_mask(jnp.array([[1, 1, 0, 0], [1, 1, 1, 1]]))),
+    ]
     for kwargs in cases:
+
         def run(module, params, x, kwargs=kwargs):
             return module.apply({'params': params}, x, **kwargs)
-        _close(_grads(functools.partial(run, fused), params, x),
-               _grads(functools.partial(run, reference), params, x))
+
+        _close(
+            _grads(functools.partial(run, fused), params, x),
+            _grads(functools.partial(run, reference), params, x),
+        )
 
 
 def test_decoding_with_the_cache_equals_the_reference_and_the_forward():
@@ -108,20 +122,23 @@ def test_decoding_with_the_cache_equals_the_reference_and_the_forward():
         prefix, cache = step(x[:, :3], cache, jnp.int32(0))
         outs = [prefix]
         for t in range(3, T):
-            out, cache = step(x[:, t:t + 1], cache, jnp.int32(t))
+            out, cache = step(x[:, t : t + 1], cache, jnp.int32(t))
             outs.append(out)
         _close(jnp.concatenate(outs, axis=1), full)
 
 
 def test_a_causal_decoder_stack_is_unchanged_by_the_fused_path():
-    stack = Decoder(num_heads=H, d_model=H * D, d_ff=16, num_layers=1, cross_attention=False,
-                    norm='pre')
+    stack = Decoder(
+        num_heads=H, d_model=H * D, d_ff=16, num_layers=1, cross_attention=False, norm='pre'
+    )
     x = jnp.asarray(np.random.default_rng(5).normal(size=(B, T, H * D)), jnp.float32)
     params = jax.jit(stack.init)(jax.random.key(0), x)['params']
     reference = stack.clone(attention_implementation='reference')
     run = lambda module, p, x: module.apply({'params': p}, x, key_padding_mask(VALID))
-    _close(_grads(functools.partial(run, stack), params, x),
-           _grads(functools.partial(run, reference), params, x))
+    _close(
+        _grads(functools.partial(run, stack), params, x),
+        _grads(functools.partial(run, reference), params, x),
+    )
 
 
 @pytest.fixture
@@ -170,8 +187,9 @@ def test_auto_picks_cudnn_only_where_it_applies_and_falls_back(monkeypatch):
     q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(6, tk=T))
     q, k, v = (jnp.concatenate([x, x], -1) for x in (q, k, v))  # d_k = 8
     out = fused_dot_product_attention(q, k, v, is_causal=True)
-    np.testing.assert_array_equal(out, fused_dot_product_attention(
-        q, k, v, is_causal=True, implementation='xla'))
+    np.testing.assert_array_equal(
+        out, fused_dot_product_attention(q, k, v, is_causal=True, implementation='xla')
+    )
     with pytest.raises(RuntimeError):
         fused_dot_product_attention(q, k, v, implementation='cudnn')
 
@@ -179,4 +197,5 @@ def test_auto_picks_cudnn_only_where_it_applies_and_falls_back(monkeypatch):
 def test_an_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match='implementation must be one of'):
         MultiHeadAttention(num_heads=2, d_model=8, implementation='flash').init(
-            jax.random.key(0), jnp.ones((1, 2, 8)))
+            jax.random.key(0), jnp.ones((1, 2, 8))
+        )

@@ -13,16 +13,32 @@ import pytest
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-    pytest.importorskip('torch', reason='benchmarks compare against PyTorch (the `bench` '
-                        'extra), which is not installed')
+    pytest.importorskip(
+        'torch',
+        reason='benchmarks compare against PyTorch (the `bench` extra), which is not installed',
+    )
     from benchmarks import run
+
     path = tmp_path_factory.mktemp('bench') / 'corpus.txt'
     rng = random.Random(0)
     path.write_text(''.join(rng.choice('abcdefgh \n') for _ in range(2000)))
     # Every part but `compile`, whose code path (the engine's step) the *_jax parts run.
-    return run.main(['--quick', '--in-process', '--repeats', '2', '--steps', '1',
-                     '--warmup', '1', '--dataset', f'text:{path}',
-                     '--parts', 'matmul,lstm_jax,lstm_torch,gpt_jax,gpt_torch,sample,translate'])
+    return run.main(
+        [
+            '--quick',
+            '--in-process',
+            '--repeats',
+            '2',
+            '--steps',
+            '1',
+            '--warmup',
+            '1',
+            '--dataset',
+            f'text:{path}',
+            '--parts',
+            'matmul,lstm_jax,lstm_torch,gpt_jax,gpt_torch,sample,translate',
+        ]
+    )
 
 
 def test_every_figure_is_measured(results):
@@ -54,8 +70,7 @@ def test_flop_counts_match_the_shapes(results):
     # Hand count for the quick LSTM (vocab V, embed 16, 2 x 32): per token, layer 1
     # 2*(16+32)*128, layer 2 2*(32+32)*128, softmax 2*32*V; x3 for forward+backward.
     v = results['lstm_jax']['model']['vocab_size']
-    assert results['lstm_jax']['flops_per_token'] == 3 * (
-        2 * 48 * 128 + 2 * 64 * 128 + 2 * 32 * v)
+    assert results['lstm_jax']['flops_per_token'] == 3 * (2 * 48 * 128 + 2 * 64 * 128 + 2 * 32 * v)
     g = results['gpt_jax']['model']
     d, layers, ctx = g['d_model'], g['num_layers'], 16
     weights = layers * (4 * d * d + 2 * d * g['d_ff']) + v * d

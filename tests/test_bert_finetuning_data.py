@@ -48,8 +48,9 @@ def test_fit_pair():
 def data(n=10, batch_size=4):
     encode_batch = lambda texts: [[int(w) for w in t.split()] for t in texts]
     texts = [(f'{10 + i} {10 + i}',) for i in range(n)]
-    split = EncodedSplit.encode(texts, np.arange(n) % 3, 'classification', 6, encode_batch,
-                                CLS, SEP)
+    split = EncodedSplit.encode(
+        texts, np.arange(n) % 3, 'classification', 6, encode_batch, CLS, SEP
+    )
     return FinetuningData({'train': split, 'validation': split}, batch_size, seed=1)
 
 

@@ -9,8 +9,16 @@ import pytest
 
 from seqmodels.models.bert import BERT, pretraining_loss, pretraining_sums
 
-TINY = dict(vocab_size=40, max_len=16, d_model=16, num_heads=2, d_ff=32, num_layers=1,
-            dropout=0.0, attention_dropout=0.0)
+TINY = dict(
+    vocab_size=40,
+    max_len=16,
+    d_model=16,
+    num_heads=2,
+    d_ff=32,
+    num_layers=1,
+    dropout=0.0,
+    attention_dropout=0.0,
+)
 
 
 def np_log_softmax(z):
@@ -65,8 +73,7 @@ def tokens_and_segments():
 def random_params(model, method, *args):
     """Parameters of the shapes `method` creates, drawn in NumPy (no compiled init)."""
     rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), *args, method=method)['params'])
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, method=method)['params'])
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.3, s.dtype), shapes)
 
 
@@ -75,12 +82,21 @@ def test_classifier_is_a_linear_layer_on_the_pooled_cls_state(tokens_and_segment
     model = BERT(**TINY, num_classes=3)
     params = random_params(model, BERT.classify, tokens, segments)
     # Only what classification uses: no masked-LM or next-sentence head.
-    assert set(params) == {'token_embed', 'segment_embed', 'position_embed', 'embed_norm',
-                           'encoder', 'pooler', 'classifier'}
+    assert set(params) == {
+        'token_embed',
+        'segment_embed',
+        'position_embed',
+        'embed_norm',
+        'encoder',
+        'pooler',
+        'classifier',
+    }
     assert params['classifier']['kernel'].shape == (16, 3)
-    logits, (_, pooled) = jax.jit(lambda p: model.apply(
-        {'params': p}, tokens, segments,
-        method=lambda m, *a: (m.classify(*a), m.encode(*a))))(params)
+    logits, (_, pooled) = jax.jit(
+        lambda p: model.apply(
+            {'params': p}, tokens, segments, method=lambda m, *a: (m.classify(*a), m.encode(*a))
+        )
+    )(params)
     expected = np.asarray(pooled) @ params['classifier']['kernel'] + params['classifier']['bias']
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     with pytest.raises(ValueError, match='num_classes'):
@@ -96,11 +112,15 @@ def test_option_scores_are_each_options_pooled_state_times_one_vector(tokens_and
 
     def outputs(m, tokens, segments):
         pooled = [m.encode(tokens[:, k], segments[:, k])[1] for k in range(3)]
-        return (m.score_options(tokens, segments), jnp.stack(pooled, 1),
-                m.score_options(tokens[:, order], segments[:, order]))
+        return (
+            m.score_options(tokens, segments),
+            jnp.stack(pooled, 1),
+            m.score_options(tokens[:, order], segments[:, order]),
+        )
 
-    scores, pooled, permuted = jax.jit(lambda p: model.apply(
-        {'params': p}, tokens, segments, method=outputs))(params)
+    scores, pooled, permuted = jax.jit(
+        lambda p: model.apply({'params': p}, tokens, segments, method=outputs)
+    )(params)
     assert scores.shape == (2, 3)
     vector = np.asarray(params['option_scorer']['kernel'])[:, 0]
     np.testing.assert_allclose(scores, np.asarray(pooled) @ vector, atol=1e-4)

@@ -46,9 +46,18 @@ SENTENCE_LASTS = {s[-1] for doc in DOCUMENTS for s in doc}
 
 
 def examples(seq_len=24, max_predictions=24, seed=0, **kwargs):
-    return PretrainingExamples(DOCS, seq_len=seq_len, vocab_size=VOCAB, cls_id=CLS,
-                               sep_id=SEP, mask_id=MASK, special_ids=SPECIALS,
-                               max_predictions=max_predictions, seed=seed, **kwargs)
+    return PretrainingExamples(
+        DOCS,
+        seq_len=seq_len,
+        vocab_size=VOCAB,
+        cls_id=CLS,
+        sep_id=SEP,
+        mask_id=MASK,
+        special_ids=SPECIALS,
+        max_predictions=max_predictions,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def is_contiguous(span):
@@ -85,8 +94,7 @@ def test_truncate_pair_trims_the_longer_segment_at_either_end():
     ta, tb = truncate_pair(np.arange(4), np.arange(10, 14), 7, rng)
     assert len(ta) == 4 and len(tb) == 3
     # Both ends get trimmed over many draws (a coin flip per token).
-    firsts = {int(truncate_pair(a, b[:1], 6, np.random.default_rng(i))[0][0])
-              for i in range(50)}
+    firsts = {int(truncate_pair(a, b[:1], 6, np.random.default_rng(i))[0][0]) for i in range(50)}
     assert min(firsts) == 100 and max(firsts) == 105
     ta, tb = truncate_pair(a, b, 20, rng)  # already fits
     assert np.array_equal(ta, a) and np.array_equal(tb, b)
@@ -121,10 +129,10 @@ def test_example_layout_is_cls_a_sep_b_sep_with_exact_segment_ids():
         assert np.all(tokens[length:] == PAD) and np.all(segments[length:] == 0)
         seps = np.flatnonzero(tokens == SEP)
         assert tokens[0] == CLS and len(seps) == 2 and seps[1] == length - 1
-        a, b = tokens[1:seps[0]], tokens[seps[0] + 1:seps[1]]
+        a, b = tokens[1 : seps[0]], tokens[seps[0] + 1 : seps[1]]
         assert len(a) and len(b) and is_contiguous(a) and is_contiguous(b)
         expected = np.zeros(16, np.int32)
-        expected[seps[0] + 1:length] = 1
+        expected[seps[0] + 1 : length] = 1
         np.testing.assert_array_equal(segments, expected)
         assert len({DOC_OF_TOKEN[t] for t in a}) == 1 and len({DOC_OF_TOKEN[t] for t in b}) == 1
         if example['next_sentence_label'] == NEXT:
@@ -190,9 +198,10 @@ def test_rows_are_a_function_of_seed_and_step_and_split_across_processes():
         np.testing.assert_array_equal(value, np.concatenate([h[key] for h in halves]))
         np.testing.assert_array_equal(value, np.stack([train[20 + r][key] for r in range(4)]))
     assert not np.array_equal(batch['tokens'], data.train_batch(6)['tokens'])
-    assert not np.array_equal(batch['tokens'],
-                              BertPretrainingData(examples(seed=4), validation, 4, 2)
-                              .train_batch(5)['tokens'])
+    assert not np.array_equal(
+        batch['tokens'],
+        BertPretrainingData(examples(seed=4), validation, 4, 2).train_batch(5)['tokens'],
+    )
     evals = list(data.eval_batches())
     assert len(evals) == 2 and len(list(data.eval_batches(num_batches=1))) == 1
     np.testing.assert_array_equal(evals[1]['tokens'][0], validation[4]['tokens'])

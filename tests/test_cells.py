@@ -24,8 +24,7 @@ def sigmoid(x):
 
 
 def random_lm(cell, layers):
-    model = models.RNNLM(vocab_size=11, embed_dim=6, hidden_size=8, num_layers=layers,
-                         cell=cell)
+    model = models.RNNLM(vocab_size=11, embed_dim=6, hidden_size=8, num_layers=layers, cell=cell)
     return model, random_params(model, jnp.zeros((1, 2), jnp.int32))
 
 
@@ -39,9 +38,12 @@ def test_states_are_those_of_the_models_own_forward_pass(cell, layers):
     if cell == 'lstm':
         # The full-sequence forward pass (the fused LSTM kernel, not the step the states
         # come from) gives the same logits, top-layer outputs and final states.
-        logits, (top, finals) = jax.jit(lambda t: (
-            model.apply(variables, t),
-            model.apply(variables, t, method=lambda m, t: m.rnn(m.embed(t)))))(tokens[None])
+        logits, (top, finals) = jax.jit(
+            lambda t: (
+                model.apply(variables, t),
+                model.apply(variables, t, method=lambda m, t: m.rnn(m.embed(t))),
+            )
+        )(tokens[None])
         np.testing.assert_allclose(states.logits, logits[0], atol=1e-5)
         np.testing.assert_allclose(states.hidden[-1], top[0], atol=1e-5)
         for layer, (_, h) in enumerate(finals):
@@ -62,8 +64,9 @@ def test_states_are_those_of_the_models_own_forward_pass(cell, layers):
         c = sigmoid(f) * c_prev + sigmoid(i) * np.tanh(g)
         np.testing.assert_allclose(states.memory[0], c, atol=1e-5)
         # h_t = o_t * tanh(c_t), and the activation shown is tanh(c_t).
-        np.testing.assert_allclose(states.hidden, states.gates['o'] * np.tanh(states.memory),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            states.hidden, states.gates['o'] * np.tanh(states.memory), atol=1e-5
+        )
         np.testing.assert_allclose(states.activations, np.tanh(states.memory))
     else:
         pre = xp[:, :16] + h_prev @ cell_params['recurrent_gates']['kernel']
@@ -74,19 +77,20 @@ def test_states_are_those_of_the_models_own_forward_pass(cell, layers):
         n = np.tanh(xp[:, 16:] + (r * h_prev) @ cell_params['recurrent_candidate']['kernel'])
         np.testing.assert_allclose(states.hidden[0], z * h_prev + (1 - z) * n, atol=1e-5)
         out = p['output']
-        np.testing.assert_allclose(states.logits, states.hidden[0] @ out['kernel'] + out['bias'],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            states.logits, states.hidden[0] @ out['kernel'] + out['bias'], atol=1e-5
+        )
         assert states.memory is None
         np.testing.assert_array_equal(states.activations, states.hidden)
 
 
 def test_indicators_of_a_hand_worked_line():
-    text = 'if f("a(", [1,\n    2]):  # x(\n  s = \'\'\'q\n\'\'\'\n'
+    text = "if f(\"a(\", [1,\n    2]):  # x(\n  s = '''q\n'''\n"
     got = cells.python_indicators(text)
     at = {name: dict(zip(range(len(text)), values.tolist())) for name, values in got.items()}
     # quotes: the opening quote and the string's inside, not its closing quote.
     inside = [i for i, v in at['quotes'].items() if v]
-    assert ''.join(text[i] for i in inside) == '"a(\'\'\'q\n'
+    assert ''.join(text[i] for i in inside) == "\"a('''q\n"
     # brackets: f( and [ open; the '(' inside the string and the comment do not count.
     assert at['brackets'][text.index('[')] == 2
     assert at['brackets'][text.index('2')] == 2
@@ -155,8 +159,9 @@ def test_the_finder_recovers_planted_cells():
     model, params, vocab = planted_lm(sorted(set(SOURCE)))
     text = SOURCE * 3
     states = cells.recurrent_states(model, params, vocab.encode(text))
-    found = {f.indicator: f for f in cells.find_cells(states.activations,
-                                                      cells.python_indicators(text))}
+    found = {
+        f.indicator: f for f in cells.find_cells(states.activations, cells.python_indicators(text))
+    }
     assert (found['brackets'].layer, found['brackets'].unit) == (0, 3)
     assert found['brackets'].r > 0.99
     assert (found['line_position'].layer, found['line_position'].unit) == (0, 5)
@@ -189,9 +194,15 @@ def test_the_page_is_self_contained_and_escapes_the_text():
     assert page.index('rgba(214,39,40,1.00)') < page.index('rgba(31,119,180,1.00)')
 
 
-@pytest.mark.parametrize('spec, message', [
-    ('3,x', "'x' is not a unit"), ('2:1', 'outside the model'), ('8', 'outside the model'),
-    (' , ', 'names no unit')])
+@pytest.mark.parametrize(
+    'spec, message',
+    [
+        ('3,x', "'x' is not a unit"),
+        ('2:1', 'outside the model'),
+        ('8', 'outside the model'),
+        (' , ', 'names no unit'),
+    ],
+)
 def test_bad_unit_lists_are_named(spec, message):
     with pytest.raises(ValueError, match=message):
         cells.parse_units(spec, num_layers=2, hidden_size=8)
@@ -203,6 +214,7 @@ def test_unit_lists_name_layers_and_units():
 
 # --------------------------------------------------------------------------- #
 # The driver's mode.
+
 
 @pytest.fixture
 def parsed_flags():
@@ -217,18 +229,21 @@ def planted_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('cells')
     model, params, vocab = planted_lm(sorted(set(SOURCE)))
     config = char_lm_config.get_config('lstm')
-    config.model.update(vocab_size=vocab.vocab_size, embed_dim=vocab.vocab_size,
-                        hidden_size=8, num_layers=1)
+    config.model.update(
+        vocab_size=vocab.vocab_size, embed_dim=vocab.vocab_size, hidden_size=8, num_layers=1
+    )
     text = tmp_path / 'text.py'
     text.write_text(SOURCE * 3)
     return write_run(str(tmp_path / 'run'), config, params, vocab=vocab), str(text)
 
 
-def test_cells_mode_finds_the_planted_cells_and_shows_the_chosen_ones(planted_run, capsys,
-                                                                      parsed_flags):
+def test_cells_mode_finds_the_planted_cells_and_shows_the_chosen_ones(
+    planted_run, capsys, parsed_flags
+):
     workdir, text = planted_run
-    with flagsaver.flagsaver(cells='0:2,5', find=['quotes', 'brackets', 'line_position'],
-                             cells_text=text, num_chars=100):
+    with flagsaver.flagsaver(
+        cells='0:2,5', find=['quotes', 'brackets', 'line_position'], cells_text=text, num_chars=100
+    ):
         char_lm.cells_mode(workdir)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == os.path.join(workdir, 'cells.html')
@@ -242,10 +257,14 @@ def test_cells_mode_finds_the_planted_cells_and_shows_the_chosen_ones(planted_ru
     assert page.count('<span ') == 5 * sum(ch != '\n' for ch in SOURCE[:100])
 
 
-@pytest.mark.parametrize('flag, message', [
-    ({'find': ['quote']}, '--find: quote is not an indicator'),
-    ({'cells': '1:0'}, "--cells: '1:0' is outside the model: layers 0..0, units 0..7"),
-    ({'num_chars': 0}, '--num_chars must be > 0')])
+@pytest.mark.parametrize(
+    'flag, message',
+    [
+        ({'find': ['quote']}, '--find: quote is not an indicator'),
+        ({'cells': '1:0'}, "--cells: '1:0' is outside the model: layers 0..0, units 0..7"),
+        ({'num_chars': 0}, '--num_chars must be > 0'),
+    ],
+)
 def test_bad_cells_flags_are_named(planted_run, parsed_flags, flag, message):
     with flagsaver.flagsaver(**flag), pytest.raises(common.UsageError, match=message):
         char_lm.cells_mode(planted_run[0])

@@ -14,10 +14,12 @@ import pytest
 from configs import char_lm as char_lm_config
 from experiments import char_lm
 from seqmodels import inference, models, training
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TEXT = ''.join(f'line {i}: the quick brown fox jumps over the lazy dog {i % 7}\n'
-               for i in range(300))
+TEXT = ''.join(
+    f'line {i}: the quick brown fox jumps over the lazy dog {i % 7}\n' for i in range(300)
+)
 
 
 def tiny_config(tmp_path, variant='lstm', **overrides):
@@ -52,8 +54,9 @@ def test_train_writes_the_workdir_contract(tmp_path):
 
     records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
     assert [r['step'] for r in records] == [2, 3, 4, 6]
-    assert {'train/loss', 'train/learning_rate', 'train/grad_norm',
-            'perf/tokens_per_sec'} <= set(records[0])
+    assert {'train/loss', 'train/learning_rate', 'train/grad_norm', 'perf/tokens_per_sec'} <= set(
+        records[0]
+    )
     final = records[-1]
     assert final['eval/bits_per_char'] == pytest.approx(final['eval/loss'] / math.log(2))
     # An untrained model is near uniform over the vocabulary; training moved it.
@@ -104,8 +107,9 @@ def test_greedy_sampler_matches_the_full_forward_pass(tmp_path, variant):
     # changes none of the logits we read, and the forward pass compiles once.
     width = len(ids)
     forward = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
-    for t, start in enumerate(_context_starts(len(prompt), len(ids), variant, model),
-                              start=len(prompt)):
+    for t, start in enumerate(
+        _context_starts(len(prompt), len(ids), variant, model), start=len(prompt)
+    ):
         context = ids[start:t]
         padded = jnp.array([context + [0] * (min(width, model_width(model)) - len(context))])
         logits = forward(padded)
@@ -150,10 +154,21 @@ def test_bad_text_file_exits_nonzero_with_the_byte_offset(tmp_path):
     bad.write_bytes('abc Stra\xdfe'.encode('latin-1'))
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     result = subprocess.run(
-        [sys.executable, '-m', 'experiments.char_lm', '--config=configs/char_lm.py',
-         f'--workdir={tmp_path / "run"}', f'--config.dataset=text:{bad}',
-         f'--config.data_dir={tmp_path / "tfds"}'],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            '-m',
+            'experiments.char_lm',
+            '--config=configs/char_lm.py',
+            f'--workdir={tmp_path / "run"}',
+            f'--config.dataset=text:{bad}',
+            f'--config.data_dir={tmp_path / "tfds"}',
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert str(bad) in result.stderr and 'byte offset 8' in result.stderr, result.stderr[-2000:]
     assert 'Traceback' not in result.stderr

@@ -35,8 +35,7 @@ def _every_variant():
 EVERY_VARIANT = list(_every_variant())
 
 
-@pytest.mark.parametrize('name, variant', EVERY_VARIANT,
-                         ids=[f'{n}:{v}' for n, v in EVERY_VARIANT])
+@pytest.mark.parametrize('name, variant', EVERY_VARIANT, ids=[f'{n}:{v}' for n, v in EVERY_VARIANT])
 def test_every_variant_builds_resolves_and_validates(name, variant):
     config = _module(name).get_config(variant)
     assert isinstance(config, ml_collections.ConfigDict)
@@ -78,8 +77,9 @@ def test_char_lm_has_one_variant_per_recurrent_cell():
         assert (config.name, config.cell) == ('rnn_lm', cell)
         config.update(vocab_size=5, embed_dim=3, hidden_size=4)
         model = models.build_model(config)
-        params = jax.eval_shape(model.init, jax.random.key(0),
-                                *models.example_inputs(config, model))['params']
+        params = jax.eval_shape(
+            model.init, jax.random.key(0), *models.example_inputs(config, model)
+        )['params']
         shapes[cell] = jax.tree.map(lambda x: x.shape, params)
     # `elman` is another name of the `rnn` cell; the LSTMs have 4 gates, the GRU 3.
     assert shapes['elman'] == shapes['rnn']
@@ -108,18 +108,28 @@ def test_vit_unknown_variant_also_describes_the_published_sizes():
 def test_select_variant_returns_the_table_row():
     table = {'a': {}, 'b': {'x': 1}}
     assert select_variant(table, 'b', 'configs/toy.py') == {'x': 1}
-    with pytest.raises(ConfigError, match=r"^unknown variant 'c' of configs/toy.py; "
-                                          r'choose one of: a, b$'):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown variant 'c' of configs/toy.py; "
+        r'choose one of: a, b$',
+    ):
         select_variant(table, 'c', 'configs/toy.py')
 
 
 # --- apply_overrides ---------------------------------------------------------
 
+
 def _base():
-    return ml_collections.ConfigDict({
-        'learning_rate': 1e-3, 'batch_size': 32, 'schedule': 'constant',
-        'boundaries': (16, 32), 'layers': [64, 64],
-        'model': {'name': 'rnn_lm', 'cell': 'lstm', 'hidden_size': 256}})
+    return ml_collections.ConfigDict(
+        {
+            'learning_rate': 1e-3,
+            'batch_size': 32,
+            'schedule': 'constant',
+            'boundaries': (16, 32),
+            'layers': [64, 64],
+            'model': {'name': 'rnn_lm', 'cell': 'lstm', 'hidden_size': 256},
+        }
+    )
 
 
 def test_dotted_keys_set_nested_fields_of_a_copy():
@@ -146,31 +156,52 @@ def test_a_config_dict_value_is_copied():
 
 
 def test_values_take_the_type_of_their_field():
-    config = apply_overrides(_base(), {'learning_rate': 3, 'boundaries': [8, 24, 48],
-                                       'layers': (128,), 'schedule': 'warmup_cosine'})
+    config = apply_overrides(
+        _base(),
+        {
+            'learning_rate': 3,
+            'boundaries': [8, 24, 48],
+            'layers': (128,),
+            'schedule': 'warmup_cosine',
+        },
+    )
     assert type(config.learning_rate) is float and config.learning_rate == 3.0
     assert config.boundaries == (8, 24, 48)
     assert config.layers == [128]
     assert config.schedule == 'warmup_cosine'
 
 
-@pytest.mark.parametrize('key, value, pattern', [
-    ('learning_rat', 0.1, r'^config.learning_rat: no such key \(did you mean learning_rate\?\)$'),
-    ('model.cel', 'gru', r'^config.model.cel: no such key \(did you mean model.cell\?\)$'),
-    ('optim.lr', 0.1, r'^config.optim: no such sub-config \(overriding optim.lr\)$'),
-    ('batch_size.x', 1, r'^config.batch_size=32: is not a sub-config, so batch_size.x cannot'),
-    ('learning_rate', 'fast', r"^config.learning_rate='fast': this float field cannot hold a str$"),
-    ('batch_size', 0.5, r'^config.batch_size=0.5: this int field cannot hold a float$'),
-    ('model', 3, r'^config.model=3: this ConfigDict field cannot hold a int$'),
-])
+@pytest.mark.parametrize(
+    'key, value, pattern',
+    [
+        (
+            'learning_rat',
+            0.1,
+            r'^config.learning_rat: no such key \(did you mean learning_rate\?\)$',
+        ),
+        ('model.cel', 'gru', r'^config.model.cel: no such key \(did you mean model.cell\?\)$'),
+        ('optim.lr', 0.1, r'^config.optim: no such sub-config \(overriding optim.lr\)$'),
+        ('batch_size.x', 1, r'^config.batch_size=32: is not a sub-config, so batch_size.x cannot'),
+        (
+            'learning_rate',
+            'fast',
+            r"^config.learning_rate='fast': this float field cannot hold a str$",
+        ),
+        ('batch_size', 0.5, r'^config.batch_size=0.5: this int field cannot hold a float$'),
+        ('model', 3, r'^config.model=3: this ConfigDict field cannot hold a int$'),
+    ],
+)
 def test_bad_overrides_name_the_key(key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         apply_overrides(_base(), {key: value})
 
 
 def test_new_keys_only_where_the_config_file_names_them():
-    config = apply_overrides(_base(), {'corpus_sizes': {'train': 4}, 'model.tied': True},
-                             new_keys=('corpus_sizes', 'model.tied'))
+    config = apply_overrides(
+        _base(),
+        {'corpus_sizes': {'train': 4}, 'model.tied': True},
+        new_keys=('corpus_sizes', 'model.tied'),
+    )
     assert config.corpus_sizes.train == 4 and config.model.tied is True
     with pytest.raises(ConfigError, match='config.corpus: no such key'):
         apply_overrides(_base(), {'corpus': 1}, new_keys=('corpus_sizes',))
@@ -187,6 +218,7 @@ def test_locked_configs_and_plain_dicts():
 
 # --- the published recipes of gpt.py and bert.py ------------------------------
 
+
 def _lr(config, counts):
     schedule = training.make_schedule(training.validate_config(config))
     return [float(schedule(count)) for count in counts]
@@ -199,31 +231,42 @@ def test_gpt1_schedule_is_the_papers():
     total = config.num_train_steps
     middle = 2000 + (total - 2000) // 2
     got = _lr(config, [0, 999, 1999, middle, total])
-    assert got == pytest.approx([2.5e-4 / 2000, 2.5e-4 / 2, 2.5e-4, 1.25e-4, 0.0],
-                                rel=1e-5, abs=1e-12)
+    assert got == pytest.approx(
+        [2.5e-4 / 2000, 2.5e-4 / 2, 2.5e-4, 1.25e-4, 0.0], rel=1e-5, abs=1e-12
+    )
 
 
 def test_gpt2_small_schedule():
     config = _module('gpt').get_config('gpt2_small')
-    assert _lr(config, [1999, config.num_train_steps]) == pytest.approx([6e-4, 6e-5],
-                                                                        rel=1e-5)
+    assert _lr(config, [1999, config.num_train_steps]) == pytest.approx([6e-4, 6e-5], rel=1e-5)
 
 
 def test_bert_schedule_is_the_papers():
     # Appendix A.2: lr 1e-4, warmup over the first 10,000 steps, linear decay.
     for variant in ('base', 'large'):
         config = _module('bert').get_config(variant)
-        assert (config.optimizer, config.weight_decay, config.adam_b1, config.adam_b2,
-                config.batch_size, config.num_train_steps) == (
-                    'adamw', 0.01, 0.9, 0.999, 256, 1_000_000)
+        assert (
+            config.optimizer,
+            config.weight_decay,
+            config.adam_b1,
+            config.adam_b2,
+            config.batch_size,
+            config.num_train_steps,
+        ) == ('adamw', 0.01, 0.9, 0.999, 256, 1_000_000)
         got = _lr(config, [4_999, 9_999, 505_000, 1_000_000])
         assert got == pytest.approx([5e-5, 1e-4, 5e-5, 0.0], rel=1e-4, abs=1e-12)
 
 
 @pytest.mark.parametrize('path', ['configs/gpt.py:gpt1', 'configs/bert.py:large'])
 def test_engine_keys_of_gpt_and_bert_override_from_the_command_line(path, monkeypatch):
-    argv = ['prog', f'--config={path}', '--config.schedule=constant',
-            '--config.optimizer=sgd', '--config.momentum=0.9', '--config.weight_decay=0.0']
+    argv = [
+        'prog',
+        f'--config={path}',
+        '--config.schedule=constant',
+        '--config.optimizer=sgd',
+        '--config.momentum=0.9',
+        '--config.weight_decay=0.0',
+    ]
     monkeypatch.setattr('sys.argv', argv)  # config_flags reads overrides from sys.argv
     monkeypatch.chdir(REPO_ROOT)
     flag_values = flags.FlagValues()

@@ -55,16 +55,18 @@ def trigram_tables(rng, num_models, vocab, scale=2.0, eos_bias=0.0):
 
 def trigram_step(tables):
     """State: which model each row uses and the token before the current one."""
+
     def step(tokens, state):
-        logits = tables[state["model"], state["prev"], tokens]
-        return logits, {"model": state["model"], "prev": tokens}
+        logits = tables[state['model'], state['prev'], tokens]
+        return logits, {'model': state['model'], 'prev': tokens}
+
     return step
 
 
 def trigram_state(models, prev=None):
     models = jnp.asarray(models, jnp.int32)
     prev = jnp.zeros_like(models) if prev is None else jnp.asarray(prev, jnp.int32)
-    return {"model": models, "prev": prev}
+    return {'model': models, 'prev': prev}
 
 
 def np_trigram_logp(table, prev, cur):
@@ -120,10 +122,10 @@ def test_top_k_keeps_exactly_k():
 def np_top_p_mask(logits, p):
     """Smallest set of most probable tokens whose probability sums to >= p."""
     probs = np.exp(np_log_softmax(logits))
-    order = np.argsort(-probs, kind="stable")
+    order = np.argsort(-probs, kind='stable')
     count = np.searchsorted(np.cumsum(probs[order]), p) + 1
     mask = np.zeros(probs.shape, bool)
-    mask[order[:min(count, probs.size)]] = True
+    mask[order[: min(count, probs.size)]] = True
     return mask
 
 
@@ -150,8 +152,10 @@ def test_top_p_keeps_smallest_nucleus():
     assert np.isfinite(out).sum(-1).min() == 1 and np.isfinite(out).sum(-1).max() == 12
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (1.0, None, None), (0.5, None, None), (1.0, 3, None), (1.0, None, 0.8), (0.7, 4, 0.6)])
+@pytest.mark.parametrize(
+    'temperature,top_k,top_p',
+    [(1.0, None, None), (0.5, None, None), (1.0, 3, None), (1.0, None, 0.8), (0.7, 4, 0.6)],
+)
 def test_sampling_frequencies_match_filtered_softmax(temperature, top_k, top_p):
     logits = np.array([1.0, 0.2, -0.5, 2.0, 0.9, -1.5, 0.0, 1.3])
     # Reference: softmax(l / T), keep top k, renormalise, keep the nucleus, renormalise.
@@ -201,16 +205,19 @@ def test_greedy_matches_numpy_with_eos_and_prompt():
     vocab, max_len, batch = 6, 7, 12
     tables = trigram_tables(rng, batch, vocab, eos_bias=1.0)
     prompt = rng.integers(2, vocab, size=(batch, 3))
-    run = jax.jit(lambda tables, state, prompt: decoding.greedy(
-        trigram_step(tables), state, prompt, max_len, eos_id=EOS, pad_id=PAD))
+    run = jax.jit(
+        lambda tables, state, prompt: decoding.greedy(
+            trigram_step(tables), state, prompt, max_len, eos_id=EOS, pad_id=PAD
+        )
+    )
     tokens, lengths = run(jnp.asarray(tables), trigram_state(np.arange(batch)), prompt)
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     for b in range(batch):
         # The state consumed prompt[:-1], so the context is its last two tokens.
         want = np_greedy_trigram(tables[b].astype(np.float64), prompt[b, -2:], max_len)
         assert lengths[b] == len(want)
-        np.testing.assert_array_equal(tokens[b, :len(want)], want)
-        assert (tokens[b, len(want):] == PAD).all()
+        np.testing.assert_array_equal(tokens[b, : len(want)], want)
+        assert (tokens[b, len(want) :] == PAD).all()
     assert (lengths < max_len).any() and (lengths == max_len).any(), lengths
 
 
@@ -222,8 +229,17 @@ def test_sample_is_deterministic_and_pads_after_eos():
 
     @jax.jit
     def run(params, rng, temperature):
-        return decoding.sample(gru_step(params), carry, bos, max_len, rng,
-                               temperature=temperature, top_p=0.95, eos_id=EOS, pad_id=PAD)
+        return decoding.sample(
+            gru_step(params),
+            carry,
+            bos,
+            max_len,
+            rng,
+            temperature=temperature,
+            top_p=0.95,
+            eos_id=EOS,
+            pad_id=PAD,
+        )
 
     a, len_a = map(np.asarray, run(params, jax.random.key(1), 1.0))
     b, len_b = map(np.asarray, run(params, jax.random.key(1), 1.0))
@@ -249,9 +265,11 @@ def test_sample_feeds_each_token_back():
     vocab, batch = 5, 6000
     table = trigram_tables(rng, 1, vocab, scale=1.0)
     state = trigram_state(np.zeros(batch))
-    tokens, _ = jax.jit(lambda t, s: decoding.sample(
-        trigram_step(t), s, jnp.zeros((batch,), jnp.int32), 2, jax.random.key(9),
-        top_k=3))(jnp.asarray(table), state)
+    tokens, _ = jax.jit(
+        lambda t, s: decoding.sample(
+            trigram_step(t), s, jnp.zeros((batch,), jnp.int32), 2, jax.random.key(9), top_k=3
+        )
+    )(jnp.asarray(table), state)
     tokens = np.asarray(tokens)
 
     def top3(logits):
@@ -276,26 +294,38 @@ def test_sample_feeds_each_token_back():
 def test_tile_and_gather_beams_follow_numpy_indexing():
     batch, beams = 3, 4
     rng = np.random.default_rng(5)
-    state = {"cache": rng.normal(size=(batch, 2, 5)).astype(np.float32), "pos": np.int32(7),
-             "ids": np.arange(batch)}
+    state = {
+        'cache': rng.normal(size=(batch, 2, 5)).astype(np.float32),
+        'pos': np.int32(7),
+        'ids': np.arange(batch),
+    }
     tiled = decoding.tile_beams(state, beams)
-    np.testing.assert_array_equal(tiled["cache"], np.repeat(state["cache"], beams, 0))
-    np.testing.assert_array_equal(tiled["ids"], np.repeat(np.arange(batch), beams))
-    assert tiled["pos"].shape == () and int(tiled["pos"]) == 7
-    flat = {"cache": rng.normal(size=(batch * beams, 5)).astype(np.float32), "pos": np.int32(3)}
+    np.testing.assert_array_equal(tiled['cache'], np.repeat(state['cache'], beams, 0))
+    np.testing.assert_array_equal(tiled['ids'], np.repeat(np.arange(batch), beams))
+    assert tiled['pos'].shape == () and int(tiled['pos']) == 7
+    flat = {'cache': rng.normal(size=(batch * beams, 5)).astype(np.float32), 'pos': np.int32(3)}
     parents = rng.integers(0, beams, size=(batch, beams))
     got = decoding.gather_beams(jax.tree_util.tree_map(jnp.asarray, flat), jnp.asarray(parents))
-    want = flat["cache"].reshape(batch, beams, 5)[np.arange(batch)[:, None], parents]
-    np.testing.assert_allclose(got["cache"], want.reshape(batch * beams, 5))
-    assert int(got["pos"]) == 3
+    want = flat['cache'].reshape(batch, beams, 5)[np.arange(batch)[:, None], parents]
+    np.testing.assert_allclose(got['cache'], want.reshape(batch * beams, 5))
+    assert int(got['pos']) == 3
 
 
-@functools.partial(jax.jit, static_argnames=("beam_size", "max_decode_len", "early_stop"))
+@functools.partial(jax.jit, static_argnames=('beam_size', 'max_decode_len', 'early_stop'))
 def trigram_beam(tables, models, max_len, alpha, beam_size, max_decode_len, early_stop=True):
     bos = jnp.full(models.shape, PAD, jnp.int32)
     return decoding.beam_search(
-        trigram_step(tables), trigram_state(models), bos, beam_size, max_len, EOS,
-        alpha=alpha, max_decode_len=max_decode_len, early_stop=early_stop, pad_id=PAD)
+        trigram_step(tables),
+        trigram_state(models),
+        bos,
+        beam_size,
+        max_len,
+        EOS,
+        alpha=alpha,
+        max_decode_len=max_decode_len,
+        early_stop=early_stop,
+        pad_id=PAD,
+    )
 
 
 def np_all_hypotheses(table, max_len, alpha, regular):
@@ -316,7 +346,7 @@ def np_all_hypotheses(table, max_len, alpha, regular):
     return hyps
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize('alpha', [0.0, 0.6])
 def test_wide_beam_finds_exhaustive_best(alpha):
     """With a beam as wide as the number of extensions at each step, nothing is
     pruned: the K returned hypotheses are the exact top K of all sequences."""
@@ -325,8 +355,9 @@ def test_wide_beam_finds_exhaustive_best(alpha):
     rng = np.random.default_rng(6)
     max_lens = np.array([4, 3, 4, 2])
     tables = trigram_tables(rng, len(max_lens), vocab, scale=1.5)
-    seqs, scores = trigram_beam(jnp.asarray(tables), jnp.arange(len(max_lens)),
-                                jnp.asarray(max_lens), alpha, beam, 4)
+    seqs, scores = trigram_beam(
+        jnp.asarray(tables), jnp.arange(len(max_lens)), jnp.asarray(max_lens), alpha, beam, 4
+    )
     seqs, scores = np.asarray(seqs), np.asarray(scores)
     for b, max_len in enumerate(max_lens):
         ref = np_all_hypotheses(tables[b].astype(np.float64), int(max_len), alpha, regular)
@@ -336,12 +367,12 @@ def test_wide_beam_finds_exhaustive_best(alpha):
         assert np.all(np.diff(scores[b, :m]) <= 0)
         assert (scores[b, m:] < -1e8).all()  # only hypotheses using the impossible PAD
         for i in range(min(m, 10)):
-            gaps = np.abs(ref_scores[max(i - 1, 0):i + 2] - ref_scores[i])
+            gaps = np.abs(ref_scores[max(i - 1, 0) : i + 2] - ref_scores[i])
             if np.sort(gaps)[1] < 1e-4:  # a near tie: float32 may order it either way
                 continue
             want = ref[i][1]
-            np.testing.assert_array_equal(seqs[b, i, :len(want)], want)
-            assert (seqs[b, i, len(want):] == PAD).all()
+            np.testing.assert_array_equal(seqs[b, i, : len(want)], want)
+            assert (seqs[b, i, len(want) :] == PAD).all()
             assert len(want) <= max_len
 
 
@@ -365,9 +396,11 @@ def test_beam_size_one_is_greedy():
 
     # The same on trigram models, where the state is a token rather than a carry.
     tables = trigram_tables(np.random.default_rng(7), 8, 6, eos_bias=0.5)
-    greedy_tri = jax.jit(lambda t: decoding.greedy(
-        trigram_step(t), trigram_state(np.arange(8)), jnp.zeros(8, jnp.int32), 6,
-        eos_id=EOS)[0])(jnp.asarray(tables))
+    greedy_tri = jax.jit(
+        lambda t: decoding.greedy(
+            trigram_step(t), trigram_state(np.arange(8)), jnp.zeros(8, jnp.int32), 6, eos_id=EOS
+        )[0]
+    )(jnp.asarray(tables))
     seqs, _ = trigram_beam(jnp.asarray(tables), jnp.arange(8), 6, 0.0, 1, 6)
     np.testing.assert_array_equal(np.asarray(seqs)[:, 0], greedy_tri)
 
@@ -378,10 +411,12 @@ HIST_VOCAB, HIST_LEN, HIST_BUCKETS = 7, 8, 101
 def history_step(table, weights):
     """Logits depend on the whole recorded history through a hash, so a beam whose
     state came from the wrong parent scores its tokens with the wrong table rows."""
+
     def step(tokens, state):
-        history = state["history"].at[:, state["pos"]].set(tokens)
+        history = state['history'].at[:, state['pos']].set(tokens)
         bucket = (history * weights).sum(-1) % HIST_BUCKETS
-        return table[bucket], {"history": history, "pos": state["pos"] + 1}
+        return table[bucket], {'history': history, 'pos': state['pos'] + 1}
+
     return step
 
 
@@ -404,13 +439,21 @@ def test_beam_state_follows_parents():
     weights = rng.integers(1, 50, size=HIST_LEN + 1)
     batch, beam, alpha = 16, 4, 0.6
     # One history row per example; scalar `pos` is shared by every row, like a cache index.
-    state = {"history": jnp.zeros((batch, HIST_LEN + 1), jnp.int32), "pos": jnp.int32(0)}
+    state = {'history': jnp.zeros((batch, HIST_LEN + 1), jnp.int32), 'pos': jnp.int32(0)}
     bos = jnp.arange(batch, dtype=jnp.int32) % (HIST_VOCAB - 2) + 2
 
-    @functools.partial(jax.jit, static_argnames="early_stop")
+    @functools.partial(jax.jit, static_argnames='early_stop')
     def run(table, weights, early_stop):
-        return decoding.beam_search(history_step(table, weights), state, bos, beam, HIST_LEN,
-                                    EOS, alpha=alpha, early_stop=early_stop)
+        return decoding.beam_search(
+            history_step(table, weights),
+            state,
+            bos,
+            beam,
+            HIST_LEN,
+            EOS,
+            alpha=alpha,
+            early_stop=early_stop,
+        )
 
     tab, w = jnp.asarray(table, jnp.float32), jnp.asarray(weights, jnp.int32)
     seqs, scores = map(np.asarray, run(tab, w, True))
@@ -433,11 +476,13 @@ def test_beam_state_follows_parents():
 
 
 def test_beam_search_rejects_bad_state_and_traced_max_len():
-    state = {"carry": jnp.zeros((5, 3))}
+    state = {'carry': jnp.zeros((5, 3))}
     step = lambda tokens, st: (jnp.zeros((tokens.shape[0], 4)), st)
-    with pytest.raises(ValueError, match="leading axis"):
+    with pytest.raises(ValueError, match='leading axis'):
         decoding.beam_search(step, state, jnp.zeros(2, jnp.int32), 3, 4, EOS)
-    with pytest.raises(ValueError, match="max_decode_len"):
-        jax.jit(lambda m: decoding.beam_search(
-            step, {"carry": jnp.zeros((2, 3))}, jnp.zeros(2, jnp.int32), 3, m, EOS))(
-                jnp.array([2, 3]))
+    with pytest.raises(ValueError, match='max_decode_len'):
+        jax.jit(
+            lambda m: decoding.beam_search(
+                step, {'carry': jnp.zeros((2, 3))}, jnp.zeros(2, jnp.int32), 3, m, EOS
+            )
+        )(jnp.array([2, 3]))

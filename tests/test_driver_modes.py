@@ -29,8 +29,7 @@ def run(tmp_path_factory):
     char_lm.validate(config)
     _, _, task = char_lm.build(config, workdir)
     training.train_and_evaluate(config, workdir, task)
-    records = {r['step']: r for r in map(json.loads, open(os.path.join(workdir,
-                                                                       'metrics.jsonl')))}
+    records = {r['step']: r for r in map(json.loads, open(os.path.join(workdir, 'metrics.jsonl')))}
     return workdir, records
 
 
@@ -57,8 +56,9 @@ def test_step_picks_the_checkpoint_that_modes_read(run, capsys, parsed_flags):
         char_lm.evaluate(workdir)
 
 
-def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(run, tmp_path, capsys,
-                                                               parsed_flags, caplog):
+def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(
+    run, tmp_path, capsys, parsed_flags, caplog
+):
     workdir, records = run
     copy = tmp_path / 'run'
     subprocess.run(['cp', '-r', workdir, str(copy)], check=True)
@@ -72,14 +72,16 @@ def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(run, tmp_path, ca
     assert any('6' in r.getMessage() and 'damaged' in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize('flag, value, message', [
-    ('top_p', 1.5, r'--top_p must lie in \(0, 1\]'),
-    ('top_p', 0.0, r'--top_p must lie in \(0, 1\]'),
-    ('top_k', 0, '--top_k must be an integer >= 1'),
-    ('temperature', -0.5, '--temperature must be >= 0'),
-])
-def test_sampling_flags_out_of_range_name_the_valid_range(run, parsed_flags, flag, value,
-                                                          message):
+@pytest.mark.parametrize(
+    'flag, value, message',
+    [
+        ('top_p', 1.5, r'--top_p must lie in \(0, 1\]'),
+        ('top_p', 0.0, r'--top_p must lie in \(0, 1\]'),
+        ('top_k', 0, '--top_k must be an integer >= 1'),
+        ('temperature', -0.5, '--temperature must be >= 0'),
+    ],
+)
+def test_sampling_flags_out_of_range_name_the_valid_range(run, parsed_flags, flag, value, message):
     with flagsaver.flagsaver(**{flag: value}), pytest.raises(common.UsageError, match=message):
         char_lm.sample(run[0])
 
@@ -92,8 +94,10 @@ def test_check_sampling_options_accepts_the_edges():
 
 
 def test_a_prompt_outside_the_vocabulary_is_named(run, capsys, parsed_flags, caplog):
-    with flagsaver.flagsaver(prompt='line 日本', num_chars=5, temperature=0.0), \
-            caplog.at_level(logging.WARNING):
+    with (
+        flagsaver.flagsaver(prompt='line 日本', num_chars=5, temperature=0.0),
+        caplog.at_level(logging.WARNING),
+    ):
         char_lm.sample(run[0])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'日'" in warnings[0] and "'本'" in warnings[0]
@@ -103,9 +107,14 @@ def test_a_prompt_outside_the_vocabulary_is_named(run, capsys, parsed_flags, cap
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, '-m', 'experiments.char_lm', *args], cwd=REPO_ROOT,
-                          env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, '-m', 'experiments.char_lm', *args],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bad_command_lines_end_in_one_line_and_write_nothing(run, tmp_path):
@@ -114,7 +123,8 @@ def test_bad_command_lines_end_in_one_line_and_write_nothing(run, tmp_path):
     result = run_cli('--config=configs/char_lm.py', f'--workdir={a_file}')
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f'error: --workdir={a_file} is an existing file, not a directory; choose another path')
+        f'error: --workdir={a_file} is an existing file, not a directory; choose another path'
+    )
     assert 'Traceback' not in result.stderr
     assert a_file.read_text() == 'keep me\n' and sorted(os.listdir(tmp_path)) == ['notes.txt']
 
@@ -125,4 +135,5 @@ def test_bad_command_lines_end_in_one_line_and_write_nothing(run, tmp_path):
 
 def test_every_driver_reads_the_one_step_flag_of_common():
     from experiments import translation, vit  # noqa: F401  (importing defines their flags)
+
     assert flags.FLAGS.find_module_defining_flag('step') == common.__name__

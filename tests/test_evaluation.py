@@ -11,9 +11,7 @@ from seqmodels import evaluation
 def test_confusion_matrix_counts_pairs():
     labels = [0, 0, 1, 2, 2, 2]
     predictions = [0, 1, 1, 2, 0, 2]
-    expected = np.array([[1, 1, 0],
-                         [0, 1, 0],
-                         [1, 0, 2]])
+    expected = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     confusion = evaluation.confusion_matrix(labels, predictions, 3)
     np.testing.assert_array_equal(confusion, expected)
     np.testing.assert_allclose(evaluation.per_class_accuracy(confusion), [1 / 2, 1, 2 / 3])

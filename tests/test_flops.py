@@ -16,15 +16,34 @@ from seqmodels import flops, models, training
 from seqmodels.training import loop
 
 GPT = dict(name='gpt', vocab_size=5, max_len=8, d_model=4, num_heads=2, d_ff=8, num_layers=1)
-TRANSFORMER = dict(name='transformer', src_vocab_size=7, tgt_vocab_size=5, d_model=4,
-                   num_heads=2, d_ff=8, num_encoder_layers=1, num_decoder_layers=1, max_len=8,
-                   share_embeddings=False)
-VIT = dict(name='vit', image_size=4, num_channels=1, patch_size=2, num_classes=3, d_model=4,
-           num_layers=1, num_heads=2, d_ff=8)
+TRANSFORMER = dict(
+    name='transformer',
+    src_vocab_size=7,
+    tgt_vocab_size=5,
+    d_model=4,
+    num_heads=2,
+    d_ff=8,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    max_len=8,
+    share_embeddings=False,
+)
+VIT = dict(
+    name='vit',
+    image_size=4,
+    num_channels=1,
+    patch_size=2,
+    num_classes=3,
+    d_model=4,
+    num_layers=1,
+    num_heads=2,
+    d_ff=8,
+)
 BERT = dict(name='bert', vocab_size=5, max_len=8, d_model=4, num_heads=2, d_ff=8, num_layers=1)
 RNN_LM = dict(name='rnn_lm', vocab_size=5, embed_dim=3, hidden_size=4, num_layers=2)
-SEQ2SEQ = dict(name='seq2seq', src_vocab_size=5, tgt_vocab_size=6, embed_dim=3, hidden_size=4,
-               attention_dim=5)
+SEQ2SEQ = dict(
+    name='seq2seq', src_vocab_size=5, tgt_vocab_size=6, embed_dim=3, hidden_size=4, attention_dim=5
+)
 
 
 # Forward FLOPs worked out by hand (2 per multiply-add), d = 4, d_ff = 8:
@@ -59,7 +78,7 @@ def _kernels(params, *prefixes):
     total = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         keys = tuple(k.key for k in path)
-        if keys[-1] == 'kernel' and any(keys[:len(p)] == p for p in prefixes):
+        if keys[-1] == 'kernel' and any(keys[: len(p)] == p for p in prefixes):
             total += math.prod(leaf.shape)
     return total
 
@@ -69,16 +88,22 @@ def _params(config):
     return jax.eval_shape(lambda key: models.init_params(config, model, key), jax.random.key(0))
 
 
-@pytest.mark.parametrize('config', [
-    GPT, {**GPT, 'num_layers': 3, 'd_ff': 12}, {**GPT, 'scan_layers': True, 'num_layers': 2}])
+@pytest.mark.parametrize(
+    'config',
+    [GPT, {**GPT, 'num_layers': 3, 'd_ff': 12}, {**GPT, 'scan_layers': True, 'num_layers': 2}],
+)
 def test_gpt_count_is_two_flops_per_weight_per_token_plus_attention(config):
     params = _params(config)
     weights = _kernels(params, ('decoder',)) + math.prod(params['token_embed']['embedding'].shape)
     b, t, d, layers = 3, 5, config['d_model'], config['num_layers']
     expected = b * t * (2 * weights + layers * 4 * t * d)
     assert flops.gpt_forward_flops(config, b, t) == expected
-    assert flops.train_step_flops(config, {'inputs': np.zeros((b, t), np.int32),
-                                           'targets': np.zeros((b, t), np.int32)}) == 3 * expected
+    assert (
+        flops.train_step_flops(
+            config, {'inputs': np.zeros((b, t), np.int32), 'targets': np.zeros((b, t), np.int32)}
+        )
+        == 3 * expected
+    )
 
 
 def test_the_other_families_agree_with_their_parameters():
@@ -86,49 +111,65 @@ def test_the_other_families_agree_with_their_parameters():
     params = _params(TRANSFORMER)
     s, t = 3, 2
     encoder = s * (2 * _kernels(params, ('encoder',)) + 4 * s * d)
-    decoder = t * (2 * _kernels(params, ('decoder',)) + 4 * t * d + 4 * s * d
-                   + 2 * math.prod(params['tgt_embed']['embedding'].shape))
+    decoder = t * (
+        2 * _kernels(params, ('decoder',))
+        + 4 * t * d
+        + 4 * s * d
+        + 2 * math.prod(params['tgt_embed']['embedding'].shape)
+    )
     assert flops.transformer_forward_flops(TRANSFORMER, 1, s, t) == encoder + decoder
 
     params = _params(VIT)
     tokens = 5
-    expected = (4 * 2 * _kernels(params, ('patch_embed',))
-                + tokens * (2 * _kernels(params, ('encoder',)) + 4 * tokens * d)
-                + 2 * _kernels(params, ('head',)))
+    expected = (
+        4 * 2 * _kernels(params, ('patch_embed',))
+        + tokens * (2 * _kernels(params, ('encoder',)) + 4 * tokens * d)
+        + 2 * _kernels(params, ('head',))
+    )
     assert flops.vit_forward_flops(VIT, 1) == expected
 
     params = _params(BERT)
     t, scored = 6, 2
-    expected = (t * (2 * _kernels(params, ('encoder',)) + 4 * t * d)
-                + 2 * _kernels(params, ('pooler',))
-                + scored * 2 * (_kernels(params, ('mlm_head',))
-                                + math.prod(params['token_embed']['embedding'].shape)))
+    expected = (
+        t * (2 * _kernels(params, ('encoder',)) + 4 * t * d)
+        + 2 * _kernels(params, ('pooler',))
+        + scored
+        * 2
+        * (_kernels(params, ('mlm_head',)) + math.prod(params['token_embed']['embedding'].shape))
+    )
     assert flops.bert_forward_flops(BERT, 1, t, scored) == expected
 
     params = _params(RNN_LM)
-    assert flops.rnn_lm_forward_flops(RNN_LM, 1, 1) == 2 * _kernels(params, ('rnn',),
-                                                                     ('output',))
+    assert flops.rnn_lm_forward_flops(RNN_LM, 1, 1) == 2 * _kernels(params, ('rnn',), ('output',))
     params = _params(SEQ2SEQ)
     s, t = 3, 4
     per_pair = 2 * _kernels(params, ('attention', 'v')) + 2 * 2 * SEQ2SEQ['hidden_size']
-    expected = (s * 2 * _kernels(params, ('encoder',), ('attention', 'U'))
-                + 2 * _kernels(params, ('bridge',))
-                + t * 2 * _kernels(params, ('attention', 'W'), ('decoder',), ('readout',),
-                                   ('output',))
-                + s * t * per_pair)
+    expected = (
+        s * 2 * _kernels(params, ('encoder',), ('attention', 'U'))
+        + 2 * _kernels(params, ('bridge',))
+        + t * 2 * _kernels(params, ('attention', 'W'), ('decoder',), ('readout',), ('output',))
+        + s * t * per_pair
+    )
     assert flops.seq2seq_forward_flops(SEQ2SEQ, 1, s, t) == expected
 
 
 def test_shapes_come_from_each_drivers_batch_layout():
     ints = lambda *shape: np.zeros(shape, np.int32)
     # char LM / GPT: inputs [B, T]
-    assert flops.forward_flops(GPT, {'inputs': ints(2, 3), 'targets': ints(2, 3)}) == \
-        flops.gpt_forward_flops(GPT, 2, 3)
+    assert flops.forward_flops(
+        GPT, {'inputs': ints(2, 3), 'targets': ints(2, 3)}
+    ) == flops.gpt_forward_flops(GPT, 2, 3)
     # translation: src [B, S], tgt_in [B, T] (src_lengths and weights are not shapes)
-    batch = {'src': ints(2, 3), 'tgt_in': ints(2, 2), 'tgt_out': ints(2, 2),
-             'src_lengths': ints(2), 'weights': np.zeros((2, 2), np.float32)}
+    batch = {
+        'src': ints(2, 3),
+        'tgt_in': ints(2, 2),
+        'tgt_out': ints(2, 2),
+        'src_lengths': ints(2),
+        'weights': np.zeros((2, 2), np.float32),
+    }
     assert flops.forward_flops(TRANSFORMER, batch) == flops.transformer_forward_flops(
-        TRANSFORMER, 2, 3, 2)
+        TRANSFORMER, 2, 3, 2
+    )
     assert flops.forward_flops(SEQ2SEQ, batch) == flops.seq2seq_forward_flops(SEQ2SEQ, 2, 3, 2)
     # GPT fine-tuning: named tokens of K choices per example, beside other int arrays
     choices = {'inputs': {'tokens': ints(2, 4, 3), 'last': ints(2, 4)}, 'labels': ints(2)}
@@ -139,8 +180,10 @@ def test_shapes_come_from_each_drivers_batch_layout():
     # BERT pre-training (MLM at masked positions) and fine-tuning (nested inputs; K options)
     pretrain = {'tokens': ints(2, 6), 'segment_ids': ints(2, 6), 'masked_positions': ints(2, 2)}
     assert flops.forward_flops(BERT, pretrain) == flops.bert_forward_flops(BERT, 2, 6, 2)
-    finetune = {'inputs': {'tokens': ints(2, 4, 6), 'segment_ids': ints(2, 4, 6)},
-                'labels': ints(2)}
+    finetune = {
+        'inputs': {'tokens': ints(2, 4, 6), 'segment_ids': ints(2, 4, 6)},
+        'labels': ints(2),
+    }
     assert flops.forward_flops(BERT, finetune) == flops.bert_forward_flops(BERT, 8, 6)
     # What it cannot read is unknown, not a guess.
     assert flops.forward_flops(TRANSFORMER, {'inputs': ints(2, 3)}) is None
@@ -171,8 +214,9 @@ class _CountedToy(ToyTask):
 
 
 def test_every_record_has_model_flops_and_mfu(tmp_path):
-    config = toy_config(num_train_steps=4, log_every_steps=2, eval_every_steps=0,
-                        checkpoint_every_steps=0)
+    config = toy_config(
+        num_train_steps=4, log_every_steps=2, eval_every_steps=0, checkpoint_every_steps=0
+    )
     training.train_and_evaluate(config, str(tmp_path), _CountedToy(config))
     records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
     assert [r['step'] for r in records] == [2, 4]
@@ -181,7 +225,8 @@ def test_every_record_has_model_flops_and_mfu(tmp_path):
     assert peak > 0
     for r in records:
         assert r['perf/model_flops_per_sec'] == pytest.approx(
-            r['perf/steps_per_sec'] * step_flops, rel=1e-9)
+            r['perf/steps_per_sec'] * step_flops, rel=1e-9
+        )
         assert r['perf/mfu'] == pytest.approx(r['perf/model_flops_per_sec'] / peak, rel=1e-9)
     # A task whose FLOPs are unknown logs no MFU rather than a made-up one.
     batch = ToyTask(config).train_batch(0, 0, 1)

@@ -23,13 +23,15 @@ def test_mesh_specs():
     assert parse_mesh('data:-1,fsdp:2', 8) == {'data': 4, 'fsdp': 2}
     assert parse_mesh('fsdp:4, data:2', 8) == {'fsdp': 4, 'data': 2}
     assert parse_mesh('data:2,fsdp:-1') == {'data': 2, 'fsdp': -1}  # no device count yet
-    for spec, problem in [('data:3', 'multiply to 3, not to the 8 devices'),
-                          ('data:-1,fsdp:3', 'do not split'),
-                          ('model:2', "unknown axis 'model'"),
-                          ('data:-1,data:1', 'appears twice'),
-                          ('data:two', 'must be an integer'),
-                          ('data:0', 'positive or -1'),
-                          ('data:-1,fsdp:-1', 'at most one axis')]:
+    for spec, problem in [
+        ('data:3', 'multiply to 3, not to the 8 devices'),
+        ('data:-1,fsdp:3', 'do not split'),
+        ('model:2', "unknown axis 'model'"),
+        ('data:-1,data:1', 'appears twice'),
+        ('data:two', 'must be an integer'),
+        ('data:0', 'positive or -1'),
+        ('data:-1,fsdp:-1', 'at most one axis'),
+    ]:
         with pytest.raises(ValueError, match=problem):
             parse_mesh(spec, 8)
 
@@ -49,17 +51,25 @@ def test_fsdp_splits_the_largest_divisible_axis_never_the_scanned_layer_axis():
     assert fsdp_spec(('params', 'w'), (16, 64), 1) == P()  # no fsdp axis
     assert fsdp_spec(('opt_state', '0', 'count'), (), 4) == P()
     # A scanned stack's leading axis is walked one layer at a time by the scan.
-    assert fsdp_spec(('params', 'decoder', 'layers', 'wi', 'kernel'), (8, 16, 6), 4) == \
-        P(None, 'fsdp', None)
+    assert fsdp_spec(('params', 'decoder', 'layers', 'wi', 'kernel'), (8, 16, 6), 4) == P(
+        None, 'fsdp', None
+    )
     assert fsdp_spec(('params', 'decoder', 'layers', 'norm', 'scale'), (8, 6), 4) == P()
 
 
 def test_a_scanned_gpt_holds_about_one_fsdp_th_of_its_parameters_per_device():
-    config = dict(name='gpt', vocab_size=64, max_len=16, d_model=32, num_heads=4, d_ff=128,
-                  num_layers=4, scan_layers=True)
+    config = dict(
+        name='gpt',
+        vocab_size=64,
+        max_len=16,
+        d_model=32,
+        num_heads=4,
+        d_ff=128,
+        num_layers=4,
+        scan_layers=True,
+    )
     model = models.build_model(config)
-    params = jax.eval_shape(lambda key: models.init_params(config, model, key),
-                            jax.random.key(0))
+    params = jax.eval_shape(lambda key: models.init_params(config, model, key), jax.random.key(0))
     total = held = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         names = ('params',) + tuple(k.key for k in path)
@@ -78,9 +88,14 @@ def fsdp_run(tmp_path_factory):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
     env.pop('XLA_FLAGS', None)
     out = workdir / 'result.json'
-    result = subprocess.run([sys.executable, SCRIPT, '--workdir', str(workdir), '--out',
-                             str(out)], env=env, capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, '--workdir', str(workdir), '--out', str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -88,10 +103,12 @@ def fsdp_run(tmp_path_factory):
 def test_fsdp_gives_the_data_parallel_loss_curve(fsdp_run):
     data, fsdp = fsdp_run['data'], fsdp_run['fsdp']
     assert [r['step'] for r in fsdp] == [r['step'] for r in data] == list(range(1, 13))
-    np.testing.assert_allclose([r['train/loss'] for r in fsdp],
-                               [r['train/loss'] for r in data], rtol=1e-5)
-    np.testing.assert_allclose([r['train/grad_norm'] for r in fsdp],
-                               [r['train/grad_norm'] for r in data], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r['train/loss'] for r in fsdp], [r['train/loss'] for r in data], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [r['train/grad_norm'] for r in fsdp], [r['train/grad_norm'] for r in data], rtol=1e-5
+    )
     evals = [(r['eval/loss'], s['eval/loss']) for r, s in zip(fsdp, data) if 'eval/loss' in s]
     assert len(evals) == 2
     np.testing.assert_allclose(*zip(*evals), rtol=1e-5)

@@ -19,16 +19,24 @@ from seqmodels.training import ConfigError
 
 # A trivially separable task: every word but the shared ones tells the class.
 SHARED = ('the', 'film', 'was', 'a', 'it', 'and')
-CLASS_WORDS = {'pos': ('good', 'funny', 'music', 'story', 'actors'),
-               'neg': ('bad', 'dull', 'long', 'plot', 'scene')}
+CLASS_WORDS = {
+    'pos': ('good', 'funny', 'music', 'story', 'actors'),
+    'neg': ('bad', 'dull', 'long', 'plot', 'scene'),
+}
 TINY_MODEL = {'d_model': 32, 'num_heads': 2, 'd_ff': 64, 'num_layers': 1, 'max_len': 32}
 
 
 def tiny(variant, **overrides):
     """A variant of configs/gpt.py at a size that trains in seconds (dotted overrides)."""
     values = {f'model.{k}': v for k, v in TINY_MODEL.items()}
-    values.update(seq_len=32, tokenizer_vocab_size=120, batch_size=16, log_every_steps=10,
-                  num_eval_batches=2, sample_tokens=0)
+    values.update(
+        seq_len=32,
+        tokenizer_vocab_size=120,
+        batch_size=16,
+        log_every_steps=10,
+        num_eval_batches=2,
+        sample_tokens=0,
+    )
     return training.apply_overrides(gpt_config.get_config(variant), {**values, **overrides})
 
 
@@ -43,8 +51,9 @@ def runs(tmp_path_factory):
     """A tiny pre-training run on a text file and a labelled folder (train/dev/test)."""
     root = tmp_path_factory.mktemp('gpt')
     rng = np.random.default_rng(0)
-    text = '\n\n'.join(' '.join(sentence(rng, rng.choice(['pos', 'neg'])) for _ in range(6))
-                       for _ in range(150))
+    text = '\n\n'.join(
+        ' '.join(sentence(rng, rng.choice(['pos', 'neg'])) for _ in range(6)) for _ in range(150)
+    )
     (root / 'book.txt').write_text(text)
     data = root / 'labeled'
     data.mkdir()
@@ -52,9 +61,15 @@ def runs(tmp_path_factory):
         labels = rng.choice(['pos', 'neg'], size=n)
         (data / split).write_text(''.join(f'{y} {sentence(rng, y)}\n' for y in labels))
     pre = str(root / 'pre')
-    config = tiny('cpu', dataset=f'text:{root}/book.txt', num_train_steps=100,
-                  eval_every_steps=100, checkpoint_every_steps=100, warmup_steps=10,
-                  learning_rate=3e-3)
+    config = tiny(
+        'cpu',
+        dataset=f'text:{root}/book.txt',
+        num_train_steps=100,
+        eval_every_steps=100,
+        checkpoint_every_steps=100,
+        warmup_steps=10,
+        learning_rate=3e-3,
+    )
     gpt.validate(config)
     _, task, _, _ = gpt.build(config, pre)
     training.train_and_evaluate(config, pre, task)
@@ -63,9 +78,16 @@ def runs(tmp_path_factory):
 
 def finetune_config(runs, **overrides):
     _, pre, dataset = runs
-    values = dict(dataset=dataset, task_type='classification', init_from=pre,
-                  num_epochs=2.0, learning_rate=3e-3, warmup_steps=5, eval_every_steps=40,
-                  checkpoint_every_steps=40)
+    values = dict(
+        dataset=dataset,
+        task_type='classification',
+        init_from=pre,
+        num_epochs=2.0,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        eval_every_steps=40,
+        checkpoint_every_steps=40,
+    )
     return tiny('cpu_finetune', **{**values, **overrides})
 
 
@@ -87,10 +109,10 @@ def test_finetuning_starts_from_exactly_the_pretrained_weights(runs):
         config.load_weights = False
     _, ablation, _, _ = gpt.build(config, str(runs[0] / 'check'))
     fresh = jax.jit(ablation.init_params)(jax.random.key(7))
-    assert jax.tree.all(jax.tree.map(np.array_equal, params['classifier'],
-                                     fresh['classifier']))
-    assert not np.array_equal(fresh['token_embed']['embedding'],
-                              pretrained['token_embed']['embedding'])
+    assert jax.tree.all(jax.tree.map(np.array_equal, params['classifier'], fresh['classifier']))
+    assert not np.array_equal(
+        fresh['token_embed']['embedding'], pretrained['token_embed']['embedding']
+    )
 
 
 def test_the_training_loss_is_l3_and_lm_coef_zero_drops_l1(runs):
@@ -172,5 +194,5 @@ def test_bad_configs_name_the_key(runs):
     message = error('cpu_finetune', **{'model.num_layers': 2}, **ft)
     assert 'config.model.num_layers=2 differs from the pre-trained model (1 in' in message
     message = error('cpu_finetune', **{'model.num_classes': 3}, **ft)
-    assert "does not match labeled:" in message
+    assert 'does not match labeled:' in message
     assert 'no test or validation' not in message

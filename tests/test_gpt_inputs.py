@@ -22,10 +22,14 @@ def test_the_four_layouts_of_figure_1():
     a, b, c = [10, 11], [20, 21, 22], [30]
     assert transform([a], 'classification', IDS, 16) == [[S, 10, 11, E]]
     assert transform([a, b], 'entailment', IDS, 16) == [[S, 10, 11, D, 20, 21, 22, E]]
-    assert transform([a, b], 'similarity', IDS, 16) == [[S, 10, 11, D, 20, 21, 22, E],
-                                                        [S, 20, 21, 22, D, 10, 11, E]]
-    assert transform([a, b, c], 'multiple_choice', IDS, 16) == [[S, 10, 11, D, 20, 21, 22, E],
-                                                                [S, 10, 11, D, 30, E]]
+    assert transform([a, b], 'similarity', IDS, 16) == [
+        [S, 10, 11, D, 20, 21, 22, E],
+        [S, 20, 21, 22, D, 10, 11, E],
+    ]
+    assert transform([a, b, c], 'multiple_choice', IDS, 16) == [
+        [S, 10, 11, D, 20, 21, 22, E],
+        [S, 10, 11, D, 30, E],
+    ]
 
 
 def test_too_long_sequences_lose_tokens_where_it_hurts_least():
@@ -37,16 +41,20 @@ def test_too_long_sequences_lose_tokens_where_it_hurts_least():
     assert transform([long, short], 'entailment', IDS, 9) == [[S, 10, 11, 12, 13, D, 50, 51, E]]
     # A multiple-choice context keeps the words next to the option.
     assert transform([long, short], 'multiple_choice', IDS, 9) == [
-        [S, 16, 17, 18, 19, D, 50, 51, E]]
+        [S, 16, 17, 18, 19, D, 50, 51, E]
+    ]
 
 
 @pytest.fixture(scope='module')
 def tokenizer():
     words = 'return the value of a new list x y text number one two three'.split()
-    sentences = [' '.join(words[(i * 7 + j) % len(words)] for j in range(i % 9 + 3)).capitalize()
-                 for i in range(200)]
-    return tokenizers.train_sentencepiece(sentences, vocab_size=120, model_type='bpe',
-                                          special_tokens=gpt_inputs.SPECIAL_TOKENS)
+    sentences = [
+        ' '.join(words[(i * 7 + j) % len(words)] for j in range(i % 9 + 3)).capitalize()
+        for i in range(200)
+    ]
+    return tokenizers.train_sentencepiece(
+        sentences, vocab_size=120, model_type='bpe', special_tokens=gpt_inputs.SPECIAL_TOKENS
+    )
 
 
 def test_encoded_examples_mark_the_extract_token_and_the_text_targets(tokenizer):
@@ -74,8 +82,9 @@ def test_task_batches_visit_every_example_once_per_epoch(tokenizer, tmp_path):
     words = 'return the value of a new list x y text'.split()
     (tmp_path / 'train').write_text(''.join(f'{i % 2} {w} value\n' for i, w in enumerate(words)))
     (tmp_path / 'dev').write_text('0 one\n1 two\n0 three\n')
-    data = labeled.load_labeled_data(f'labeled:{tmp_path}', 'classification',
-                                     validation_split='dev')
+    data = labeled.load_labeled_data(
+        f'labeled:{tmp_path}', 'classification', validation_split='dev'
+    )
     batches = gpt_inputs.make_task_batches(data, tokenizer, max_len=32, batch_size=4, seed=1)
     seen = np.concatenate([batches.train_batch(s)['tokens'][:, 0] for s in range(5)])
     rows = {tuple(r) for r in batches.splits['train'].tokens[:, 0].tolist()}
@@ -92,9 +101,19 @@ def test_task_batches_visit_every_example_once_per_epoch(tokenizer, tmp_path):
 
 # -- the task heads and the objective ---------------------------------------------------
 
+
 def tiny_gpt(num_classes):
-    return GPT(vocab_size=40, max_len=16, d_model=16, num_heads=2, d_ff=32, num_layers=2,
-               dropout=0.0, attention_dropout=0.0, num_classes=num_classes)
+    return GPT(
+        vocab_size=40,
+        max_len=16,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_layers=2,
+        dropout=0.0,
+        attention_dropout=0.0,
+        num_classes=num_classes,
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -118,8 +137,9 @@ def test_similarity_adds_the_final_states_of_both_orders(similarity_model):
     _, logits = task_logits(model, params, tokens, last)
     np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-6)
     # The sum of the two final states goes through the one linear head.
-    states = jax.jit(lambda p, x: model.apply({'params': p}, x, True,
-                                              method=GPT.hidden_states))(params, tokens[0])
+    states = jax.jit(lambda p, x: model.apply({'params': p}, x, True, method=GPT.hidden_states))(
+        params, tokens[0]
+    )
     head = params['classifier']
     expected = (states[0, 7] + states[1, 7]) @ head['kernel'] + head['bias']
     np.testing.assert_allclose(logits[0], expected, rtol=1e-5, atol=1e-5)
@@ -146,7 +166,8 @@ def test_multiple_choice_scores_each_option_and_normalises_over_them():
     probs = jax.nn.softmax(scores, axis=-1)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
     loss = jax.jit(lambda s: fine_tuning_loss(s, jnp.array([2]), None, tokens, None, 0.5)[0])(
-        scores)
+        scores
+    )
     assert float(loss) == pytest.approx(-np.log(float(probs[0, 2])), rel=1e-5)
     with pytest.raises(ValueError, match='num_classes must be 1'):
         task_logits(tiny_gpt(3), params, tokens, last, 'choices')
@@ -166,8 +187,9 @@ def test_l3_is_l2_plus_lambda_times_l1():
         return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
     l2 = -log_softmax(logits)[np.arange(3), labels][:2].mean()
-    nll = -np.take_along_axis(log_softmax(lm_logits[..., :-1, :]), tokens[..., 1:, None],
-                              -1)[..., 0]
+    nll = -np.take_along_axis(log_softmax(lm_logits[..., :-1, :]), tokens[..., 1:, None], -1)[
+        ..., 0
+    ]
     w = lm_weights[..., :-1] * weights[:, None, None]
     l1 = (nll * w).sum() / w.sum()
     loss = jax.jit(fine_tuning_loss)

@@ -14,8 +14,12 @@ import pytest
 
 from seqmodels.models import bert, gpt, transformer, vit
 
-FAMILIES = {'transformer': (transformer.Transformer, transformer), 'gpt': (gpt.GPT, gpt),
-            'bert': (bert.BERT, bert), 'vit': (vit.ViT, vit)}
+FAMILIES = {
+    'transformer': (transformer.Transformer, transformer),
+    'gpt': (gpt.GPT, gpt),
+    'bert': (bert.BERT, bert),
+    'vit': (vit.ViT, vit),
+}
 
 # (config file, variant, exact count, published count, relative tolerance, why they differ)
 PUBLISHED = [
@@ -50,8 +54,11 @@ def count(model, module):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes['params']))
 
 
-@pytest.mark.parametrize('config_name,variant,exact,published,tolerance', PUBLISHED,
-                         ids=[f'{c}:{v}' for c, v, *_ in PUBLISHED])
+@pytest.mark.parametrize(
+    'config_name,variant,exact,published,tolerance',
+    PUBLISHED,
+    ids=[f'{c}:{v}' for c, v, *_ in PUBLISHED],
+)
 def test_published_parameter_counts(config_name, variant, exact, published, tolerance):
     # Scanned layers trace one block instead of num_layers: same parameters, faster.
     model, module, _ = build(config_name, variant, scan_layers=True)
@@ -66,22 +73,41 @@ def test_scanned_and_unrolled_layers_have_the_same_count():
     assert count(model, module) == 110_106_428
 
 
-CONFIG_VARIANTS = [('translation', 'base'), ('translation', 'big'), ('translation', 'small'),
-                   ('gpt', 'gpt1'), ('gpt', 'gpt2_small'), ('bert', 'base'),
-                   ('bert', 'large'), ('vit', 'ti16'), ('vit', 's16'), ('vit', 'b16'),
-                   ('vit', 'l16')]
+CONFIG_VARIANTS = [
+    ('translation', 'base'),
+    ('translation', 'big'),
+    ('translation', 'small'),
+    ('gpt', 'gpt1'),
+    ('gpt', 'gpt2_small'),
+    ('bert', 'base'),
+    ('bert', 'large'),
+    ('vit', 'ti16'),
+    ('vit', 's16'),
+    ('vit', 'b16'),
+    ('vit', 'l16'),
+]
 
 
-@pytest.mark.parametrize('config_name,variant', CONFIG_VARIANTS,
-                         ids=[f'{c}:{v}' for c, v in CONFIG_VARIANTS])
+@pytest.mark.parametrize(
+    'config_name,variant', CONFIG_VARIANTS, ids=[f'{c}:{v}' for c, v in CONFIG_VARIANTS]
+)
 def test_config_model_keys_are_the_model_fields(config_name, variant):
     config = importlib.import_module(f'configs.{config_name}').get_config(variant)
     cls, _ = FAMILIES[config.model.name]
     fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
     assert set(config.model.keys()) - {'name'} == fields
-    for key in ('seed', 'batch_size', 'num_train_steps', 'learning_rate', 'warmup_steps',
-                'grad_clip_norm', 'log_every_steps', 'eval_every_steps',
-                'checkpoint_every_steps', 'dataset'):
+    for key in (
+        'seed',
+        'batch_size',
+        'num_train_steps',
+        'learning_rate',
+        'warmup_steps',
+        'grad_clip_norm',
+        'log_every_steps',
+        'eval_every_steps',
+        'checkpoint_every_steps',
+        'dataset',
+    ):
         assert key in config, key
     assert isinstance(config.dataset, str)
 
@@ -91,16 +117,27 @@ def test_config_sizes_are_the_papers():
         model, _, _ = build(config_name, variant)
         return tuple(getattr(model, name) for name in names)
 
-    assert sizes('translation', 'small', 'num_encoder_layers', 'd_model', 'num_heads',
-                 'd_ff') == (3, 256, 8, 512)
-    assert sizes('translation', 'big', 'd_model', 'num_heads', 'd_ff', 'src_vocab_size',
-                 'share_embeddings') == (1024, 16, 4096, 37_000, True)
+    assert sizes('translation', 'small', 'num_encoder_layers', 'd_model', 'num_heads', 'd_ff') == (
+        3,
+        256,
+        8,
+        512,
+    )
+    assert sizes(
+        'translation', 'big', 'd_model', 'num_heads', 'd_ff', 'src_vocab_size', 'share_embeddings'
+    ) == (1024, 16, 4096, 37_000, True)
     assert sizes('gpt', 'gpt1', 'vocab_size', 'max_len', 'num_layers', 'norm') == (
-        40_478, 512, 12, 'post')
+        40_478,
+        512,
+        12,
+        'post',
+    )
     assert sizes('gpt', 'gpt2_small', 'vocab_size', 'max_len', 'norm') == (50_257, 1024, 'pre')
-    assert sizes('bert', 'large', 'num_layers', 'd_model', 'num_heads', 'type_vocab_size',
-                 'max_len') == (24, 1024, 16, 2, 512)
-    assert sizes('vit', 'l16', 'num_layers', 'd_model', 'd_ff', 'patch_size', 'image_size',
-                 'num_classes') == (24, 1024, 4096, 16, 224, 1000)
+    assert sizes(
+        'bert', 'large', 'num_layers', 'd_model', 'num_heads', 'type_vocab_size', 'max_len'
+    ) == (24, 1024, 16, 2, 512)
+    assert sizes(
+        'vit', 'l16', 'num_layers', 'd_model', 'd_ff', 'patch_size', 'image_size', 'num_classes'
+    ) == (24, 1024, 4096, 16, 224, 1000)
     with pytest.raises(ValueError, match='unknown variant'):
         importlib.import_module('configs.vit').get_config('b17')

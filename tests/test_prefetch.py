@@ -77,6 +77,7 @@ def test_close_stops_a_thread_blocked_on_a_full_queue():
 # --------------------------------------------------------------------------- #
 # In the training loop.
 
+
 @pytest.fixture(scope='module')
 def cache_dir(tmp_path_factory):
     """One compile per program across these runs (the directory the other engine tests
@@ -125,12 +126,14 @@ class _StopsAtBatch(ToyTask):
 
 def test_prefetched_run_equals_the_unprefetched_one_and_resumes_bitwise(cache_dir, tmp_path):
     base = dict(num_train_steps=12, checkpoint_every_steps=4, eval_every_steps=6)
-    reference = training.train_and_evaluate(toy_config(**base, prefetch=0),
-                                            str(tmp_path / 'plain'), ToyTask(toy_config()))
+    reference = training.train_and_evaluate(
+        toy_config(**base, prefetch=0), str(tmp_path / 'plain'), ToyTask(toy_config())
+    )
     config = toy_config(**base, prefetch=3)
     with pytest.raises(_Interrupt):
-        training.train_and_evaluate(config, str(tmp_path / 'run'),
-                                    _StopsAtBatch(config, stop=9, delay=0.01))
+        training.train_and_evaluate(
+            config, str(tmp_path / 'run'), _StopsAtBatch(config, stop=9, delay=0.01)
+        )
     # The error surfaced when the loop reached batch 9, not when the thread made it.
     assert [r['step'] for r in _records(tmp_path / 'run')] == list(range(1, 10))
     state = training.train_and_evaluate(config, str(tmp_path / 'run'), ToyTask(config))
@@ -140,8 +143,13 @@ def test_prefetched_run_equals_the_unprefetched_one_and_resumes_bitwise(cache_di
 
 
 def test_the_wait_for_batches_is_logged(cache_dir, tmp_path):
-    config = toy_config(num_train_steps=6, log_every_steps=3, eval_every_steps=0,
-                        checkpoint_every_steps=0, prefetch=0)
+    config = toy_config(
+        num_train_steps=6,
+        log_every_steps=3,
+        eval_every_steps=0,
+        checkpoint_every_steps=0,
+        prefetch=0,
+    )
     training.train_and_evaluate(config, str(tmp_path), _StopsAtBatch(config, delay=0.05))
     records = _records(tmp_path)
     # A toy step takes milliseconds; each batch 50 ms made between steps.

@@ -62,13 +62,18 @@ def test_remat_gives_the_gradients_of_no_remat(cls, scan_layers):
         assert jax.tree.structure(shapes) == jax.tree.structure(params)
         loss = functools.partial(_loss, stack)
         if remat != 'dots':  # compiled twice, not three times: 'dots' is the same mechanism
-            results[remat] = _run_compiled(jax.value_and_grad(loss, argnums=(0, 1)),
-                                           params, x, memory, mask)
+            results[remat] = _run_compiled(
+                jax.value_and_grad(loss, argnums=(0, 1)), params, x, memory, mask
+            )
         residuals[remat] = _num_residuals(
-            functools.partial(loss, memory=memory, mask=mask), params, x)
+            functools.partial(loss, memory=memory, mask=mask), params, x
+        )
     # Equal up to float32 rounding (XLA fuses the recomputation differently).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-                 results['block'], results['none'])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+        results['block'],
+        results['none'],
+    )
     # Recomputing the blocks is what keeps fewer activations for the backward pass.
     assert residuals['block'] < residuals['dots'] < residuals['none']
 

@@ -24,15 +24,26 @@ def lstm_layer(inputs, hidden):
 
 
 def lstm_lm_config(vocab, embed, hidden, layers, tied=False):
-    return ml_collections.ConfigDict(dict(
-        name='rnn_lm', vocab_size=vocab, embed_dim=embed, hidden_size=hidden,
-        num_layers=layers, cell='lstm', tie_embeddings=tied))
+    return ml_collections.ConfigDict(
+        dict(
+            name='rnn_lm',
+            vocab_size=vocab,
+            embed_dim=embed,
+            hidden_size=hidden,
+            num_layers=layers,
+            cell='lstm',
+            tie_embeddings=tied,
+        )
+    )
 
 
-@pytest.mark.parametrize('vocab, embed, hidden, layers, tied', [
-    (11, 3, 5, 1, False),
-    (11, 4, 4, 2, True),
-])
+@pytest.mark.parametrize(
+    'vocab, embed, hidden, layers, tied',
+    [
+        (11, 3, 5, 1, False),
+        (11, 4, 4, 2, True),
+    ],
+)
 def test_table_matches_the_formula(vocab, embed, hidden, layers, tied):
     expected = {'embed/embedding': vocab * embed, 'rnn/layers_0': lstm_layer(embed, hidden)}
     for layer in range(1, layers):
@@ -51,7 +62,8 @@ def test_table_matches_the_formula(vocab, embed, hidden, layers, tied):
     body = [line.split() for line in lines[1:-3]]
     assert {row[0]: int(row[2].replace(',', '')) for row in body} == expected
     assert {row[0]: int(row[1]) for row in body if row[0].startswith('rnn/')} == {
-        f'rnn/layers_{layer}': 3 for layer in range(layers)}  # W_x, b, W_h
+        f'rnn/layers_{layer}': 3 for layer in range(layers)
+    }  # W_x, b, W_h
     assert sum(float(row[3].rstrip('%')) for row in body) == pytest.approx(100, abs=0.5)
 
 
@@ -75,9 +87,17 @@ def test_size_left_for_the_driver_is_named():
 
 
 def test_command_line_on_an_experiment_config():
-    command = [sys.executable, '-m', 'seqmodels.summary', '--config=configs/char_lm.py:lstm',
-               '--config.model.vocab_size=11', '--config.model.embed_dim=3',
-               '--config.model.hidden_size=5', '--config.model.num_layers=1', '--depth=1']
+    command = [
+        sys.executable,
+        '-m',
+        'seqmodels.summary',
+        '--config=configs/char_lm.py:lstm',
+        '--config.model.vocab_size=11',
+        '--config.model.embed_dim=3',
+        '--config.model.hidden_size=5',
+        '--config.model.num_layers=1',
+        '--depth=1',
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == f'total_params={11 * 3 + lstm_layer(3, 5) + 5 * 11 + 11}'

@@ -11,10 +11,15 @@ from seqmodels import models
 from seqmodels.sweep import SweepError
 from seqmodels.sweep.overrides import apply_overrides
 
-DECLARED = [(char_lm, 'lstm', 'cells'), (char_lm, 'lstm', 'dropout'),
-            (char_lm, 'shakespeare_gpt', 'lr'), (translation, 'multi30k_small', 'table3'),
-            (translation, 'tiny', 'table3'), (vit, 'digits', 'patch_depth'),
-            (vit, 'small', 'patch_depth_28')]
+DECLARED = [
+    (char_lm, 'lstm', 'cells'),
+    (char_lm, 'lstm', 'dropout'),
+    (char_lm, 'shakespeare_gpt', 'lr'),
+    (translation, 'multi30k_small', 'table3'),
+    (translation, 'tiny', 'table3'),
+    (vit, 'digits', 'patch_depth'),
+    (vit, 'small', 'patch_depth_28'),
+]
 
 
 def resolved(module, variant, name):
@@ -22,8 +27,11 @@ def resolved(module, variant, name):
     return [apply_overrides(base, trial) for trial in module.get_sweep(name)]
 
 
-@pytest.mark.parametrize('module, variant, name', DECLARED,
-                         ids=[f'{m.__name__.split(".")[-1]}:{v}:{n}' for m, v, n in DECLARED])
+@pytest.mark.parametrize(
+    'module, variant, name',
+    DECLARED,
+    ids=[f'{m.__name__.split(".")[-1]}:{v}:{n}' for m, v, n in DECLARED],
+)
 def test_every_declared_trial_resolves(module, variant, name):
     configs = resolved(module, variant, name)
     assert len(configs) == len(module.get_sweep(name)) >= 4
@@ -75,8 +83,10 @@ def test_table3_rows():
 
 
 def test_patch_sizes_tile_the_images():
-    for variant, name, tokens in (('digits', 'patch_depth', {64, 16, 4}),
-                                  ('small', 'patch_depth_28', {49, 16, 4})):
+    for variant, name, tokens in (
+        ('digits', 'patch_depth', {64, 16, 4}),
+        ('small', 'patch_depth_28', {49, 16, 4}),
+    ):
         configs = resolved(vit, variant, name)
         seen = set()
         for config in configs:

@@ -19,11 +19,19 @@ from seqmodels.sweep.overrides import apply_overrides, format_value, override_fl
 
 def test_axis_product_zipped():
     grid = sw.product(sw.axis('a', [1, 2]), sw.axis('b', ['x', 'y', 'z']))
-    assert grid == [{'a': 1, 'b': 'x'}, {'a': 1, 'b': 'y'}, {'a': 1, 'b': 'z'},
-                    {'a': 2, 'b': 'x'}, {'a': 2, 'b': 'y'}, {'a': 2, 'b': 'z'}]
+    assert grid == [
+        {'a': 1, 'b': 'x'},
+        {'a': 1, 'b': 'y'},
+        {'a': 1, 'b': 'z'},
+        {'a': 2, 'b': 'x'},
+        {'a': 2, 'b': 'y'},
+        {'a': 2, 'b': 'z'},
+    ]
     paired = sw.zipped(sw.axis('model.num_heads', [4, 8]), sw.axis('model.key_size', [64, 32]))
-    assert paired == [{'model.num_heads': 4, 'model.key_size': 64},
-                      {'model.num_heads': 8, 'model.key_size': 32}]
+    assert paired == [
+        {'model.num_heads': 4, 'model.key_size': 64},
+        {'model.num_heads': 8, 'model.key_size': 32},
+    ]
     # A product of a zip with an axis: 2 x 2 trials, keys merged.
     assert len(sw.product(paired, sw.axis('seed', [0, 1]))) == 4
     with pytest.raises(sw.SweepError, match='different lengths'):
@@ -41,8 +49,13 @@ def test_log_grid_is_even_in_log_space():
 
 
 def test_random_draws_are_reproducible_from_the_seed_and_in_range():
-    space = {'learning_rate': sw.loguniform(1e-4, 1e-2), 'dropout': sw.uniform(0.0, 0.5),
-             'cell': ['lstm', 'gru'], 'layers': sw.randint(1, 3), 'fixed': 7}
+    space = {
+        'learning_rate': sw.loguniform(1e-4, 1e-2),
+        'dropout': sw.uniform(0.0, 0.5),
+        'cell': ['lstm', 'gru'],
+        'layers': sw.randint(1, 3),
+        'fixed': 7,
+    }
     first = sw.random_draws(space, 400, seed=3)
     assert first == sw.random_draws(space, 400, seed=3)
     assert first != sw.random_draws(space, 400, seed=4)
@@ -64,10 +77,12 @@ def test_planned_trials_per_search():
     space = {'learning_rate': [1e-3, 1e-2], 'model.cell': ['lstm', 'gru'], 'seed': 0}
     grid = search.planned_trials(space, 'grid', None, 0, 'get_sweep')
     # The product of the lists; the fixed seed is not part of the trials.
-    assert grid == [{'learning_rate': 1e-3, 'model.cell': 'lstm'},
-                    {'learning_rate': 1e-3, 'model.cell': 'gru'},
-                    {'learning_rate': 1e-2, 'model.cell': 'lstm'},
-                    {'learning_rate': 1e-2, 'model.cell': 'gru'}]
+    assert grid == [
+        {'learning_rate': 1e-3, 'model.cell': 'lstm'},
+        {'learning_rate': 1e-3, 'model.cell': 'gru'},
+        {'learning_rate': 1e-2, 'model.cell': 'lstm'},
+        {'learning_rate': 1e-2, 'model.cell': 'gru'},
+    ]
     drawn = search.planned_trials(space, 'random', 3, 5, 'get_sweep')
     assert drawn == search.planned_trials(space, 'random', 3, 5, 'get_sweep')
     assert all(set(t) == {'learning_rate', 'model.cell'} for t in drawn)
@@ -85,22 +100,36 @@ def test_planned_trials_per_search():
 
 
 def _config():
-    return ml_collections.ConfigDict({
-        'learning_rate': 1e-3, 'num_train_steps': 10, 'dataset': 'python_stdlib',
-        'async_checkpoints': True, 'nothing': None,
-        'typed': ml_collections.config_dict.placeholder(int),
-        'model': {'cell': 'lstm', 'dropout': 0.0, 'shape': (2, 2)}})
+    return ml_collections.ConfigDict(
+        {
+            'learning_rate': 1e-3,
+            'num_train_steps': 10,
+            'dataset': 'python_stdlib',
+            'async_checkpoints': True,
+            'nothing': None,
+            'typed': ml_collections.config_dict.placeholder(int),
+            'model': {'cell': 'lstm', 'dropout': 0.0, 'shape': (2, 2)},
+        }
+    )
 
 
 def test_overrides_survive_the_command_line(tmp_path):
     """What the launcher applies is what a driver's config_flags parses back."""
     config_file = tmp_path / 'config.py'
-    config_file.write_text(f'import ml_collections\n'
-                           f'def get_config():\n'
-                           f'    return ml_collections.ConfigDict({_config().to_dict()!r})\n')
-    overrides = {'learning_rate': 3.1622776601683795e-4, 'num_train_steps': 7,
-                 'dataset': 'text:/data/my file.txt', 'async_checkpoints': False,
-                 'model.cell': 'gru', 'model.dropout': 1, 'model.shape': (3, 1)}
+    config_file.write_text(
+        f'import ml_collections\n'
+        f'def get_config():\n'
+        f'    return ml_collections.ConfigDict({_config().to_dict()!r})\n'
+    )
+    overrides = {
+        'learning_rate': 3.1622776601683795e-4,
+        'num_train_steps': 7,
+        'dataset': 'text:/data/my file.txt',
+        'async_checkpoints': False,
+        'model.cell': 'gru',
+        'model.dropout': 1,
+        'model.shape': (3, 1),
+    }
     applied = apply_overrides(_config(), overrides)
     values = flags.FlagValues()
     argv = ['prog', f'--config={config_file}', *override_flags(overrides)]
@@ -112,11 +141,17 @@ def test_overrides_survive_the_command_line(tmp_path):
 
 
 def test_bad_overrides_name_the_key():
-    with pytest.raises(sw.SweepError, match=r'config.model.cel: no such key \(did you mean '
-                                            r'model.cell\?\)'):
+    with pytest.raises(
+        sw.SweepError,
+        match=r'config.model.cel: no such key \(did you mean '
+        r'model.cell\?\)',
+    ):
         apply_overrides(_config(), {'model.cel': 'gru'})
-    with pytest.raises(sw.SweepError, match=r'config.num_train_steps=2.5: this int field '
-                                            r'cannot hold a float'):
+    with pytest.raises(
+        sw.SweepError,
+        match=r'config.num_train_steps=2.5: this int field '
+        r'cannot hold a float',
+    ):
         apply_overrides(_config(), {'num_train_steps': 2.5})
     with pytest.raises(sw.SweepError, match='is None in the config'):
         apply_overrides(_config(), {'nothing': 3})
@@ -126,18 +161,28 @@ def test_bad_overrides_name_the_key():
 
 
 def test_trial_names_are_readable_and_path_safe():
-    name = records.trial_name(7, {'model.cell': 'gru', 'learning_rate': 3.16227e-4,
-                                  'dataset': 'text:/a b/c.txt'})
+    name = records.trial_name(
+        7, {'model.cell': 'gru', 'learning_rate': 3.16227e-4, 'dataset': 'text:/a b/c.txt'}
+    )
     assert name == '007_model.cell=gru,learning_rate=0.000316,dataset=text--a-b-c.txt'
     assert records.trial_name(12, {}, width=4) == '0012'
 
 
 def _manifest(**changes):
-    manifest = {'config': '/r/configs/char_lm.py', 'variant': 'lstm',
-                'driver': 'experiments.char_lm', 'sweep': 'cells', 'search': 'grid',
-                'search_seed': 0, 'base_overrides': {'num_train_steps': 100}, 'space': None,
-                'num_trials': None, 'objective': 'eval/loss', 'direction': 'min',
-                'trials': [{'model.cell': 'rnn'}, {'model.cell': 'gru'}]}
+    manifest = {
+        'config': '/r/configs/char_lm.py',
+        'variant': 'lstm',
+        'driver': 'experiments.char_lm',
+        'sweep': 'cells',
+        'search': 'grid',
+        'search_seed': 0,
+        'base_overrides': {'num_train_steps': 100},
+        'space': None,
+        'num_trials': None,
+        'objective': 'eval/loss',
+        'direction': 'min',
+        'trials': [{'model.cell': 'rnn'}, {'model.cell': 'gru'}],
+    }
     manifest.update(changes)
     return manifest
 
@@ -148,22 +193,31 @@ def test_a_rerun_with_other_settings_is_refused_naming_the_difference():
     # The objective of a grid only orders the table: not a difference.
     assert records.manifest_differences(old, _manifest(objective='eval/accuracy')) == []
     assert records.manifest_differences(
-        old, _manifest(base_overrides={'num_train_steps': 200})) == [
-        'base_overrides: num_train_steps: 100 recorded, 200 now']
+        old, _manifest(base_overrides={'num_train_steps': 200})
+    ) == ['base_overrides: num_train_steps: 100 recorded, 200 now']
     assert records.manifest_differences(old, _manifest(variant='gru')) == [
-        "variant: 'lstm' recorded, 'gru' now"]
+        "variant: 'lstm' recorded, 'gru' now"
+    ]
     assert records.manifest_differences(
-        old, _manifest(trials=[{'model.cell': 'rnn'}, {'model.cell': 'lstm'}])) == [
-        "trial 1: model.cell: 'gru' recorded, 'lstm' now"]
+        old, _manifest(trials=[{'model.cell': 'rnn'}, {'model.cell': 'lstm'}])
+    ) == ["trial 1: model.cell: 'gru' recorded, 'lstm' now"]
     random_old = _manifest(search='random', num_trials=2)
-    grown = _manifest(search='random', num_trials=3,
-                      trials=[{'model.cell': 'rnn'}, {'model.cell': 'gru'}, {'model.cell': 'x'}])
+    grown = _manifest(
+        search='random',
+        num_trials=3,
+        trials=[{'model.cell': 'rnn'}, {'model.cell': 'gru'}, {'model.cell': 'x'}],
+    )
     assert records.manifest_differences(random_old, grown) == []
-    assert 'can grow, not shrink' in records.manifest_differences(
-        random_old, _manifest(search='random', num_trials=1, trials=[{'model.cell': 'rnn'}]))[0]
+    assert (
+        'can grow, not shrink'
+        in records.manifest_differences(
+            random_old, _manifest(search='random', num_trials=1, trials=[{'model.cell': 'rnn'}])
+        )[0]
+    )
     bayes = _manifest(search='bayes', num_trials=4, trials=None)
     assert records.manifest_differences(bayes, {**bayes, 'direction': 'max'}) == [
-        "direction: 'min' recorded, 'max' now"]
+        "direction: 'min' recorded, 'max' now"
+    ]
 
 
 def test_json_records_are_replaced_whole(tmp_path):
@@ -181,24 +235,51 @@ def test_json_records_are_replaced_whole(tmp_path):
     assert [t.name for t in records.load_trials(str(tmp_path))] == ['000']
 
 
-@pytest.mark.parametrize('returncode, stderr, expected', [
-    (0, 'I1206 12:00:00.0 1 loop.py:1] done\n', {'status': 'done', 'error': None}),
-    (3, 'error: non-finite loss or gradient at step 12 (loss=nan, grad_norm=nan); no ...\n',
-     {'status': 'diverged', 'diverged_step': 12}),
-    # A driver from before EXIT_DIVERGED: exit 1 with the divergence line.
-    (1, 'error: non-finite loss or gradient at step 4 (loss=inf, ...)\n',
-     {'status': 'diverged', 'diverged_step': 4}),
-    (75, 'error: preempted by SIGTERM: saved the state after step 9\n',
-     {'status': 'preempted', 'error': None}),
-    (1, "I1206 x.py:1] hello\nerror: config.model.cell='bogus': must be one of rnn\n",
-     {'status': 'error', 'error': "error: config.model.cell='bogus': must be one of rnn"}),
-    (1, 'FATAL Flags parsing error: unknown config key --config.model.cel\nPass --helpshort\n',
-     {'status': 'error', 'error': 'FATAL Flags parsing error: unknown config key '
-                                  '--config.model.cel'}),
-    (1, 'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: \'vocab\'\n',
-     {'status': 'error', 'error': "exit status 1: KeyError: 'vocab'"}),
-    (-signal.SIGKILL, 'I1206 x.py:1] step 3\n', {'status': 'error', 'error': 'killed by SIGKILL'}),
-])
+@pytest.mark.parametrize(
+    'returncode, stderr, expected',
+    [
+        (0, 'I1206 12:00:00.0 1 loop.py:1] done\n', {'status': 'done', 'error': None}),
+        (
+            3,
+            'error: non-finite loss or gradient at step 12 (loss=nan, grad_norm=nan); no ...\n',
+            {'status': 'diverged', 'diverged_step': 12},
+        ),
+        # A driver from before EXIT_DIVERGED: exit 1 with the divergence line.
+        (
+            1,
+            'error: non-finite loss or gradient at step 4 (loss=inf, ...)\n',
+            {'status': 'diverged', 'diverged_step': 4},
+        ),
+        (
+            75,
+            'error: preempted by SIGTERM: saved the state after step 9\n',
+            {'status': 'preempted', 'error': None},
+        ),
+        (
+            1,
+            "I1206 x.py:1] hello\nerror: config.model.cell='bogus': must be one of rnn\n",
+            {'status': 'error', 'error': "error: config.model.cell='bogus': must be one of rnn"},
+        ),
+        (
+            1,
+            'FATAL Flags parsing error: unknown config key --config.model.cel\nPass --helpshort\n',
+            {
+                'status': 'error',
+                'error': 'FATAL Flags parsing error: unknown config key --config.model.cel',
+            },
+        ),
+        (
+            1,
+            'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: \'vocab\'\n',
+            {'status': 'error', 'error': "exit status 1: KeyError: 'vocab'"},
+        ),
+        (
+            -signal.SIGKILL,
+            'I1206 x.py:1] step 3\n',
+            {'status': 'error', 'error': 'killed by SIGKILL'},
+        ),
+    ],
+)
 def test_outcome_of_an_attempt(tmp_path, returncode, stderr, expected):
     path = tmp_path / 'stderr.log'
     earlier = 'error: an earlier attempt failed differently\n'
@@ -238,7 +319,10 @@ def test_trial_environment_sizes_thread_pools():
 def test_declaration_helpers_import_without_jax():
     import subprocess
     import sys
-    code = ('import sys; from seqmodels import sweep; sweep.product(sweep.axis("a", [1])); '
-            'assert "jax" not in sys.modules and "optuna" not in sys.modules, sorted(sys.modules)')
+
+    code = (
+        'import sys; from seqmodels import sweep; sweep.product(sweep.axis("a", [1])); '
+        'assert "jax" not in sys.modules and "optuna" not in sys.modules, sorted(sys.modules)'
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, '-c', code], cwd=root, check=True, timeout=60)

@@ -36,15 +36,23 @@ def data_dir(tmp_path_factory):
 def launch(workdir, data_dir, *flags, log=None):
     """The launcher as a process of its own (session too, so that a failed test can
     take it down with everything it started)."""
-    command = [sys.executable, '-m', 'experiments.sweep', f'--config={TINY}',
-               '--driver=experiments.char_lm', f'--workdir={workdir}',
-               f'--config.data_dir={data_dir}', *flags]
+    command = [
+        sys.executable,
+        '-m',
+        'experiments.sweep',
+        f'--config={TINY}',
+        '--driver=experiments.char_lm',
+        f'--workdir={workdir}',
+        f'--config.data_dir={data_dir}',
+        *flags,
+    ]
     out = open(log or os.path.join(os.path.dirname(workdir), 'launcher.log'), 'ab')
     # All trials of the module share one compilation cache (a resumed trial does not
     # compile again): the local executor's default, given to the submitit path too.
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, 'jax_cache'))
-    return subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
 
 
 def finish(process, timeout=TIMEOUT_S):
@@ -82,8 +90,10 @@ def poll(condition, timeout, what, process=None, every=0.02):
 def resumed_from(directory):
     """The steps that the driver's attempts started from, by its log lines."""
     text = open(os.path.join(directory, records.STDERR_FILE)).read()
-    return [(m.group(1), int(m.group(2)))
-            for m in re.finditer(r'(starting|resuming) at step (\d+)', text)]
+    return [
+        (m.group(1), int(m.group(2)))
+        for m in re.finditer(r'(starting|resuming) at step (\d+)', text)
+    ]
 
 
 def logged_steps(directory):
@@ -92,6 +102,7 @@ def logged_steps(directory):
 
 # --------------------------------------------------------------------------- #
 # The local executor: four trials, the launcher killed and rerun.
+
 
 @pytest.fixture(scope='module')
 def four(tmp_path_factory, data_dir):
@@ -102,6 +113,7 @@ def four(tmp_path_factory, data_dir):
 
     first = launch(workdir, data_dir, '--sweep=four', '--parallel=2', log=log)
     try:
+
         def caught():  # trial 0 finished, trial 1 between two of its checkpoints
             dirs = trial_dirs(workdir)
             if len(dirs) < 2 or status_of(dirs[0]).get('status') != 'done':
@@ -127,11 +139,16 @@ def four(tmp_path_factory, data_dir):
     while second.poll() is None:
         for directory in run.dirs:
             status = status_of(directory)
-            if (status.get('status') == 'running' and status.get('pid')
-                    and status['started'] > started and alive(status['pid'])):
+            if (
+                status.get('status') == 'running'
+                and status.get('pid')
+                and status['started'] > started
+                and alive(status['pid'])
+            ):
                 try:
-                    run.affinities.setdefault(directory, (
-                        os.sched_getaffinity(status['pid']), status['cores']))
+                    run.affinities.setdefault(
+                        directory, (os.sched_getaffinity(status['pid']), status['cores'])
+                    )
                 except ProcessLookupError:
                     pass
         time.sleep(0.05)
@@ -164,8 +181,7 @@ def test_two_trials_at_a_time_on_disjoint_cores(four):
     cores = sorted(os.sched_getaffinity(0))
     # Both launches ran two trials at a time.
     spans = [(h['started'], h['ended']) for d in four.dirs for h in status_of(d)['history']]
-    overlaps = sum(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans)
-                   for b in spans[i + 1:])
+    overlaps = sum(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
     assert overlaps >= 1
     sampled = {d: a for d, a in four.affinities.items() if d != four.dirs[0]}
     assert sampled, 'no running trial was sampled'
@@ -197,11 +213,14 @@ def test_a_diverging_trial_is_recorded_as_diverged(four):
 
 def test_the_table_of_the_four_trials(four):
     import csv
+
     with open(os.path.join(four.workdir, 'results.csv')) as f:
         table = list(csv.DictReader(f))
     names = [os.path.basename(d) for d in four.dirs]
-    finals = {n: results.final_value(results.read_metrics(d), 'eval/loss')
-              for n, d in zip(names, four.dirs)}
+    finals = {
+        n: results.final_value(results.read_metrics(d), 'eval/loss')
+        for n, d in zip(names, four.dirs)
+    }
     done = sorted(names[:2], key=finals.get)
     assert [row['trial'] for row in table] == done + [names[3], names[2]]
     assert [row['status'] for row in table] == ['done', 'done', 'diverged', 'error']
@@ -215,8 +234,13 @@ def test_the_table_of_the_four_trials(four):
 
 
 def test_a_rerun_with_other_settings_is_refused(four, data_dir):
-    process = launch(four.workdir, data_dir, '--sweep=four', '--config.num_eval_batches=2',
-                     log=os.path.join(os.path.dirname(four.workdir), 'refused.log'))
+    process = launch(
+        four.workdir,
+        data_dir,
+        '--sweep=four',
+        '--config.num_eval_batches=2',
+        log=os.path.join(os.path.dirname(four.workdir), 'refused.log'),
+    )
     assert finish(process) == 1
     output = open(os.path.join(os.path.dirname(four.workdir), 'refused.log')).read()
     assert 'holds a sweep made with other settings' in output
@@ -226,21 +250,34 @@ def test_a_rerun_with_other_settings_is_refused(four, data_dir):
 # --------------------------------------------------------------------------- #
 # The SLURM code path (submitit's local executor) with Bayesian search.
 
+
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp('cluster')
     workdir = str(root / 'sweep')
     run = types.SimpleNamespace(workdir=workdir, signalled={})
-    process = launch(workdir, data_dir, '--sweep=long_space', '--search=bayes',
-                     '--num_trials=2', '--executor=submitit_local', '--parallel=2',
-                     log=str(root / 'launcher.log'))
+    process = launch(
+        workdir,
+        data_dir,
+        '--sweep=long_space',
+        '--search=bayes',
+        '--num_trials=2',
+        '--executor=submitit_local',
+        '--parallel=2',
+        log=str(root / 'launcher.log'),
+    )
     try:
+
         def preempt_both():
             for index, directory in enumerate(trial_dirs(workdir)):
                 status = status_of(directory)
                 step = results.latest_checkpoint(directory)
-                if (directory in run.signalled or status.get('status') != 'running'
-                        or not step or status.get('attempts') != 1):
+                if (
+                    directory in run.signalled
+                    or status.get('status') != 'running'
+                    or not step
+                    or status.get('attempts') != 1
+                ):
                     continue
                 if index == 0:  # SLURM preemption: SIGTERM reaches the driver
                     os.kill(status['pid'], signal.SIGTERM)
@@ -266,7 +303,9 @@ def test_slurm_path_requeues_and_resumes_preempted_trials(cluster):
         status = status_of(directory)
         assert status['executor'] == 'submitit_local' and status['job_id']
         assert [(h['status'], h['exit_code']) for h in status['history']] == [
-            ('preempted', 75), ('done', 0)]
+            ('preempted', 75),
+            ('done', 0),
+        ]
         (_, first), (kind, resumed) = resumed_from(directory)
         # Saved after the step in flight: at or past the checkpoint seen when signalled.
         assert first == 0 and kind == 'resuming'
@@ -281,8 +320,7 @@ def test_bayesian_search_keeps_its_study_in_a_journal(cluster):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(os.path.join(cluster.workdir,
-                                                             'optuna.journal')))
+    storage = JournalStorage(JournalFileBackend(os.path.join(cluster.workdir, 'optuna.journal')))
     study = optuna.load_study(study_name='sweep', storage=storage)
     assert [t.state.name for t in study.trials] == ['COMPLETE', 'COMPLETE']
     by_number = {t.number: t for t in study.trials}

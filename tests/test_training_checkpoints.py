@@ -82,13 +82,17 @@ def copy(reference, tmp_path):
 
 
 def _warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
-            and 'damaged' in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and 'damaged' in r.getMessage()
+    ]
 
 
 @pytest.mark.parametrize('damage', ['truncate', 'delete'])
 def test_damaged_latest_checkpoint_is_moved_aside_and_resume_is_bitwise(
-        reference, copy, damage, caplog):
+    reference, copy, damage, caplog
+):
     _, config, params = reference
     if damage == 'truncate':
         _truncate(_data_file(copy, 12, 'params'))
@@ -146,8 +150,7 @@ def test_checkpoint_of_another_model_is_not_damage(reference, copy):
     assert _entries(copy) == ['12', '4', '8']
 
 
-def test_restore_params_skips_a_damaged_latest_step_without_moving_it(
-        reference, copy, caplog):
+def test_restore_params_skips_a_damaged_latest_step_without_moving_it(reference, copy, caplog):
     workdir = reference[0]
     _truncate(_data_file(copy, 12, 'params'))
     with caplog.at_level(logging.WARNING):
@@ -158,5 +161,6 @@ def test_restore_params_skips_a_damaged_latest_step_without_moving_it(
     assert _entries(copy) == ['12', '4', '8']
     with pytest.raises(training.CheckpointError, match='step 12 .* is damaged'):
         training.restore_params(copy, step=12)
-    _assert_params_equal(training.restore_params(copy, step=4),
-                         training.restore_params(workdir, step=4))
+    _assert_params_equal(
+        training.restore_params(copy, step=4), training.restore_params(workdir, step=4)
+    )

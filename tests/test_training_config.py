@@ -1,6 +1,5 @@
 """Config validation: one clear error, naming the key, before anything compiles."""
 
-
 import pathlib
 
 import pytest
@@ -31,23 +30,26 @@ def test_valid_config_resolves_missing_engine_keys():
     assert config.grad_accum_steps == 1 and config.grad_clip_norm == 0.0
 
 
-@pytest.mark.parametrize('key, value, fragment', [
-    ('batch_size', 0, 'positive'),
-    ('batch_size', -4, 'positive'),
-    ('num_train_steps', 0, 'positive'),
-    ('learning_rate', -0.1, 'non-negative'),
-    ('warmup_steps', -1, 'non-negative'),
-    ('grad_clip_norm', -1.0, 'non-negative'),
-    ('weight_decay', -0.1, 'non-negative'),
-    ('model.dropout_rate', -0.1, '[0, 1)'),
-    ('model.dropout_rate', 1.0, '[0, 1)'),
-    ('optimizer', 'adagrad', 'valid: sgd, rmsprop, adam, adamw'),
-    ('schedule', 'linear', 'valid: constant, warmup_cosine, warmup_linear, rsqrt'),
-    ('grad_accum_steps', 0, 'positive'),
-    ('log_every_steps', -1, 'non-negative'),
-    ('keep_checkpoints', 0, 'positive'),
-    ('adam_b2', 1.0, '[0, 1)'),
-])
+@pytest.mark.parametrize(
+    'key, value, fragment',
+    [
+        ('batch_size', 0, 'positive'),
+        ('batch_size', -4, 'positive'),
+        ('num_train_steps', 0, 'positive'),
+        ('learning_rate', -0.1, 'non-negative'),
+        ('warmup_steps', -1, 'non-negative'),
+        ('grad_clip_norm', -1.0, 'non-negative'),
+        ('weight_decay', -0.1, 'non-negative'),
+        ('model.dropout_rate', -0.1, '[0, 1)'),
+        ('model.dropout_rate', 1.0, '[0, 1)'),
+        ('optimizer', 'adagrad', 'valid: sgd, rmsprop, adam, adamw'),
+        ('schedule', 'linear', 'valid: constant, warmup_cosine, warmup_linear, rsqrt'),
+        ('grad_accum_steps', 0, 'positive'),
+        ('log_every_steps', -1, 'non-negative'),
+        ('keep_checkpoints', 0, 'positive'),
+        ('adam_b2', 1.0, '[0, 1)'),
+    ],
+)
 def test_impossible_values_name_the_key(key, value, fragment):
     with pytest.raises(ConfigError) as error:
         training.validate_config(_config(**{key: value}))
@@ -99,13 +101,16 @@ def test_train_and_evaluate_rejects_before_touching_the_workdir(tmp_path):
 
 # --- command line: unknown keys and bad types through absl config_flags ---
 
+
 @pytest.fixture
 def config_file(tmp_path):
     path = tmp_path / 'toy_config.py'
-    path.write_text('import ml_collections\n'
-                    'def get_config():\n'
-                    '  return ml_collections.ConfigDict('
-                    "{'batch_size': 8, 'model': {'d_model': 4}})\n")
+    path.write_text(
+        'import ml_collections\n'
+        'def get_config():\n'
+        '  return ml_collections.ConfigDict('
+        "{'batch_size': 8, 'model': {'d_model': 4}})\n"
+    )
     return str(path)
 
 
@@ -123,13 +128,20 @@ def test_parse_flags_accepts_known_keys(config_file, monkeypatch):
     assert flag_values.config.model.d_model == 16
 
 
-@pytest.mark.parametrize('override, expected', [
-    ('--config.batch_sizee=3',
-     'unknown config key --config.batch_sizee (did you mean batch_size?)'),
-    ('--config.model.d_modl=3',
-     'unknown config key --config.model.d_modl (did you mean d_model?)'),
-    ('--config.batch_size=abc', '--config.batch_size=abc'),
-])
+@pytest.mark.parametrize(
+    'override, expected',
+    [
+        (
+            '--config.batch_sizee=3',
+            'unknown config key --config.batch_sizee (did you mean batch_size?)',
+        ),
+        (
+            '--config.model.d_modl=3',
+            'unknown config key --config.model.d_modl (did you mean d_model?)',
+        ),
+        ('--config.batch_size=abc', '--config.batch_size=abc'),
+    ],
+)
 def test_parse_flags_one_line_errors(config_file, capsys, monkeypatch, override, expected):
     with pytest.raises(SystemExit) as exit_info:
         _parse([f'--config={config_file}', override], monkeypatch)
@@ -145,21 +157,32 @@ def test_parse_flags_one_line_errors(config_file, capsys, monkeypatch, override,
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('argv, expected', [
-    (['--config=configs/char_lm.py:nosuch'],
-     "unknown variant 'nosuch' of configs/char_lm.py; choose one of: rnn, elman, lstm, "
-     'lnlstm, gru, gpt, shakespeare_gpt, bench_lstm, bench_gpt'),
-    (['--config=configs/nope.py'],
-     '--config=configs/nope.py: config file configs/nope.py does not exist; the config '
-     'files in configs/ are: bert.py, char_lm.py, gpt.py, translation.py, vit.py'),
-    # With an override config_flags fails while parsing instead of on first use.
-    (['--config=configs/nope.py:small', '--config.batch_size=3'],
-     '--config=configs/nope.py:small: config file configs/nope.py does not exist'),
-    (['--config', 'nowhere/x.py'],
-     f'--config=nowhere/x.py: config file nowhere/x.py does not exist; paths are relative '
-     f'to the working directory {REPO_ROOT}'),
-    (['--config=configs'], '--config=configs: config file configs is a directory'),
-])
+@pytest.mark.parametrize(
+    'argv, expected',
+    [
+        (
+            ['--config=configs/char_lm.py:nosuch'],
+            "unknown variant 'nosuch' of configs/char_lm.py; choose one of: rnn, elman, lstm, "
+            'lnlstm, gru, gpt, shakespeare_gpt, bench_lstm, bench_gpt',
+        ),
+        (
+            ['--config=configs/nope.py'],
+            '--config=configs/nope.py: config file configs/nope.py does not exist; the config '
+            'files in configs/ are: bert.py, char_lm.py, gpt.py, translation.py, vit.py',
+        ),
+        # With an override config_flags fails while parsing instead of on first use.
+        (
+            ['--config=configs/nope.py:small', '--config.batch_size=3'],
+            '--config=configs/nope.py:small: config file configs/nope.py does not exist',
+        ),
+        (
+            ['--config', 'nowhere/x.py'],
+            f'--config=nowhere/x.py: config file nowhere/x.py does not exist; paths are relative '
+            f'to the working directory {REPO_ROOT}',
+        ),
+        (['--config=configs'], '--config=configs: config file configs is a directory'),
+    ],
+)
 def test_parse_flags_bad_config_selection_is_one_line(argv, expected, capsys, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     with pytest.raises(SystemExit) as exit_info:
@@ -172,6 +195,5 @@ def test_parse_flags_bad_config_selection_is_one_line(argv, expected, capsys, mo
 
 def test_parse_flags_loads_a_variant(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    flag_values = _parse(['--config=configs/char_lm.py:gru', '--config.batch_size=3'],
-                         monkeypatch)
+    flag_values = _parse(['--config=configs/char_lm.py:gru', '--config.batch_size=3'], monkeypatch)
     assert (flag_values.config.model.cell, flag_values.config.batch_size) == ('gru', 3)

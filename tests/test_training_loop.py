@@ -78,8 +78,14 @@ def test_outputs_of_a_run(reference):
     records = _records(workdir)
     assert [r['step'] for r in records] == list(range(1, 13))
     for r in records:
-        assert {'train/loss', 'train/accuracy', 'train/learning_rate', 'train/grad_norm',
-                'perf/steps_per_sec', 'perf/examples_per_sec'} <= set(r)
+        assert {
+            'train/loss',
+            'train/accuracy',
+            'train/learning_rate',
+            'train/grad_norm',
+            'perf/steps_per_sec',
+            'perf/examples_per_sec',
+        } <= set(r)
         assert r['perf/examples_per_sec'] > 0 and math.isfinite(r['train/loss'])
     assert 'perf/compile_time_sec' in records[0]
     assert not any('perf/compile_time_sec' in r for r in records[1:])
@@ -99,14 +105,14 @@ def test_outputs_of_a_run(reference):
     with open(os.path.join(workdir, 'samples.txt')) as f:
         samples = f.read()
     assert '=== step 6 summary ===' in samples and '=== step 12 summary ===' in samples
-    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                   if d.isdigit())
+    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
     assert steps == [8, 12]
     _assert_params_equal(training.restore_params(workdir), params)
     _assert_params_equal(training.restore_params(workdir, step=12), params)
     earlier = training.restore_params(workdir, step=8)
-    assert any(not np.array_equal(a, b) for a, b in
-               zip(jax.tree.leaves(earlier), jax.tree.leaves(params)))
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(earlier), jax.tree.leaves(params))
+    )
     with pytest.raises(FileNotFoundError, match='step 6 .*saved steps: 8, 12'):
         training.restore_params(workdir, step=6)
 
@@ -154,8 +160,13 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
     runs = {}
     for k in (1, 4):
         # 32 rows: divisible by k x the devices, whatever this process has (<= 8).
-        config = toy_config(grad_accum_steps=k, batch_size=32, num_train_steps=5,
-                            eval_every_steps=0, checkpoint_every_steps=0)
+        config = toy_config(
+            grad_accum_steps=k,
+            batch_size=32,
+            num_train_steps=5,
+            eval_every_steps=0,
+            checkpoint_every_steps=0,
+        )
         config.model.dropout_rate = 0.0
         state = training.train_and_evaluate(config, str(tmp_path / f'k{k}'), ToyTask(config))
         runs[k] = (jax.tree.map(np.asarray, state.params), _records(tmp_path / f'k{k}'))
@@ -167,10 +178,16 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
         assert b['train/grad_norm'] == pytest.approx(a['train/grad_norm'], rel=1e-4)
         assert b['train/accuracy'] == pytest.approx(a['train/accuracy'])
     # Params moved far beyond the tolerance: the comparison has teeth.
-    init = training.init_train_state(ToyTask(config).init_params, optax.identity(),
-                                     config.seed).params
-    assert max(np.abs(a - np.asarray(b)).max()
-               for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init))) > 0.05
+    init = training.init_train_state(
+        ToyTask(config).init_params, optax.identity(), config.seed
+    ).params
+    assert (
+        max(
+            np.abs(a - np.asarray(b)).max()
+            for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init))
+        )
+        > 0.05
+    )
 
 
 def test_non_finite_loss_stops_before_saving(tmp_path):
@@ -197,8 +214,12 @@ class _StepLossTask(ToyTask):
 
 @pytest.mark.parametrize('grad_accum_steps', [1, 2])
 def test_loss_fn_is_handed_the_step_being_trained(tmp_path, grad_accum_steps):
-    config = toy_config(grad_accum_steps=grad_accum_steps, num_train_steps=5,
-                        eval_every_steps=0, checkpoint_every_steps=0)
+    config = toy_config(
+        grad_accum_steps=grad_accum_steps,
+        num_train_steps=5,
+        eval_every_steps=0,
+        checkpoint_every_steps=0,
+    )
     state = training.train_and_evaluate(config, str(tmp_path), _StepLossTask(config))
     records = _records(tmp_path)
     # Record N holds update N - 1 (0-based), the same index train_batch received;
@@ -226,8 +247,16 @@ def test_terminal_shows_each_evaluation_as_a_line_above_the_bar():
     progress.update(3)
     progress.report(3, {'train/loss': 1.5, 'perf/steps_per_sec': 9.0})
     progress.update(5)
-    progress.report(5, {'train/loss': 1.25, 'eval/loss': 1.234567, 'perf/steps_per_sec': 8.0,
-                        'eval/bits_per_char': 1.7810612, 'eval/bleu': 34.5})
+    progress.report(
+        5,
+        {
+            'train/loss': 1.25,
+            'eval/loss': 1.234567,
+            'perf/steps_per_sec': 8.0,
+            'eval/bits_per_char': 1.7810612,
+            'eval/bleu': 34.5,
+        },
+    )
     progress.close()
     text = terminal.getvalue()
     assert '5/10' in text  # the bar itself was drawn on this stream

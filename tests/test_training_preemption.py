@@ -52,29 +52,45 @@ def reference(cache_dir, tmp_path_factory):
 
 
 def _flat(params):
-    return {jax.tree_util.keystr(path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    return {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
 
 
 def _run(cache_dir, workdir, *extra):
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-               JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS='cpu',
+        PYTHONPATH=REPO,
+        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+    )
     env.pop('XLA_FLAGS', None)
-    command = [sys.executable, SCRIPT, '--workdir', str(workdir), *extra,
-               '--config', *[f'{k}={v}' for k, v in OVERRIDES.items()]]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    command = [
+        sys.executable,
+        SCRIPT,
+        '--workdir',
+        str(workdir),
+        *extra,
+        '--config',
+        *[f'{k}={v}' for k, v in OVERRIDES.items()],
+    ]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_sigterm_saves_the_step_in_flight_exits_75_and_rerun_resumes_bitwise(
-        reference, cache_dir, tmp_path):
+    reference, cache_dir, tmp_path
+):
     workdir, release = tmp_path / 'run', tmp_path / 'release'
     # train_batch(5) waits for `release`: the signal lands while update 5 (0-based)
     # is being prepared, so the state after it, step 6, is the one to save.
-    proc = _run(cache_dir, workdir, '--print_steps', '--hold_at_batch', '5',
-                '--hold_until', str(release))
+    proc = _run(
+        cache_dir, workdir, '--print_steps', '--hold_at_batch', '5', '--hold_until', str(release)
+    )
     try:
         for line in proc.stdout:
             if line.strip() == 'batch 5':
@@ -122,14 +138,14 @@ class _SignalAt(ToyTask):
 
 
 def test_sigusr1_in_process_raises_preempted_and_restores_the_handlers(
-        reference, cache_dir, tmp_path):
+    reference, cache_dir, tmp_path
+):
     received = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     try:
         config = toy_config(**OVERRIDES)
         with pytest.raises(training.Preempted) as error:
-            training.train_and_evaluate(config, str(tmp_path), _SignalAt(config,
-                                                                          signal.SIGUSR1, 9))
+            training.train_and_evaluate(config, str(tmp_path), _SignalAt(config, signal.SIGUSR1, 9))
         # Batch 9 was being prepared: update 9 completes, the state after it is step 10.
         assert error.value.step == 10 and error.value.exit_code == 75
         assert 'SIGUSR1' in str(error.value)
@@ -154,7 +170,8 @@ def test_outside_the_main_thread_no_handler_is_installed(cache_dir, tmp_path):
     config = toy_config(num_train_steps=2, eval_every_steps=0, checkpoint_every_steps=0)
     before = signal.getsignal(signal.SIGTERM)
     thread = threading.Thread(
-        target=training.train_and_evaluate, args=(config, str(tmp_path), Probe(config)))
+        target=training.train_and_evaluate, args=(config, str(tmp_path), Probe(config))
+    )
     thread.start()
     thread.join(TIMEOUT)
     assert seen and all(handler is before for handler in seen.values())

@@ -59,6 +59,7 @@ def close(a, b, atol=1e-5):
 
 # ---------------------------------------------------------------- blocks and stacks
 
+
 def test_feed_forward_is_two_dense_layers_with_the_activation():
     x = jax.random.normal(KEY, (2, T, 16))
     for activation in ('relu', 'gelu'):
@@ -68,7 +69,7 @@ def test_feed_forward_is_two_dense_layers_with_the_activation():
         if activation == 'relu':
             h = np.maximum(h, 0)
         else:  # tanh approximation of GELU
-            h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+            h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
         ref = h @ np.asarray(p['wo']['kernel']) + np.asarray(p['wo']['bias'])
         close(ffn.apply({'params': p}, x), ref)
 
@@ -81,8 +82,10 @@ def np_layer_norm(x, p, eps=1e-6):
 
 def np_mha(p, x, kv, mask):
     """Concat(head_1..head_h) W^O, head_i = softmax(Q_i K_iᵀ/√d_k + mask) V_i."""
-    q, k, v = (np.einsum('btd,dhk->bthk', inp, p[n]['kernel']) + p[n]['bias']
-               for n, inp in (('query', x), ('key', kv), ('value', kv)))
+    q, k, v = (
+        np.einsum('btd,dhk->bthk', inp, p[n]['kernel']) + p[n]['bias']
+        for n, inp in (('query', x), ('key', kv), ('value', kv))
+    )
     scores = np.einsum('bqhk,bthk->bhqt', q, k) / np.sqrt(q.shape[-1])
     scores = np.where(mask, scores, -np.inf)
     w = np.exp(scores - scores.max(-1, keepdims=True))
@@ -117,18 +120,24 @@ def test_blocks_match_numpy(norm):
     block = EncoderBlock(**TINY, norm=norm)
     variables = random_variables(block, x, causal)
     p = p64(variables)
-    ref = np_sublayer(x, lambda h: np_mha(p['self_attention'], h, h, causal),
-                      p['self_attention_norm'], norm)
+    ref = np_sublayer(
+        x, lambda h: np_mha(p['self_attention'], h, h, causal), p['self_attention_norm'], norm
+    )
     ref = np_sublayer(ref, lambda h: np_ffn(p['ffn'], h), p['ffn_norm'], norm)
     close(block.apply(variables, x, causal), ref, atol=1e-4)
 
     block = DecoderBlock(**TINY, norm=norm)
     variables = random_variables(block, x, memory, causal, memory_mask)
     p = p64(variables)
-    ref = np_sublayer(x, lambda h: np_mha(p['self_attention'], h, h, causal),
-                      p['self_attention_norm'], norm)
-    ref = np_sublayer(ref, lambda h: np_mha(p['memory_attention'], h, memory, memory_mask),
-                      p['memory_attention_norm'], norm)
+    ref = np_sublayer(
+        x, lambda h: np_mha(p['self_attention'], h, h, causal), p['self_attention_norm'], norm
+    )
+    ref = np_sublayer(
+        ref,
+        lambda h: np_mha(p['memory_attention'], h, memory, memory_mask),
+        p['memory_attention_norm'],
+        norm,
+    )
     ref = np_sublayer(ref, lambda h: np_ffn(p['ffn'], h), p['ffn_norm'], norm)
     close(block.apply(variables, x, memory, causal, memory_mask), ref, atol=1e-4)
 
@@ -142,7 +151,8 @@ def test_encoder_scan_equals_unrolled_and_ignores_padding():
     params = random_variables(unrolled, x, mask)['params']
     stacked = stack_layer_params(params)
     assert jax.tree.structure(stacked) == jax.tree.structure(
-        jax.eval_shape(scanned.init, KEY, x, mask)['params'])
+        jax.eval_shape(scanned.init, KEY, x, mask)['params']
+    )
     assert stacked['layers']['ffn']['wi']['kernel'].shape == (2, 16, 32)
     jax.tree.map(np.testing.assert_array_equal, unstack_layer_params(stacked), params)
 
@@ -157,10 +167,18 @@ def test_encoder_scan_equals_unrolled_and_ignores_padding():
 
 # ---------------------------------------------------------------- Transformer
 
+
 @pytest.fixture(scope='module')
 def transformer():
-    model = Transformer(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, **TINY,
-                        num_encoder_layers=2, num_decoder_layers=2, dropout=0.1, max_len=16)
+    model = Transformer(
+        src_vocab_size=VOCAB,
+        tgt_vocab_size=VOCAB,
+        **TINY,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dropout=0.1,
+        max_len=16,
+    )
     src, tgt = tokens(0, (2, T), VOCAB), tokens(1, (2, T), VOCAB)
     src = src.at[1, 5:].set(0)  # sequence 1 has length 5
     return model, random_variables(model, src, tgt), src, tgt
@@ -180,10 +198,15 @@ def test_transformer_shares_one_embedding_with_the_output_projection(transformer
 
     # Embeddings: E[token]·√d_model + PE(position) (§3.4, §3.5).
     emb = np.asarray(params['shared_embed']['embedding'], np.float64)
-    pe = np.array([[np.sin(p / 10000 ** (2 * (i // 2) / 16) + (i % 2) * np.pi / 2)
-                    for i in range(16)] for p in range(T)])
-    embedded = model.apply(variables, tgt,
-                           method=lambda m, t: m.embed(m.target_table(), t, 0, True))
+    pe = np.array(
+        [
+            [np.sin(p / 10000 ** (2 * (i // 2) / 16) + (i % 2) * np.pi / 2) for i in range(16)]
+            for p in range(T)
+        ]
+    )
+    embedded = model.apply(
+        variables, tgt, method=lambda m, t: m.embed(m.target_table(), t, 0, True)
+    )
     close(embedded, emb[np.asarray(tgt)] * 4.0 + pe, atol=1e-4)
 
     states = model.apply(variables, src, tgt, method=decoder_states)
@@ -225,17 +248,19 @@ def test_transformer_cached_decoding_equals_full_forward(transformer, scan_layer
     assert cache['k'].shape == (2, 2, 12, 2, 8)  # [batch, layers, max_len, heads, d_k]
     outs = []
     for t in range(T):
-        logits, cache = step(variables, memory, src != 0, tgt[:, t:t + 1], cache, t)
+        logits, cache = step(variables, memory, src != 0, tgt[:, t : t + 1], cache, t)
         outs.append(logits)
     close(jnp.concatenate(outs, axis=1), full)
 
 
 # ---------------------------------------------------------------- GPT
 
+
 @pytest.fixture(scope='module', params=['post', 'pre'])
 def gpt(request):
-    model = GPT(vocab_size=VOCAB, max_len=12, **TINY, num_layers=2, norm=request.param,
-                num_classes=3)
+    model = GPT(
+        vocab_size=VOCAB, max_len=12, **TINY, num_layers=2, norm=request.param, num_classes=3
+    )
     x = tokens(2, (2, T), VOCAB)
     return model, random_variables(model, x), x
 
@@ -246,10 +271,10 @@ def test_gpt_is_causal_and_decodes_with_the_cache(gpt):
     logits = apply(x)
     assert logits.shape == (2, T, VOCAB)
     for t in (0, 4):
-        changed = x.at[:, t + 1:].set(x[:, t + 1:] % (VOCAB - 1) + 1)
+        changed = x.at[:, t + 1 :].set(x[:, t + 1 :] % (VOCAB - 1) + 1)
         out = apply(changed)
-        close(out[:, :t + 1], logits[:, :t + 1])
-        assert not np.allclose(out[:, t + 1:], logits[:, t + 1:])
+        close(out[:, : t + 1], logits[:, : t + 1])
+        assert not np.allclose(out[:, t + 1 :], logits[:, t + 1 :])
 
     # Cached decoding: unrolled layers for GPT-1, scanned layers for GPT-2.
     if model.norm == 'pre':
@@ -262,7 +287,7 @@ def test_gpt_is_causal_and_decodes_with_the_cache(gpt):
     out, cache = model.apply(variables, x[:, :3], cache, 0, method=GPT.decode_step)  # a prompt
     outs = [out]
     for t in range(3, T):
-        out, cache = step(variables, x[:, t:t + 1], cache, t)
+        out, cache = step(variables, x[:, t : t + 1], cache, t)
         outs.append(out)
     close(jnp.concatenate(outs, axis=1), logits)
 
@@ -298,6 +323,7 @@ def test_gpt_initialisation(gpt):
 
 # ---------------------------------------------------------------- BERT
 
+
 def test_bert_heads_and_padding_mask():
     model = BERT(vocab_size=VOCAB, max_len=16, **TINY, num_layers=2)
     x = tokens(3, (2, T), VOCAB).at[0, 6:].set(0)  # sequence 0 has length 6
@@ -314,13 +340,15 @@ def test_bert_heads_and_padding_mask():
     h, pooled = model.apply(variables, x, segments, method=BERT.encode)
     head = params['mlm_head']
     t = np.asarray(h, np.float64) @ head['transform']['kernel'] + head['transform']['bias']
-    t = 0.5 * t * (1 + np.tanh(np.sqrt(2 / np.pi) * (t + 0.044715 * t ** 3)))
+    t = 0.5 * t * (1 + np.tanh(np.sqrt(2 / np.pi) * (t + 0.044715 * t**3)))
     t = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-12)
     t = t * head['transform_norm']['scale'] + head['transform_norm']['bias']
-    close(mlm, t @ np.asarray(params['token_embed']['embedding']).T + head['output_bias'],
-          atol=1e-4)
-    pooled_ref = np.tanh(np.asarray(h)[:, 0] @ params['pooler']['kernel']
-                         + params['pooler']['bias'])
+    close(
+        mlm, t @ np.asarray(params['token_embed']['embedding']).T + head['output_bias'], atol=1e-4
+    )
+    pooled_ref = np.tanh(
+        np.asarray(h)[:, 0] @ params['pooler']['kernel'] + params['pooler']['bias']
+    )
     close(pooled, pooled_ref)
     close(nsp, pooled_ref @ params['nsp_head']['kernel'] + params['nsp_head']['bias'])
 
@@ -359,6 +387,7 @@ def test_bert_mask_tokens_statistics():
 
 # ---------------------------------------------------------------- ViT
 
+
 def test_patches_round_trip_exactly_in_row_major_order():
     images = np.random.default_rng(4).normal(size=(2, 8, 12, 3)).astype(np.float32)
     patches = np.asarray(extract_patches(images, 4))
@@ -377,8 +406,16 @@ def test_vit_is_permutation_invariant_only_without_position_embeddings(pool):
     permuted = assemble_patches(patches[:, jnp.array([3, 0, 2, 1])], images.shape)
     position = {'cls': 'learned', 'gap': 'sincos2d'}[pool]
     for use_pe in (False, True):
-        model = ViT(image_size=8, patch_size=4, num_classes=5, **TINY, num_layers=2,
-                    pool=pool, use_position_embeddings=use_pe, position_embedding=position)
+        model = ViT(
+            image_size=8,
+            patch_size=4,
+            num_classes=5,
+            **TINY,
+            num_layers=2,
+            pool=pool,
+            use_position_embeddings=use_pe,
+            position_embedding=position,
+        )
         variables = random_variables(model, images)
         apply = jax.jit(functools.partial(model.apply, variables))
         logits, logits_p = apply(images), apply(permuted)
@@ -391,11 +428,20 @@ def test_vit_is_permutation_invariant_only_without_position_embeddings(pool):
 
 def test_vit_options():
     images = jnp.zeros((1, 8, 8, 3))
-    vit = ViT(image_size=8, patch_size=4, num_classes=5, **TINY, num_layers=2,
-              position_embedding='sincos2d', representation_size=6)
+    vit = ViT(
+        image_size=8,
+        patch_size=4,
+        num_classes=5,
+        **TINY,
+        num_layers=2,
+        position_embedding='sincos2d',
+        representation_size=6,
+    )
     params = jax.eval_shape(vit.init, KEY, images)['params']
     assert 'position_embed' not in params and params['pre_logits']['kernel'].shape == (16, 6)
-    assert 'position_embed' in jax.eval_shape(vit.clone(position_embedding='learned').init,
-                                              KEY, images)['params']
+    assert (
+        'position_embed'
+        in jax.eval_shape(vit.clone(position_embedding='learned').init, KEY, images)['params']
+    )
     with pytest.raises(ValueError, match='8x8'):
         jax.eval_shape(vit.init, KEY, jnp.zeros((1, 12, 12, 3)))

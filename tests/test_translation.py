@@ -24,6 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --------------------------------------------------------------------------- #
 # Loss.
 
+
 def test_label_smoothed_cross_entropy_matches_the_definition():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 3, 7))
@@ -33,13 +34,16 @@ def test_label_smoothed_cross_entropy_matches_the_definition():
     q = np.full(logits.shape, smoothing / 6)  # the V - 1 other tokens share the mass
     np.put_along_axis(q, targets[..., None], 1 - smoothing, axis=-1)
     expected = -(q * log_p).sum(-1)
-    got = losses.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
-                                                   jnp.asarray(targets), smoothing)
+    got = losses.label_smoothed_cross_entropy(
+        jnp.asarray(logits, jnp.float32), jnp.asarray(targets), smoothing
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    nll = losses.label_smoothed_cross_entropy(jnp.asarray(logits, jnp.float32),
-                                                   jnp.asarray(targets), 0.0)
-    np.testing.assert_allclose(nll, -np.take_along_axis(log_p, targets[..., None], -1)[..., 0],
-                               rtol=1e-5)
+    nll = losses.label_smoothed_cross_entropy(
+        jnp.asarray(logits, jnp.float32), jnp.asarray(targets), 0.0
+    )
+    np.testing.assert_allclose(
+        nll, -np.take_along_axis(log_p, targets[..., None], -1)[..., 0], rtol=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -50,9 +54,17 @@ VOCAB = 12
 
 def random_model(family):
     if family == 'transformer':
-        model = models.Transformer(VOCAB, VOCAB, d_model=16, num_heads=2, d_ff=32,
-                                   num_encoder_layers=1, num_decoder_layers=2, dropout=0.0,
-                                   max_len=32)
+        model = models.Transformer(
+            VOCAB,
+            VOCAB,
+            d_model=16,
+            num_heads=2,
+            d_ff=32,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+            dropout=0.0,
+            max_len=32,
+        )
         inputs = (jnp.ones((1, 4), jnp.int32),) * 2
     else:
         model = models.RNNSeq2Seq(VOCAB, VOCAB, embed_dim=8, hidden_size=16, cell='lstm')
@@ -77,7 +89,7 @@ def test_beam_of_one_is_greedy_and_greedy_is_the_full_forward_argmax(family):
     src_lengths = np.array([2, 5, 3, 6], np.int32)
     src = np.zeros((4, 6), np.int32)
     for row, n in enumerate(src_lengths):
-        src[row, :n - 1] = rng.integers(4, VOCAB, n - 1)
+        src[row, : n - 1] = rng.integers(4, VOCAB, n - 1)
         src[row, n - 1] = EOS_ID
     extra, max_decode_len = 3, 9
 
@@ -85,8 +97,7 @@ def test_beam_of_one_is_greedy_and_greedy_is_the_full_forward_argmax(family):
     def run(p, s, n):
         kwargs = dict(max_decode_extra=extra, max_decode_len=max_decode_len)
         greedy = inference.decode(model, p, s, n, search='greedy', **kwargs)
-        beam = inference.decode(model, p, s, n, search='beam', beam_size=1, alpha=0.0,
-                                  **kwargs)
+        beam = inference.decode(model, p, s, n, search='beam', beam_size=1, alpha=0.0, **kwargs)
         return greedy, beam, teacher_forced_logits(model, p, s, n, greedy).argmax(-1)
 
     greedy, beam, best = map(np.asarray, run(params, src, src_lengths))
@@ -125,8 +136,9 @@ def copy_reverse_pairs(rng, n):
     for _ in range(n):
         x = rng.integers(FIRST, FIRST + NUM_SYMBOLS, rng.integers(2, 7))
         reverse = bool(rng.integers(2))
-        pairs.append((np.concatenate([[REVERSE if reverse else COPY], x]),
-                      x[::-1] if reverse else x))
+        pairs.append(
+            (np.concatenate([[REVERSE if reverse else COPY], x]), x[::-1] if reverse else x)
+        )
     return pairs
 
 
@@ -144,22 +156,40 @@ class CopyReverseData:
 
 def test_tiny_transformer_learns_to_copy_and_reverse(tmp_path):
     config = translation_config.get_config('tiny')
-    config.model.update(src_vocab_size=TOY_VOCAB, tgt_vocab_size=TOY_VOCAB, d_model=64,
-                        num_heads=4, d_ff=128, max_len=16)
-    config.update(batch_size=64, num_train_steps=700, label_smoothing=0.0,
-                  schedule='warmup_cosine', learning_rate=3e-3, warmup_steps=20,
-                  log_every_steps=100, eval_every_steps=0, checkpoint_every_steps=0)
+    config.model.update(
+        src_vocab_size=TOY_VOCAB,
+        tgt_vocab_size=TOY_VOCAB,
+        d_model=64,
+        num_heads=4,
+        d_ff=128,
+        max_len=16,
+    )
+    config.update(
+        batch_size=64,
+        num_train_steps=700,
+        label_smoothing=0.0,
+        schedule='warmup_cosine',
+        learning_rate=3e-3,
+        warmup_steps=20,
+        log_every_steps=100,
+        eval_every_steps=0,
+        checkpoint_every_steps=0,
+    )
     model = models.build_model(config.model)
     task = translation.TranslationTask(config, model, CopyReverseData(config.batch_size))
     state = training.train_and_evaluate(config, str(tmp_path / 'run'), task)
 
     test = copy_reverse_pairs(np.random.default_rng(123), 400)
     batch = assemble_batch([s for s, _ in test], [t for _, t in test], TOY_LEN)
-    decode = jax.jit(lambda p, s, n: inference.decode(
-        model, p, s, n, search='greedy', max_decode_extra=2, max_decode_len=10))
+    decode = jax.jit(
+        lambda p, s, n: inference.decode(
+            model, p, s, n, search='greedy', max_decode_extra=2, max_decode_len=10
+        )
+    )
     out = np.asarray(decode(jax.device_get(state.params), batch['src'], batch['src_lengths']))
-    exact = np.array([list(out[i, :len(t) + 1]) == list(t) + [EOS_ID]
-                      for i, (_, t) in enumerate(test)])
+    exact = np.array(
+        [list(out[i, : len(t) + 1]) == list(t) + [EOS_ID] for i, (_, t) in enumerate(test)]
+    )
     is_copy = np.array([s[0] == COPY for s, _ in test])
     assert exact[is_copy].mean() >= 0.99, exact[is_copy].mean()
     assert exact[~is_copy].mean() >= 0.99, exact[~is_copy].mean()
@@ -170,6 +200,7 @@ def test_tiny_transformer_learns_to_copy_and_reverse(tmp_path):
 # --------------------------------------------------------------------------- #
 # BLEU.
 
+
 def reference_bleu(hypotheses, references, max_n=4):
     """Papineni et al. 2002 corpus BLEU on whitespace tokens, in float64."""
     matches, totals = np.zeros(max_n), np.zeros(max_n)
@@ -178,8 +209,8 @@ def reference_bleu(hypotheses, references, max_n=4):
         h, r = hyp.split(), ref.split()
         hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
         for n in range(1, max_n + 1):
-            hc = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
-            rc = Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
+            hc = Counter(tuple(h[i : i + n]) for i in range(len(h) - n + 1))
+            rc = Counter(tuple(r[i : i + n]) for i in range(len(r) - n + 1))
             matches[n - 1] += sum(min(c, rc[g]) for g, c in hc.items())
             totals[n - 1] += max(len(h) - n + 1, 0)
     brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
@@ -187,13 +218,15 @@ def reference_bleu(hypotheses, references, max_n=4):
 
 
 def test_bleu_is_sacrebleu_corpus_bleu():
-    references = ['the cat sat on the mat today', 'a dog runs in the green park',
-                  'we like to eat fresh bread']
+    references = [
+        'the cat sat on the mat today',
+        'a dog runs in the green park',
+        'we like to eat fresh bread',
+    ]
     score, signature = evaluation.corpus_bleu(references, references)
     assert score == pytest.approx(100.0)
     assert 'tok:13a' in signature and 'nrefs:1' in signature
-    hypotheses = ['the cat sat on a mat today', 'a dog runs in the park',
-                  'we like to eat bread']
+    hypotheses = ['the cat sat on a mat today', 'a dog runs in the park', 'we like to eat bread']
     score, _ = evaluation.corpus_bleu(hypotheses, references)
     assert score == pytest.approx(reference_bleu(hypotheses, references), rel=1e-6)
     assert 0 < score < 100
@@ -202,23 +235,33 @@ def test_bleu_is_sacrebleu_corpus_bleu():
 # --------------------------------------------------------------------------- #
 # The driver end to end on a tiny parallel:DIR.
 
-COLORS = [('red', 'rote'), ('green', 'grüne'), ('blue', 'blaue'), ('black', 'schwarze'),
-          ('white', 'weiße')]
-ANIMALS = [('cat', 'Katze'), ('cow', 'Kuh'), ('duck', 'Ente'), ('mouse', 'Maus'),
-           ('goat', 'Ziege')]
+COLORS = [
+    ('red', 'rote'),
+    ('green', 'grüne'),
+    ('blue', 'blaue'),
+    ('black', 'schwarze'),
+    ('white', 'weiße'),
+]
+ANIMALS = [('cat', 'Katze'), ('cow', 'Kuh'), ('duck', 'Ente'), ('mouse', 'Maus'), ('goat', 'Ziege')]
 VERBS = [('sleeps', 'schläft'), ('eats', 'frisst'), ('runs', 'läuft')]
 
 
 def write_parallel_dir(root, sizes=(48, 8, 8)):
-    pairs = [(f'the {c} {a} {v} .', f'die {c_de} {a_de} {v_de} .')
-             for c, c_de in COLORS for a, a_de in ANIMALS for v, v_de in VERBS]
+    pairs = [
+        (f'the {c} {a} {v} .', f'die {c_de} {a_de} {v_de} .')
+        for c, c_de in COLORS
+        for a, a_de in ANIMALS
+        for v, v_de in VERBS
+    ]
     # Every other pair is longer, so that batches fall in two length buckets.
-    pairs = [(e, d) if i % 2 else (e[:-1] + 'in the old barn .', d[:-1] + 'in der alten Scheune .')
-             for i, (e, d) in enumerate(pairs)]
+    pairs = [
+        (e, d) if i % 2 else (e[:-1] + 'in the old barn .', d[:-1] + 'in der alten Scheune .')
+        for i, (e, d) in enumerate(pairs)
+    ]
     np.random.default_rng(0).shuffle(pairs)
     start = 0
     for split, n in zip(('train', 'val', 'test'), sizes):
-        chunk = pairs[start:start + n]
+        chunk = pairs[start : start + n]
         start += n
         (root / f'{split}.en').write_text(''.join(e + '\n' for e, _ in chunk), 'utf-8')
         (root / f'{split}.de').write_text(''.join(d + '\n' for _, d in chunk), 'utf-8')
@@ -243,8 +286,9 @@ def trained_workdir(tmp_path_factory):
     workdir = str(root / 'run')
     config = tiny_config(data_dir)
     # Enough steps for non-empty translations (steps are cheap; compiling is not).
-    config.update(num_train_steps=40, log_every_steps=20, eval_every_steps=20,
-                  checkpoint_every_steps=20)
+    config.update(
+        num_train_steps=40, log_every_steps=20, eval_every_steps=20, checkpoint_every_steps=20
+    )
     data = translation.translation_data.load(config, None)
     # Training sees two batch shapes: the engine compiles one step per length bucket.
     assert len({data.train_batch(step)['src'].shape for step in range(4)}) == 2
@@ -257,22 +301,29 @@ def test_training_logs_bleu_and_evaluate_writes_hypotheses(trained_workdir):
     records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
     assert [r['step'] for r in records] == [20, 40]
     for record in records:
-        assert {'eval/bleu', 'eval/loss', 'eval/accuracy', 'train/loss',
-                'perf/tokens_per_sec'} <= set(record)
+        assert {
+            'eval/bleu',
+            'eval/loss',
+            'eval/accuracy',
+            'train/loss',
+            'perf/tokens_per_sec',
+        } <= set(record)
     resolved = json.load(open(os.path.join(workdir, 'config.json')))
     # eval/bleu is sacreBLEU of the greedy translations of the first num_eval_examples
     # validation lines by the parameters of that step.
     config = translation.common.load_run_config(workdir, 'translation')
     data, model, _ = translation.build(config, workdir)
-    translator = inference.Translator.from_config(config, model, data.source_tokenizer,
-                                                  data.target_tokenizer)
-    sources = data.sources('validation')[:config.num_eval_examples]
-    references = data.references('validation')[:config.num_eval_examples]
+    translator = inference.Translator.from_config(
+        config, model, data.source_tokenizer, data.target_tokenizer
+    )
+    sources = data.sources('validation')[: config.num_eval_examples]
+    references = data.references('validation')[: config.num_eval_examples]
     for record in records:
         params = training.restore_params(workdir, record['step'])
         hypotheses, _ = translator.translate(params, sources, 1)
         assert record['eval/bleu'] == pytest.approx(
-            evaluation.corpus_bleu(hypotheses, references)[0], abs=1e-9)
+            evaluation.corpus_bleu(hypotheses, references)[0], abs=1e-9
+        )
     assert resolved['model']['src_vocab_size'] == resolved['model']['tgt_vocab_size'] <= 60
 
     result = translation.evaluate(workdir, 'test', beam_size=2)
@@ -282,8 +333,7 @@ def test_training_logs_bleu_and_evaluate_writes_hypotheses(trained_workdir):
     assert len(hypotheses) == 8 + 1 and hypotheses[-1] == ''
     references = (data_dir / 'test.de').read_text('utf-8').splitlines()
     # The reported score is sacreBLEU of the written file against the references.
-    assert result['bleu'] == pytest.approx(
-        evaluation.corpus_bleu(hypotheses[:-1], references)[0])
+    assert result['bleu'] == pytest.approx(evaluation.corpus_bleu(hypotheses[:-1], references)[0])
     assert result['beam2/bleu'] == result['bleu']
     assert {'greedy/bleu', 'greedy/sentences_per_sec', 'beam2/sentences_per_sec'} <= set(result)
     assert result['signature'].startswith('nrefs:1|')
@@ -291,8 +341,7 @@ def test_training_logs_bleu_and_evaluate_writes_hypotheses(trained_workdir):
 
 def test_translate_keeps_the_output_line_aligned(trained_workdir, tmp_path):
     workdir, _ = trained_workdir
-    lines = ['the red cat sleeps .', '', 'the blue duck runs .', '   ', '',
-             'the black cow eats .']
+    lines = ['the red cat sleeps .', '', 'the blue duck runs .', '   ', '', 'the black cow eats .']
     source = tmp_path / 'in.en'
     source.write_text('\n'.join(lines) + '\n', 'utf-8')
     output = tmp_path / 'out.de'
@@ -304,11 +353,18 @@ def test_translate_keeps_the_output_line_aligned(trained_workdir, tmp_path):
     # Each line's translation is the one it gets alone (no shifting between lines).
     alone = tmp_path / 'alone.en'
     alone.write_text('the black cow eats .\n', 'utf-8')
-    assert translation.translate(workdir, str(alone), str(tmp_path / 'alone.de'),
-                                 beam_size=1) == [out[5]]
+    assert translation.translate(workdir, str(alone), str(tmp_path / 'alone.de'), beam_size=1) == [
+        out[5]
+    ]
     # --step picks an earlier checkpoint; a step that was not saved names the saved ones.
-    assert len(translation.translate(workdir, str(alone), str(tmp_path / 'early.de'),
-                                     beam_size=1, step=20)) == 1
+    assert (
+        len(
+            translation.translate(
+                workdir, str(alone), str(tmp_path / 'early.de'), beam_size=1, step=20
+            )
+        )
+        == 1
+    )
     with pytest.raises(FileNotFoundError, match='saved steps: 20, 40'):
         translation.translate(workdir, str(alone), None, beam_size=1, step=30)
 
@@ -317,11 +373,21 @@ def test_mismatched_line_counts_name_both_files_and_counts(tmp_path):
     data_dir = write_parallel_dir(tmp_path)
     (tmp_path / 'val.de').write_text('nur eine Zeile\n', 'utf-8')
     result = subprocess.run(
-        [sys.executable, '-m', 'experiments.translation', '--config=configs/translation.py:tiny',
-         f'--workdir={tmp_path / "run"}', f'--config.dataset=parallel:{data_dir}',
-         '--config.vocab_size=60'],
-        cwd=REPO_ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
-        text=True, timeout=120)
+        [
+            sys.executable,
+            '-m',
+            'experiments.translation',
+            '--config=configs/translation.py:tiny',
+            f'--workdir={tmp_path / "run"}',
+            f'--config.dataset=parallel:{data_dir}',
+            '--config.vocab_size=60',
+        ],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert str(tmp_path / 'val.en') in message and '8 lines' in message
@@ -331,6 +397,7 @@ def test_mismatched_line_counts_name_both_files_and_counts(tmp_path):
 
 # --------------------------------------------------------------------------- #
 # Config and task wiring.
+
 
 def test_config_checks_name_the_key(tmp_path):
     config = translation_config.get_config('small')
@@ -361,10 +428,16 @@ def test_every_variant_validates_and_builds():
     assert translation_config.get_config('').model.d_model == 256
     multi30k = translation_config.get_config('multi30k_small')
     assert (multi30k.source_lang, multi30k.target_lang, multi30k.test_split) == (
-        'de', 'en', 'test_2016_flickr')
+        'de',
+        'en',
+        'test_2016_flickr',
+    )
     rnn = translation_config.get_config('multi30k_rnn_attention')
     assert (rnn.dataset, rnn.source_lang, rnn.bucket_boundaries) == (
-        multi30k.dataset, 'de', multi30k.bucket_boundaries)
+        multi30k.dataset,
+        'de',
+        multi30k.bucket_boundaries,
+    )
     assert rnn.model.to_dict() == translation_config.get_config('rnn_attention').model.to_dict()
     with pytest.raises(training.ConfigError, match='unknown variant'):
         translation_config.get_config('huge')

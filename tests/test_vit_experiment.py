@@ -28,10 +28,18 @@ def tiny_config(**overrides):
     """A ViT small enough to learn the 8x8 digits in a few seconds: 2x2 grid of 4x4
     patches, 2 layers, 32 wide."""
     config = vit_config.get_config('digits')
-    config.model.update(patch_size=4, d_model=32, num_layers=2, num_heads=2, d_ff=64,
-                        image_size=0, num_classes=0)  # 0: from the data
-    config.update(batch_size=64, num_train_steps=300, learning_rate=3e-3, warmup_steps=30,
-                  log_every_steps=100, eval_every_steps=300, checkpoint_every_steps=300)
+    config.model.update(
+        patch_size=4, d_model=32, num_layers=2, num_heads=2, d_ff=64, image_size=0, num_classes=0
+    )  # 0: from the data
+    config.update(
+        batch_size=64,
+        num_train_steps=300,
+        learning_rate=3e-3,
+        warmup_steps=30,
+        log_every_steps=100,
+        eval_every_steps=300,
+        checkpoint_every_steps=300,
+    )
     config.update(overrides)
     return config
 
@@ -139,8 +147,17 @@ def test_attention_rollout_matches_the_formula():
 
 @pytest.mark.parametrize('pool', ['cls', 'gap'])
 def test_patch_attention_reads_the_sown_weights(pool):
-    model = models.ViT(image_size=8, patch_size=2, num_classes=3, d_model=16, num_layers=2,
-                       num_heads=2, d_ff=32, pool=pool, head_zero_init=False)
+    model = models.ViT(
+        image_size=8,
+        patch_size=2,
+        num_classes=3,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        d_ff=32,
+        pool=pool,
+        head_zero_init=False,
+    )
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
     params = jax.jit(model.init)(jax.random.key(0), x)['params']
     weights = np.asarray(jax.jit(analysis.attention_weights, static_argnums=0)(model, params, x))
@@ -151,8 +168,11 @@ def test_patch_attention_reads_the_sown_weights(pool):
     scanned = model.clone(scan_layers=True)
     np.testing.assert_allclose(
         jax.jit(analysis.attention_weights, static_argnums=0)(
-            scanned, stack_layer_params(params), x),
-        weights, atol=1e-5)
+            scanned, stack_layer_params(params), x
+        ),
+        weights,
+        atol=1e-5,
+    )
 
     rollout = numpy_rollout(weights)
     maps = analysis.patch_attention(model, params, x, rollout=True)
@@ -160,8 +180,7 @@ def test_patch_attention_reads_the_sown_weights(pool):
     if pool == 'cls':
         np.testing.assert_allclose(maps.reshape(2, -1), rollout[:, 0, 1:], atol=1e-5)
         last = analysis.patch_attention(model, params, x)
-        np.testing.assert_allclose(last.reshape(2, -1), weights[-1].mean(1)[:, 0, 1:],
-                                   atol=1e-6)
+        np.testing.assert_allclose(last.reshape(2, -1), weights[-1].mean(1)[:, 0, 1:], atol=1e-6)
     else:
         # No [class] token: the head reads the mean of all tokens, all of them patches.
         np.testing.assert_allclose(maps.reshape(2, -1), rollout.mean(1), atol=1e-5)
@@ -175,8 +194,7 @@ def test_label_smoothing_loss():
     batch = task.train_batch(0, 0, 1)
     params = jax.jit(task.init_params)(jax.random.key(0))
     # A zero head (the fine-tuning init) would give uniform logits; make them differ.
-    params['head']['kernel'] = jax.random.normal(jax.random.key(1),
-                                                 params['head']['kernel'].shape)
+    params['head']['kernel'] = jax.random.normal(jax.random.key(1), params['head']['kernel'].shape)
     loss, aux = jax.jit(task.loss_fn, static_argnums=3)(params, batch, jax.random.key(2), True, 0)
     logits = np.asarray(jax.jit(model.apply)({'params': params}, batch['images']), np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -198,12 +216,15 @@ def test_bad_patch_size_is_named_before_compiling():
         vit.validate(config)
 
 
-@pytest.mark.parametrize('key,value,named', [
-    ('num_heads', 3, 'model.d_model'),
-    ('num_classes', 7, 'model.num_classes'),
-    ('image_size', 16, 'model.image_size'),
-    ('position_embedding', 'sincos', 'model.position_embedding'),
-])
+@pytest.mark.parametrize(
+    'key,value,named',
+    [
+        ('num_heads', 3, 'model.d_model'),
+        ('num_classes', 7, 'model.num_classes'),
+        ('image_size', 16, 'model.image_size'),
+        ('position_embedding', 'sincos', 'model.position_embedding'),
+    ],
+)
 def test_bad_model_keys_are_named(key, value, named):
     config = tiny_config()
     config.model[key] = value
@@ -214,10 +235,20 @@ def test_bad_model_keys_are_named(key, value, named):
 
 def test_cli_reports_a_bad_patch_size_in_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, '-m', 'experiments.vit', '--config=configs/vit.py',
-         f'--workdir={tmp_path}', '--config.model.patch_size=3'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+        [
+            sys.executable,
+            '-m',
+            'experiments.vit',
+            '--config=configs/vit.py',
+            f'--workdir={tmp_path}',
+            '--config.model.patch_size=3',
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith('error: model.patch_size=3')
     assert 'Traceback' not in proc.stderr
@@ -228,15 +259,21 @@ def test_config_variants():
     assert default.dataset == 'digits' and not default.random_flip
     vit.validate(default)
     data, model, _ = vit.build(default)  # its explicit image_size and num_classes fit
-    assert (model.image_size, model.num_classes) == (8, 10) == (data.image_shape[0],
-                                                                data.num_classes)
+    assert (
+        (model.image_size, model.num_classes) == (8, 10) == (data.image_shape[0], data.num_classes)
+    )
     assert default.optimizer == 'adamw' and default.schedule == 'warmup_cosine'
     small = vit_config.get_config('small')
     assert small.dataset == 'idx:/usr/share/datasets/fashion-mnist'
     assert 28 % small.model.patch_size == 0
     b32 = vit_config.get_config('b32').model
     assert (b32.patch_size, b32.d_model, b32.num_layers, b32.num_heads, b32.d_ff) == (
-        32, 768, 12, 12, 3072)
+        32,
+        768,
+        12,
+        12,
+        3072,
+    )
     h14 = vit_config.get_config('h14').model
     assert (h14.patch_size, h14.d_model, h14.num_layers, h14.d_ff) == (14, 1280, 32, 5120)
     ti16 = vit_config.get_config('ti16').model

@@ -18,10 +18,16 @@ import importlib
 from seqmodels.data.char_vocab import UNK_ID, UNK_TOKEN, CharVocab
 from seqmodels.data.errors import DataError
 
-_LAZY = {'CharLMData': 'lm_pipeline', 'make_char_lm_data': 'lm_pipeline',
-         'Example': 'labeled', 'LabeledData': 'labeled', 'load_labeled_data': 'labeled',
-         'Document': 'text_corpus', 'TextCorpus': 'text_corpus',
-         'load_text_corpus': 'text_corpus'}
+_LAZY = {
+    'CharLMData': 'lm_pipeline',
+    'make_char_lm_data': 'lm_pipeline',
+    'Example': 'labeled',
+    'LabeledData': 'labeled',
+    'load_labeled_data': 'labeled',
+    'Document': 'text_corpus',
+    'TextCorpus': 'text_corpus',
+    'load_text_corpus': 'text_corpus',
+}
 
 __all__ = [
     'CharLMData',

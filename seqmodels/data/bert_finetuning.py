@@ -35,18 +35,23 @@ from seqmodels.data.rows import process_rows
 _MASK64 = (1 << 64) - 1
 
 
-def encode_example(pieces: Sequence[Sequence[int]], task_type: str, seq_len: int,
-                   cls_id: int, sep_id: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_example(
+    pieces: Sequence[Sequence[int]], task_type: str, seq_len: int, cls_id: int, sep_id: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, segment_ids) of one example given the token ids of its texts."""
     if task_type not in TASK_TYPES:
         raise ValueError(f'task_type must be one of {", ".join(TASK_TYPES)}, got {task_type!r}')
     if task_type == 'classification':
         (text,) = pieces
-        return pack_pair(list(text)[:seq_len - 2], None, seq_len, cls_id, sep_id)
+        return pack_pair(list(text)[: seq_len - 2], None, seq_len, cls_id, sep_id)
     if task_type == 'multiple_choice':
         context, *options = pieces
-        rows = [pack_pair(*fit_pair(context, option, seq_len - 3, a_from_front=True),
-                          seq_len, cls_id, sep_id) for option in options]
+        rows = [
+            pack_pair(
+                *fit_pair(context, option, seq_len - 3, a_from_front=True), seq_len, cls_id, sep_id
+            )
+            for option in options
+        ]
         return np.stack([t for t, _ in rows]), np.stack([s for _, s in rows])
     a, b = pieces
     return pack_pair(*fit_pair(a, b, seq_len - 3), seq_len, cls_id, sep_id)
@@ -65,20 +70,32 @@ class EncodedSplit:
         return len(self.tokens)
 
     @classmethod
-    def encode(cls, texts: Sequence[Sequence[str]], labels: np.ndarray | None,
-               task_type: str, seq_len: int, encode_batch: Callable[[list[str]], list],
-               cls_id: int, sep_id: int) -> EncodedSplit:
+    def encode(
+        cls,
+        texts: Sequence[Sequence[str]],
+        labels: np.ndarray | None,
+        task_type: str,
+        seq_len: int,
+        encode_batch: Callable[[list[str]], list],
+        cls_id: int,
+        sep_id: int,
+    ) -> EncodedSplit:
         """`texts[i]` the texts of example i; `encode_batch` a tokenizer's."""
         if seq_len < 5:
             raise ValueError(f'seq_len={seq_len}: [CLS] a [SEP] b [SEP] needs at least 5')
         flat = [text for example in texts for text in example]
         pieces = iter(encode_batch(flat) if flat else [])
-        rows = [encode_example([next(pieces) for _ in example], task_type, seq_len, cls_id,
-                               sep_id) for example in texts]
+        rows = [
+            encode_example([next(pieces) for _ in example], task_type, seq_len, cls_id, sep_id)
+            for example in texts
+        ]
         if not rows:
             raise DataError('no examples to encode')
-        return cls(np.stack([t for t, _ in rows]), np.stack([s for _, s in rows]),
-                   None if labels is None else np.asarray(labels, np.int32))
+        return cls(
+            np.stack([t for t, _ in rows]),
+            np.stack([s for _, s in rows]),
+            None if labels is None else np.asarray(labels, np.int32),
+        )
 
     def rows(self, indices: np.ndarray, weights: np.ndarray | None = None) -> dict:
         batch = {'tokens': self.tokens[indices], 'segment_ids': self.segment_ids[indices]}
@@ -100,8 +117,9 @@ class FinetuningData:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return _permutation(self.seed & _MASK64, epoch, len(self.splits['train']))
 
-    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1
-                    ) -> dict[str, np.ndarray]:
+    def train_batch(
+        self, step: int, process_index: int = 0, process_count: int = 1
+    ) -> dict[str, np.ndarray]:
         """This process's rows of global batch `step`."""
         if step < 0:
             raise ValueError(f'step must be >= 0, got {step}')
@@ -117,14 +135,22 @@ class FinetuningData:
     def num_batches(self, role: str) -> int:
         return -(-len(self.splits[role]) // self.batch_size)
 
-    def eval_batches(self, role: str, process_index: int = 0, process_count: int = 1,
-                     num_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(
+        self,
+        role: str,
+        process_index: int = 0,
+        process_count: int = 1,
+        num_batches: int | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """This process's rows of each batch of split `role`, in order; the padding rows
         of the last batch repeat example 0 with weight 0."""
         split = self.splits[role]
         rows = process_rows(self.batch_size, process_index, process_count)
-        total = self.num_batches(role) if num_batches is None else min(
-            num_batches, self.num_batches(role))
+        total = (
+            self.num_batches(role)
+            if num_batches is None
+            else min(num_batches, self.num_batches(role))
+        )
 
         def batch(k):
             index = np.arange(k * self.batch_size + rows.start, k * self.batch_size + rows.stop)
@@ -140,19 +166,29 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return rng.permutation(n)
 
 
-def encode_texts(texts: Sequence[Sequence[str]], labels, task_type: str, tokenizer,
-                 seq_len: int) -> EncodedSplit:
+def encode_texts(
+    texts: Sequence[Sequence[str]], labels, task_type: str, tokenizer, seq_len: int
+) -> EncodedSplit:
     """Examples' texts (and label ids, or None) encoded with a tokenizer that reserves
     `bert_pretraining.SPECIAL_TOKENS`."""
     ids = special_ids(tokenizer)
-    return EncodedSplit.encode(texts, labels, task_type, seq_len, tokenizer.encode_batch,
-                               ids['cls'], ids['sep'])
+    return EncodedSplit.encode(
+        texts, labels, task_type, seq_len, tokenizer.encode_batch, ids['cls'], ids['sep']
+    )
 
 
-def make_finetuning_data(labeled: LabeledData, tokenizer, *, seq_len: int, batch_size: int,
-                         seed: int) -> FinetuningData:
+def make_finetuning_data(
+    labeled: LabeledData, tokenizer, *, seq_len: int, batch_size: int, seed: int
+) -> FinetuningData:
     """Every split of a labelled dataset, encoded, with its batches."""
-    splits = {role: encode_texts([e.texts for e in examples], labeled.label_ids(role),
-                                 labeled.task_type, tokenizer, seq_len)
-              for role, examples in labeled.splits.items()}
+    splits = {
+        role: encode_texts(
+            [e.texts for e in examples],
+            labeled.label_ids(role),
+            labeled.task_type,
+            tokenizer,
+            seq_len,
+        )
+        for role, examples in labeled.splits.items()
+    }
     return FinetuningData(splits, batch_size, seed)

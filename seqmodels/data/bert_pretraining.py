@@ -55,8 +55,9 @@ NEXT, RANDOM_NEXT = 0, 1  # next_sentence_label values (IsNext, NotNext)
 
 def row_rng(seed: int, stream: int, row: int) -> np.random.Generator:
     """The generator of one example: a pure function of (seed, stream, row)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-        [seed & _MASK64, stream, row])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed & _MASK64, stream, row]))
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,7 @@ class EncodedDocuments:
     doc_starts: np.ndarray  # int64[num_docs + 1]
 
     @classmethod
-    def from_token_lists(cls, documents: Sequence[Sequence[Sequence[int]]]
-                         ) -> EncodedDocuments:
+    def from_token_lists(cls, documents: Sequence[Sequence[Sequence[int]]]) -> EncodedDocuments:
         lengths, doc_sizes, pieces = [], [], []
         for document in documents:
             kept = [np.asarray(s, np.int32) for s in document if len(s)]
@@ -80,17 +80,22 @@ class EncodedDocuments:
                 lengths.extend(len(s) for s in kept)
                 pieces.extend(kept)
         ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-        return cls(ids, np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
-                   np.concatenate([[0], np.cumsum(doc_sizes, dtype=np.int64)]))
+        return cls(
+            ids,
+            np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
+            np.concatenate([[0], np.cumsum(doc_sizes, dtype=np.int64)]),
+        )
 
     @classmethod
-    def encode(cls, documents: Sequence[Sequence[str]],
-               encode_batch: Callable[[list[str]], list[list[int]]]) -> EncodedDocuments:
+    def encode(
+        cls,
+        documents: Sequence[Sequence[str]],
+        encode_batch: Callable[[list[str]], list[list[int]]],
+    ) -> EncodedDocuments:
         """Encodes every sentence with `encode_batch` (e.g. a tokenizer's `encode_batch`)."""
         flat = [sentence for document in documents for sentence in document]
         encoded = iter(encode_batch(flat) if flat else [])
-        return cls.from_token_lists([[next(encoded) for _ in document]
-                                     for document in documents])
+        return cls.from_token_lists([[next(encoded) for _ in document] for document in documents])
 
     @property
     def num_docs(self) -> int:
@@ -108,11 +113,11 @@ class EncodedDocuments:
         return int(np.searchsorted(self.doc_starts, sentence, side='right')) - 1
 
     def sentence(self, s: int) -> np.ndarray:
-        return self.ids[self.sentence_starts[s]:self.sentence_starts[s + 1]]
+        return self.ids[self.sentence_starts[s] : self.sentence_starts[s + 1]]
 
     def span(self, first: int, stop: int) -> np.ndarray:
         """The tokens of sentences [first, stop), concatenated."""
-        return self.ids[self.sentence_starts[first]:self.sentence_starts[stop]]
+        return self.ids[self.sentence_starts[first] : self.sentence_starts[stop]]
 
 
 def pack_pair(a, b, seq_len: int, cls_id: int, sep_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +131,15 @@ def pack_pair(a, b, seq_len: int, cls_id: int, sep_id: int) -> tuple[np.ndarray,
     if len(body) > seq_len:
         raise ValueError(f'{len(body)} tokens do not fit in seq_len={seq_len}')
     tokens = np.full(seq_len, PAD_ID, np.int32)
-    tokens[:len(body)] = body
+    tokens[: len(body)] = body
     segments = np.zeros(seq_len, np.int32)
-    segments[len(a) + 2:len(body)] = 1
+    segments[len(a) + 2 : len(body)] = 1
     return tokens, segments
 
 
-def truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def truncate_pair(
+    a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Drops tokens, one at a time from the longer segment (b on a tie) at its front or
     back (a coin flip each), until len(a) + len(b) <= max_tokens."""
     a_lo, a_hi, b_lo, b_hi = 0, len(a), 0, len(b)
@@ -168,23 +174,31 @@ class PretrainingExamples:
     def __post_init__(self):
         docs = self.documents
         if self.seq_len < 5:
-            raise ValueError(f'seq_len={self.seq_len}: a pair needs [CLS], [SEP], [SEP] and '
-                             'at least one token of each segment (seq_len >= 5)')
+            raise ValueError(
+                f'seq_len={self.seq_len}: a pair needs [CLS], [SEP], [SEP] and '
+                'at least one token of each segment (seq_len >= 5)'
+            )
         if not 1 <= self.max_predictions <= self.seq_len:
-            raise ValueError(f'max_predictions={self.max_predictions} must lie in '
-                             f'[1, seq_len={self.seq_len}]')
-        self.special_ids = tuple(sorted({PAD_ID, self.cls_id, self.sep_id, self.mask_id,
-                                         *self.special_ids}))
+            raise ValueError(
+                f'max_predictions={self.max_predictions} must lie in [1, seq_len={self.seq_len}]'
+            )
+        self.special_ids = tuple(
+            sorted({PAD_ID, self.cls_id, self.sep_id, self.mask_id, *self.special_ids})
+        )
         if docs.num_docs < 2:
-            raise DataError(f'{self.name} has {docs.num_docs} non-empty document(s); '
-                            'next-sentence prediction draws its negatives from another '
-                            'document, so it needs at least 2')
+            raise DataError(
+                f'{self.name} has {docs.num_docs} non-empty document(s); '
+                'next-sentence prediction draws its negatives from another '
+                'document, so it needs at least 2'
+            )
         # Sentences with a successor in their document: where segment A may start.
         last = docs.doc_starts[1:] - 1
         self._starts = np.setdiff1d(np.arange(docs.num_sentences), last)
         if not len(self._starts):
-            raise DataError(f'{self.name} has no document of two or more sentences; a '
-                            'true next segment needs one')
+            raise DataError(
+                f'{self.name} has no document of two or more sentences; a '
+                'true next segment needs one'
+            )
 
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
         """(A, B, next_sentence_label) before truncation."""
@@ -220,8 +234,9 @@ class PretrainingExamples:
         a, b, label = self.pair(rng)
         a, b = truncate_pair(a, b, self.seq_len - 3, rng)
         tokens, segments = pack_pair(a, b, self.seq_len, self.cls_id, self.sep_id)
-        masked, _, weights = mask_tokens(rng, tokens, self.vocab_size, self.mask_id,
-                                         self.special_ids, self.mask_prob)
+        masked, _, weights = mask_tokens(
+            rng, tokens, self.vocab_size, self.mask_id, self.special_ids, self.mask_prob
+        )
         chosen = np.flatnonzero(weights)
         if len(chosen) > self.max_predictions:
             kept = np.sort(rng.choice(chosen, self.max_predictions, replace=False))
@@ -233,9 +248,14 @@ class PretrainingExamples:
         ids = np.zeros(self.max_predictions, np.int32)
         mlm_weights = np.zeros(self.max_predictions, np.float32)
         positions[:n], ids[:n], mlm_weights[:n] = chosen, tokens[chosen], 1.0
-        return {'tokens': masked, 'segment_ids': segments, 'masked_positions': positions,
-                'masked_ids': ids, 'masked_weights': mlm_weights,
-                'next_sentence_label': np.int32(label)}
+        return {
+            'tokens': masked,
+            'segment_ids': segments,
+            'masked_positions': positions,
+            'masked_ids': ids,
+            'masked_weights': mlm_weights,
+            'next_sentence_label': np.int32(label),
+        }
 
 
 @dataclasses.dataclass(eq=False)
@@ -250,25 +270,32 @@ class BertPretrainingData:
     def __post_init__(self):
         self._train = grain.MapDataset.range(_MAX_ROWS).map(self.train.__getitem__)
         self._eval = grain.MapDataset.range(self.num_eval_batches * self.batch_size).map(
-            self.validation.__getitem__)
+            self.validation.__getitem__
+        )
 
-    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1
-                    ) -> dict[str, np.ndarray]:
+    def train_batch(
+        self, step: int, process_index: int = 0, process_count: int = 1
+    ) -> dict[str, np.ndarray]:
         """This process's rows of global batch `step`."""
         if step < 0:
             raise ValueError(f'step must be >= 0, got {step}')
-        return process_batch(self._train, step, self.batch_size, process_index,
-                             process_count)
+        return process_batch(self._train, step, self.batch_size, process_index, process_count)
 
-    def eval_batches(self, process_index: int = 0, process_count: int = 1,
-                     num_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(
+        self, process_index: int = 0, process_count: int = 1, num_batches: int | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
         """This process's rows of each of the fixed evaluation batches (validation
         documents, their own stream of draws); `num_batches` caps the count."""
-        total = self.num_eval_batches if num_batches is None else min(
-            num_batches, self.num_eval_batches)
+        total = (
+            self.num_eval_batches
+            if num_batches is None
+            else min(num_batches, self.num_eval_batches)
+        )
         process_rows(self.batch_size, process_index, process_count)  # fail on the call
-        return (process_batch(self._eval, k, self.batch_size, process_index, process_count)
-                for k in range(total))
+        return (
+            process_batch(self._eval, k, self.batch_size, process_index, process_count)
+            for k in range(total)
+        )
 
 
 SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')  # reserved in the tokenizer, in this order
@@ -279,30 +306,56 @@ def special_ids(tokenizer) -> dict[str, int]:
     every id that is not a word piece (pad, unk, bos, eos and the three)."""
     cls_id, sep_id, mask_id = (tokenizer.special_id(t) for t in SPECIAL_TOKENS)
     fixed = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
-    return {'cls': cls_id, 'sep': sep_id, 'mask': mask_id,
-            'all': tuple(sorted({*fixed, cls_id, sep_id, mask_id}))}
+    return {
+        'cls': cls_id,
+        'sep': sep_id,
+        'mask': mask_id,
+        'all': tuple(sorted({*fixed, cls_id, sep_id, mask_id})),
+    }
 
 
-def make_pretraining_data(train_documents, validation_documents, tokenizer, *, seq_len: int,
-                          batch_size: int, seed: int, num_eval_batches: int,
-                          max_predictions: int, mask_prob: float = 0.15,
-                          next_sentence_prob: float = 0.5, short_seq_prob: float = 0.1,
-                          name: str = 'the corpus') -> BertPretrainingData:
+def make_pretraining_data(
+    train_documents,
+    validation_documents,
+    tokenizer,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    num_eval_batches: int,
+    max_predictions: int,
+    mask_prob: float = 0.15,
+    next_sentence_prob: float = 0.5,
+    short_seq_prob: float = 0.1,
+    name: str = 'the corpus',
+) -> BertPretrainingData:
     """Pre-training batches from documents of sentences (objects with `.sentences`, as
     `seqmodels.data.text_corpus` gives them) and a tokenizer that reserves
     SPECIAL_TOKENS."""
     ids = special_ids(tokenizer)
 
     def examples(documents, stream, split):
-        encoded = EncodedDocuments.encode([d.sentences for d in documents],
-                                          tokenizer.encode_batch)
+        encoded = EncodedDocuments.encode([d.sentences for d in documents], tokenizer.encode_batch)
         return PretrainingExamples(
-            encoded, seq_len=seq_len, vocab_size=tokenizer.vocab_size, cls_id=ids['cls'],
-            sep_id=ids['sep'], mask_id=ids['mask'], special_ids=ids['all'],
-            max_predictions=max_predictions, seed=seed, stream=stream, mask_prob=mask_prob,
-            next_sentence_prob=next_sentence_prob, short_seq_prob=short_seq_prob,
-            name=f'the {split} split of {name}')
+            encoded,
+            seq_len=seq_len,
+            vocab_size=tokenizer.vocab_size,
+            cls_id=ids['cls'],
+            sep_id=ids['sep'],
+            mask_id=ids['mask'],
+            special_ids=ids['all'],
+            max_predictions=max_predictions,
+            seed=seed,
+            stream=stream,
+            mask_prob=mask_prob,
+            next_sentence_prob=next_sentence_prob,
+            short_seq_prob=short_seq_prob,
+            name=f'the {split} split of {name}',
+        )
 
-    return BertPretrainingData(examples(train_documents, TRAIN_STREAM, 'training'),
-                               examples(validation_documents, EVAL_STREAM, 'validation'),
-                               batch_size, num_eval_batches)
+    return BertPretrainingData(
+        examples(train_documents, TRAIN_STREAM, 'training'),
+        examples(validation_documents, EVAL_STREAM, 'validation'),
+        batch_size,
+        num_eval_batches,
+    )

@@ -18,16 +18,16 @@ import numpy as np
 from seqmodels.data.corpora import DataError
 
 UNK_ID = 0
-UNK_TOKEN = "<unk>"
-UNK_DECODED = "\ufffd"
-_FORMAT = "seqmodels.CharVocab"
+UNK_TOKEN = '<unk>'
+UNK_DECODED = '\ufffd'
+_FORMAT = 'seqmodels.CharVocab'
 _FORMAT_VERSION = 1
 
 
 def _code_points(text: str) -> np.ndarray:
     # UTF-32 gives one fixed-width code unit per character: vectorised, no Python loop.
     # surrogatepass: a lone surrogate (e.g. from a mangled prompt) becomes <unk>, no crash.
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return np.frombuffer(text.encode('utf-32-le', 'surrogatepass'), dtype=np.uint32)
 
 
 class CharVocab:
@@ -37,7 +37,7 @@ class CharVocab:
         chars = sorted(set(chars))
         for c in chars:
             if len(c) != 1:
-                raise ValueError(f"CharVocab entries must be single characters, got {c!r}.")
+                raise ValueError(f'CharVocab entries must be single characters, got {c!r}.')
         self.chars: list[str] = chars
         self._sorted_points = np.array([ord(c) for c in chars], dtype=np.uint32)
         self._id_to_char = np.array([UNK_DECODED] + chars, dtype=object)
@@ -68,21 +68,21 @@ class CharVocab:
     def decode(self, ids) -> str:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         ids = np.where((ids >= 0) & (ids < self.vocab_size), ids, UNK_ID)
-        return "".join(self._id_to_char[ids])
+        return ''.join(self._id_to_char[ids])
 
     def save(self, path: str) -> None:
         """Writes JSON atomically: a run killed mid-write must not leave a torn vocab."""
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         payload = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "unk_id": UNK_ID,
-            "unk_token": UNK_TOKEN,
-            "chars": self.chars,
+            'format': _FORMAT,
+            'version': _FORMAT_VERSION,
+            'unk_id': UNK_ID,
+            'unk_token': UNK_TOKEN,
+            'chars': self.chars,
         }
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        tmp = f'{path}.tmp{os.getpid()}'
+        with open(tmp, 'w', encoding='utf-8') as f:
             json.dump(payload, f, ensure_ascii=True, indent=1)
         os.replace(tmp, path)
 
@@ -90,20 +90,20 @@ class CharVocab:
     def load(cls, path: str) -> CharVocab:
         path = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding='utf-8') as f:
                 payload = json.load(f)
         except FileNotFoundError:
-            raise DataError(f"Vocabulary file {path!r} does not exist.") from None
+            raise DataError(f'Vocabulary file {path!r} does not exist.') from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"Vocabulary file {path!r} is not valid JSON: {e}") from None
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise DataError(f"Vocabulary file {path!r} is not a {_FORMAT} file.")
-        if payload.get("version") != _FORMAT_VERSION:
+            raise DataError(f'Vocabulary file {path!r} is not valid JSON: {e}') from None
+        if not isinstance(payload, dict) or payload.get('format') != _FORMAT:
+            raise DataError(f'Vocabulary file {path!r} is not a {_FORMAT} file.')
+        if payload.get('version') != _FORMAT_VERSION:
             raise DataError(
-                f"Vocabulary file {path!r} has version {payload.get('version')}, "
-                f"this code reads version {_FORMAT_VERSION}."
+                f'Vocabulary file {path!r} has version {payload.get("version")}, '
+                f'this code reads version {_FORMAT_VERSION}.'
             )
-        return cls(payload["chars"])
+        return cls(payload['chars'])
 
     def __repr__(self) -> str:
-        return f"CharVocab(vocab_size={self.vocab_size})"
+        return f'CharVocab(vocab_size={self.vocab_size})'

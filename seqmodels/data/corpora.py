@@ -38,23 +38,22 @@ import sysconfig
 from seqmodels.data.errors import DataError
 
 STDLIB_EXCLUDED_DIRS = frozenset(
-    {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    {'site-packages', 'dist-packages', 'test', 'tests', 'idle_test', '__pycache__'}
 )
 
 # Percent of the stdlib files per split; a `max_chars` cap is shared out the same way.
-STDLIB_SPLIT_PERCENT = {"train": 90, "validation": 5, "test": 5}
-
+STDLIB_SPLIT_PERCENT = {'train': 90, 'validation': 5, 'test': 5}
 
 
 def check_text_file(path: str) -> os.stat_result:
     """The cheap checks (exists, is a file, not empty), before anything is cached."""
     if not os.path.exists(path):
-        raise DataError(f"Text file {path!r} does not exist.")
+        raise DataError(f'Text file {path!r} does not exist.')
     if os.path.isdir(path):
-        raise DataError(f"Text file {path!r} is a directory, not a file.")
+        raise DataError(f'Text file {path!r} is a directory, not a file.')
     st = os.stat(path)
     if st.st_size == 0:
-        raise DataError(f"Text file {path!r} is empty (0 bytes).")
+        raise DataError(f'Text file {path!r} is empty (0 bytes).')
     return st
 
 
@@ -62,30 +61,30 @@ def read_text_file(path: str) -> str:
     """Returns the whole file decoded as UTF-8, or raises DataError naming it."""
     path = os.fspath(path)
     check_text_file(path)
-    with open(path, "rb") as f:
+    with open(path, 'rb') as f:
         raw = f.read()
     if not raw:
-        raise DataError(f"Text file {path!r} is empty (0 bytes).")
+        raise DataError(f'Text file {path!r} is empty (0 bytes).')
     try:
-        return raw.decode("utf-8")
+        return raw.decode('utf-8')
     except UnicodeDecodeError as e:
         bad = raw[e.start : e.start + 1].hex()
         raise DataError(
-            f"Text file {path!r} is not valid UTF-8: byte 0x{bad} at byte offset {e.start} "
-            f"({e.reason}). Convert it first, e.g. `iconv -f latin1 -t utf-8`."
+            f'Text file {path!r} is not valid UTF-8: byte 0x{bad} at byte offset {e.start} '
+            f'({e.reason}). Convert it first, e.g. `iconv -f latin1 -t utf-8`.'
         ) from None
 
 
 def split_by_chars(text: str, val_fraction: float) -> tuple[str, str]:
     """nanoGPT's character split: the head trains, the tail validates."""
     if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+        raise DataError(f'val_fraction must be in (0, 1), got {val_fraction}.')
     n_train = int(len(text) * (1.0 - val_fraction))
     return text[:n_train], text[n_train:]
 
 
 def stdlib_root() -> str:
-    return sysconfig.get_paths()["stdlib"]
+    return sysconfig.get_paths()['stdlib']
 
 
 def stdlib_files(root: str | None = None) -> list[str]:
@@ -96,28 +95,28 @@ def stdlib_files(root: str | None = None) -> list[str]:
         # Pruning in place stops os.walk from descending into excluded trees.
         dirnames[:] = [d for d in dirnames if d not in STDLIB_EXCLUDED_DIRS]
         for name in filenames:
-            if name.endswith(".py"):
+            if name.endswith('.py'):
                 rel = os.path.relpath(os.path.join(dirpath, name), root)
-                found.append(rel.replace(os.sep, "/"))
+                found.append(rel.replace(os.sep, '/'))
     return sorted(found)
 
 
 def stdlib_split_of(relpath: str) -> str:
     """'train', 'validation' or 'test' for a file, from the hash of its relative path."""
-    bucket = int.from_bytes(hashlib.sha256(relpath.encode("utf-8")).digest()[:8], "big") % 100
+    bucket = int.from_bytes(hashlib.sha256(relpath.encode('utf-8')).digest()[:8], 'big') % 100
     for split, percent in STDLIB_SPLIT_PERCENT.items():
         if bucket < percent:
             return split
         bucket -= percent
-    raise AssertionError("STDLIB_SPLIT_PERCENT must sum to 100")
+    raise AssertionError('STDLIB_SPLIT_PERCENT must sum to 100')
 
 
 def read_stdlib_file(root: str, relpath: str) -> str | None:
     """The file's text, or None when it is not UTF-8 (skipped, see module doc)."""
-    with open(os.path.join(root, *relpath.split("/")), "rb") as f:
+    with open(os.path.join(root, *relpath.split('/')), 'rb') as f:
         raw = f.read()
     try:
-        return raw.decode("utf-8")
+        return raw.decode('utf-8')
     except UnicodeDecodeError:
         return None
 
@@ -126,15 +125,15 @@ def stdlib_fingerprint(root: str, relpaths: list[str]) -> str:
     """Hash of the file list with sizes and mtimes: a changed interpreter rebuilds."""
     h = hashlib.sha256()
     for rel in relpaths:
-        st = os.stat(os.path.join(root, *rel.split("/")))
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        st = os.stat(os.path.join(root, *rel.split('/')))
+        h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()
 
 
 def file_fingerprint(path: str) -> str:
     """Hash of the file's absolute path, size and mtime: an edited file rebuilds."""
     st = check_text_file(path)
-    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    key = f'{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}'
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -143,14 +142,14 @@ def parse_dataset(dataset: str) -> tuple[str, str]:
 
     kinds: 'python_stdlib' (argument ''), 'text' (a path), 'tfds' (NAME[/CONFIG]).
     """
-    if dataset == "python_stdlib":
-        return "python_stdlib", ""
-    for kind in ("text", "tfds"):
-        prefix = kind + ":"
+    if dataset == 'python_stdlib':
+        return 'python_stdlib', ''
+    for kind in ('text', 'tfds'):
+        prefix = kind + ':'
         if dataset.startswith(prefix):
             arg = dataset[len(prefix) :]
             if not arg:
-                raise DataError(f"dataset {dataset!r}: nothing after {prefix!r}.")
+                raise DataError(f'dataset {dataset!r}: nothing after {prefix!r}.')
             return kind, arg
     raise DataError(
         f"Unknown character-LM dataset {dataset!r}; expected 'python_stdlib' (the embedded "

@@ -68,14 +68,22 @@ class SpecialIds:
     def of(cls, tokenizer: SentencePieceTokenizer) -> SpecialIds:
         missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.special_tokens]
         if missing:
-            raise DataError(f'the tokenizer reserves no {", ".join(missing)}: it was not '
-                            'trained by a GPT pre-training run of this version')
+            raise DataError(
+                f'the tokenizer reserves no {", ".join(missing)}: it was not '
+                'trained by a GPT pre-training run of this version'
+            )
         return cls(*(tokenizer.special_id(t) for t in SPECIAL_TOKENS))
 
 
-def make_lm_data(corpus: text_corpus.TextCorpus, tokenizer: SentencePieceTokenizer, *,
-                 seq_len: int, batch_size: int, seed: int,
-                 eval_batch_size: int | None = None) -> CharLMData:
+def make_lm_data(
+    corpus: text_corpus.TextCorpus,
+    tokenizer: SentencePieceTokenizer,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    eval_batch_size: int | None = None,
+) -> CharLMData:
     """Windows of the subword stream of `corpus` (train) and its validation split."""
     streams = []
     for split in ('train', 'validation'):
@@ -83,32 +91,46 @@ def make_lm_data(corpus: text_corpus.TextCorpus, tokenizer: SentencePieceTokeniz
         pieces = tokenizer.encode_batch([d.text for d in documents])
         ids = np.fromiter((i for p in pieces for i in (EOS_ID, *p)), np.int32)
         if len(ids) < seq_len + 1:
-            raise DataError(f'the {split} split of {corpus.name} is {len(ids)} tokens long, '
-                            f'fewer than one sequence needs (seq_len + 1 = {seq_len + 1}); '
-                            'use more text, a smaller seq_len or (text:PATH) a larger '
-                            'val_fraction')
+            raise DataError(
+                f'the {split} split of {corpus.name} is {len(ids)} tokens long, '
+                f'fewer than one sequence needs (seq_len + 1 = {seq_len + 1}); '
+                'use more text, a smaller seq_len or (text:PATH) a larger '
+                'val_fraction'
+            )
         streams.append(ids)
-    return CharLMData(vocab=StreamingVocab(tokenizer), train_ids=streams[0],
-                      val_ids=streams[1], seq_len=seq_len, batch_size=batch_size, seed=seed,
-                      eval_batch_size=eval_batch_size or batch_size,
-                      description=corpus.describe())
+    return CharLMData(
+        vocab=StreamingVocab(tokenizer),
+        train_ids=streams[0],
+        val_ids=streams[1],
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+        eval_batch_size=eval_batch_size or batch_size,
+        description=corpus.describe(),
+    )
 
 
-def transform(pieces: Sequence[Sequence[int]], task_type: str, ids: SpecialIds,
-              max_len: int) -> list[list[int]]:
+def transform(
+    pieces: Sequence[Sequence[int]], task_type: str, ids: SpecialIds, max_len: int
+) -> list[list[int]]:
     """The sequences of one example (Figure 1) from the ids of its texts."""
     labeled_lib.check_task_type(task_type)
     s, d, e = ids.start, ids.delim, ids.extract
     if max_len < (3 if task_type == 'classification' else 5):
-        raise ValueError(f'max_len={max_len} leaves no room for the text between the '
-                         'special tokens')
+        raise ValueError(
+            f'max_len={max_len} leaves no room for the text between the special tokens'
+        )
     if task_type == 'classification':
         (text,) = pieces
-        return [[s, *list(text)[:max_len - 2], e]]
+        return [[s, *list(text)[: max_len - 2], e]]
     if task_type == 'multiple_choice':
         context, *options = pieces
-        return [[s, *c, d, *o, e] for c, o in (
-            fit_pair(context, option, max_len - 3, a_from_front=True) for option in options)]
+        return [
+            [s, *c, d, *o, e]
+            for c, o in (
+                fit_pair(context, option, max_len - 3, a_from_front=True) for option in options
+            )
+        ]
     a, b = fit_pair(*pieces, max_len - 3)
     if task_type == 'entailment':
         return [[s, *a, d, *b, e]]
@@ -133,17 +155,25 @@ class EncodedSplit:
         return self.tokens.shape[-1]
 
     def rows(self, index: np.ndarray, weights: np.ndarray | None = None) -> dict:
-        batch = {'tokens': self.tokens[index], 'last': self.last[index],
-                 'lm_weights': self.lm_weights[index]}
+        batch = {
+            'tokens': self.tokens[index],
+            'last': self.last[index],
+            'lm_weights': self.lm_weights[index],
+        }
         if self.labels is not None:
             batch['labels'] = self.labels[index]
         batch['weights'] = np.ones(len(index), np.float32) if weights is None else weights
         return batch
 
 
-def encode(examples: Sequence[labeled_lib.Example], task_type: str,
-           tokenizer: SentencePieceTokenizer, max_len: int, labels: np.ndarray | None = None,
-           length: int | None = None) -> EncodedSplit:
+def encode(
+    examples: Sequence[labeled_lib.Example],
+    task_type: str,
+    tokenizer: SentencePieceTokenizer,
+    max_len: int,
+    labels: np.ndarray | None = None,
+    length: int | None = None,
+) -> EncodedSplit:
     """Transformed, padded examples. `length` (<= max_len) pads to that many positions,
     else to the longest sequence; a sequence longer than `length` is re-fitted to it."""
     if not examples:
@@ -152,24 +182,28 @@ def encode(examples: Sequence[labeled_lib.Example], task_type: str,
     texts = [t for example in examples for t in example.texts]
     pieces = iter(tokenizer.encode_batch(texts))
     fit = min(max_len, length or max_len)
-    sequences = [transform([next(pieces) for _ in ex.texts], task_type, ids, fit)
-                 for ex in examples]
+    sequences = [
+        transform([next(pieces) for _ in ex.texts], task_type, ids, fit) for ex in examples
+    ]
     counts = {len(s) for s in sequences}
     if len(counts) != 1:
-        raise DataError(f'examples have {sorted(counts)} sequences each; a batch needs one '
-                        'number (multiple choice: the same number of options on every line)')
+        raise DataError(
+            f'examples have {sorted(counts)} sequences each; a batch needs one '
+            'number (multiple choice: the same number of options on every line)'
+        )
     width = length or max(len(seq) for seqs in sequences for seq in seqs)
     tokens = np.full((len(sequences), counts.pop(), width), PAD_ID, np.int32)
     last = np.zeros(tokens.shape[:2], np.int32)
     for n, seqs in enumerate(sequences):
         for k, seq in enumerate(seqs):
-            tokens[n, k, :len(seq)] = seq
+            tokens[n, k, : len(seq)] = seq
             last[n, k] = len(seq) - 1
     is_text = ~np.isin(tokens, [PAD_ID, BOS_ID, EOS_ID, ids.start, ids.delim, ids.extract])
     lm_weights = np.zeros(tokens.shape, np.float32)
     lm_weights[..., :-1] = is_text[..., 1:]  # position t predicts token t + 1
-    return EncodedSplit(tokens, last, lm_weights,
-                        None if labels is None else np.asarray(labels, np.int32))
+    return EncodedSplit(
+        tokens, last, lm_weights, None if labels is None else np.asarray(labels, np.int32)
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -184,8 +218,9 @@ class TaskBatches:
     def seq_len(self) -> int:
         return self.splits['train'].seq_len
 
-    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1
-                    ) -> dict[str, np.ndarray]:
+    def train_batch(
+        self, step: int, process_index: int = 0, process_count: int = 1
+    ) -> dict[str, np.ndarray]:
         if step < 0:
             raise ValueError(f'step must be >= 0, got {step}')
         rows = process_rows(self.batch_size, process_index, process_count)
@@ -197,8 +232,13 @@ class TaskBatches:
     def num_batches(self, role: str) -> int:
         return -(-len(self.splits[role]) // self.batch_size)
 
-    def eval_batches(self, role: str, process_index: int = 0, process_count: int = 1,
-                     num_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(
+        self,
+        role: str,
+        process_index: int = 0,
+        process_count: int = 1,
+        num_batches: int | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """This process's rows of each batch of split `role`, in order; the rows past the
         end repeat example 0 with weight 0."""
         split = self.splits[role]
@@ -219,15 +259,28 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed & ((1 << 64) - 1), epoch]).permutation(n)
 
 
-def make_task_batches(data: labeled_lib.LabeledData, tokenizer: SentencePieceTokenizer, *,
-                      max_len: int, batch_size: int, seed: int) -> TaskBatches:
+def make_task_batches(
+    data: labeled_lib.LabeledData,
+    tokenizer: SentencePieceTokenizer,
+    *,
+    max_len: int,
+    batch_size: int,
+    seed: int,
+) -> TaskBatches:
     """Every split encoded, padded to the longest training sequence (so that training
     and evaluation compile one shape each)."""
-    train = encode(data.examples('train'), data.task_type, tokenizer, max_len,
-                   data.label_ids('train'))
+    train = encode(
+        data.examples('train'), data.task_type, tokenizer, max_len, data.label_ids('train')
+    )
     splits = {'train': train}
     for role in data.splits:
         if role != 'train':
-            splits[role] = encode(data.examples(role), data.task_type, tokenizer, max_len,
-                                  data.label_ids(role), length=train.seq_len)
+            splits[role] = encode(
+                data.examples(role),
+                data.task_type,
+                tokenizer,
+                max_len,
+                data.label_ids(role),
+                length=train.seq_len,
+            )
     return TaskBatches(splits, batch_size, seed)

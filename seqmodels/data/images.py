@@ -40,17 +40,32 @@ from seqmodels.data.idx import DataError, load_idx_split
 from seqmodels.data.rows import process_batch, process_rows
 
 __all__ = [
-    "DataError", "ImageData", "make_image_data", "check_patch_size", "digits_split",
-    "random_crop", "random_flip", "DIGITS_SPLIT_SEED", "DIGITS_NUM_TEST",
-    "FASHION_MNIST_CLASS_NAMES",
+    'DataError',
+    'ImageData',
+    'make_image_data',
+    'check_patch_size',
+    'digits_split',
+    'random_crop',
+    'random_flip',
+    'DIGITS_SPLIT_SEED',
+    'DIGITS_NUM_TEST',
+    'FASHION_MNIST_CLASS_NAMES',
 ]
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_NUM_TEST = 360
 
 FASHION_MNIST_CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    'T-shirt/top',
+    'Trouser',
+    'Pullover',
+    'Dress',
+    'Coat',
+    'Sandal',
+    'Shirt',
+    'Sneaker',
+    'Bag',
+    'Ankle boot',
 )
 
 
@@ -70,9 +85,10 @@ def check_patch_size(image_size, patch_size) -> None:
     ph, pw = _as_hw(patch_size)
     if ph <= 0 or pw <= 0 or h % ph or w % pw:
         raise DataError(
-            f"model.patch_size={patch_size} does not divide the image size {h}x{w}: "
-            f"ViT cuts images into non-overlapping patches, so choose a "
-            f"model.patch_size that divides both {h} and {w}")
+            f'model.patch_size={patch_size} does not divide the image size {h}x{w}: '
+            f'ViT cuts images into non-overlapping patches, so choose a '
+            f'model.patch_size that divides both {h} and {w}'
+        )
 
 
 # -------------------------------------------------------------- augmentation
@@ -88,7 +104,7 @@ def random_crop(image: np.ndarray, padding: int, rng: np.random.Generator) -> np
     h, w = image.shape[:2]
     padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
     top, left = rng.integers(0, 2 * padding + 1, size=2)
-    return padded[top:top + h, left:left + w]
+    return padded[top : top + h, left : left + w]
 
 
 def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -115,12 +131,13 @@ class _ArraySource:
         return len(self._split.labels)
 
     def __getitem__(self, index: int):
-        return {"image": self._split.images[index], "label": self._split.labels[index]}
+        return {'image': self._split.images[index], 'label': self._split.labels[index]}
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray]:
     """(train_indices, test_indices) into sklearn's load_digits, fixed forever."""
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
     n = len(load_digits().target)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(n)
     return np.sort(order[DIGITS_NUM_TEST:]), np.sort(order[:DIGITS_NUM_TEST])
@@ -128,24 +145,29 @@ def digits_split() -> tuple[np.ndarray, np.ndarray]:
 
 def _load_digits():
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
     digits = load_digits()
     images = digits.images.astype(np.uint8)[..., None]
     labels = digits.target.astype(np.int32)
     train_idx, test_idx = digits_split()
     names = tuple(str(c) for c in range(10))
-    return (_Split(images[train_idx], labels[train_idx]),
-            _Split(images[test_idx], labels[test_idx]), names)
+    return (
+        _Split(images[train_idx], labels[train_idx]),
+        _Split(images[test_idx], labels[test_idx]),
+        names,
+    )
 
 
 def _load_idx(directory: str):
-    train_images, train_labels, train_path, _ = load_idx_split(directory, "train")
-    test_images, test_labels, test_path, _ = load_idx_split(directory, "t10k")
+    train_images, train_labels, train_path, _ = load_idx_split(directory, 'train')
+    test_images, test_labels, test_path, _ = load_idx_split(directory, 't10k')
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataError(
-            f"{train_path} holds images of shape {train_images.shape[1:]} but "
-            f"{test_path} holds {test_images.shape[1:]}")
+            f'{train_path} holds images of shape {train_images.shape[1:]} but '
+            f'{test_path} holds {test_images.shape[1:]}'
+        )
     num_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
-    if "fashion" in str(directory).lower() and num_classes == 10:
+    if 'fashion' in str(directory).lower() and num_classes == 10:
         names = FASHION_MNIST_CLASS_NAMES
     else:
         names = tuple(str(c) for c in range(num_classes))
@@ -155,17 +177,23 @@ def _load_idx(directory: str):
 def _load_tfds(name: str, data_dir: str | None):
     def fail(e: Exception):
         # First line only: TFDS appends its whole catalog to "not found" errors.
-        cause = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
+        cause = (str(e).strip().splitlines() or [''])[0][:300].rstrip('.')
         return DataError(
             f"could not load TFDS dataset '{name}' (data_dir={data_dir!r}): "
-            f"{type(e).__name__}: {cause}. TFDS catalog datasets need a download on "
-            f"first use; offline, use the embedded 'digits' or 'idx:DIR' instead")
+            f'{type(e).__name__}: {cause}. TFDS catalog datasets need a download on '
+            f"first use; offline, use the embedded 'digits' or 'idx:DIR' instead"
+        )
 
     try:
         import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
         sources = tfds.data_source(
-            name, split=["train", "test"], data_dir=data_dir, download=True,
-            builder_kwargs={"file_format": "array_record"})
+            name,
+            split=['train', 'test'],
+            data_dir=data_dir,
+            download=True,
+            builder_kwargs={'file_format': 'array_record'},
+        )
     except Exception as e:  # any failure (network, missing builder, no TF) is fatal
         raise fail(e) from e
 
@@ -176,13 +204,13 @@ def _load_tfds(name: str, data_dir: str | None):
         images, labels = [], []
         for start in range(0, len(source), chunk):
             records = source.__getitems__(range(start, min(start + chunk, len(source))))
-            images.extend(np.asarray(r["image"]) for r in records)
-            labels.extend(int(r["label"]) for r in records)
+            images.extend(np.asarray(r['image']) for r in records)
+            labels.extend(int(r['label']) for r in records)
         return _Split(np.stack(images), np.asarray(labels, np.int32))
 
     try:
         train, test = (to_split(s) for s in sources)
-        label_feature = sources[0].dataset_info.features["label"]
+        label_feature = sources[0].dataset_info.features['label']
         names = tuple(label_feature.names)
     except Exception as e:
         raise fail(e) from e
@@ -201,7 +229,7 @@ def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     for start in range(0, len(images), 8192):
-        x = images[start:start + 8192].reshape(-1, channels).astype(np.float64)
+        x = images[start : start + 8192].reshape(-1, channels).astype(np.float64)
         total += x.sum(0)
         total_sq += (x * x).sum(0)
     count = images.size // channels
@@ -213,15 +241,23 @@ def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ImageData:
     """Train stream (random access by step) and eval batches over one dataset."""
 
-    def __init__(self, train: _Split, test: _Split, class_names: Sequence[str],
-                 batch_size: int, seed: int, random_crop_padding: int = 0,
-                 random_flip: bool = False, name: str = ""):
+    def __init__(
+        self,
+        train: _Split,
+        test: _Split,
+        class_names: Sequence[str],
+        batch_size: int,
+        seed: int,
+        random_crop_padding: int = 0,
+        random_flip: bool = False,
+        name: str = '',
+    ):
         if batch_size <= 0:
-            raise DataError(f"batch_size must be positive, got {batch_size}")
+            raise DataError(f'batch_size must be positive, got {batch_size}')
         if len(train.labels) == 0 or len(test.labels) == 0:
             raise DataError(f"dataset '{name}' has an empty train or test split")
         if random_crop_padding < 0:
-            raise DataError(f"random_crop_padding must be >= 0, got {random_crop_padding}")
+            raise DataError(f'random_crop_padding must be >= 0, got {random_crop_padding}')
         self.name = name
         self.batch_size = batch_size
         self.seed = seed
@@ -237,21 +273,21 @@ class ImageData:
         self.mean, self.std = _channel_stats(train.images)
         # Two independent 32-bit streams (shuffle, augment) from the one run seed.
         self._shuffle_seed, self._augment_seed = (
-            int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+            int(s) for s in np.random.SeedSequence(seed).generate_state(2)
+        )
         self._train_examples: grain.MapDataset | None = None
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         return ((images - self.mean) / self.std).astype(np.float32)
 
     def _augment(self, example, rng: np.random.Generator):
-        image = random_crop(example["image"], self.random_crop_padding, rng)
+        image = random_crop(example['image'], self.random_crop_padding, rng)
         if self.random_flip:
             image = random_flip(image, rng)
-        return {"image": image, "label": example["label"]}
+        return {'image': image, 'label': example['label']}
 
     def _to_model_input(self, example):
-        return {"images": self.normalize(example["image"]),
-                "labels": np.int32(example["label"])}
+        return {'images': self.normalize(example['image']), 'labels': np.int32(example['label'])}
 
     def _train_stream(self) -> grain.MapDataset:
         """Model inputs by global position: batch `step` is [step*B, (step+1)*B)."""
@@ -268,16 +304,18 @@ class ImageData:
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
         """This process's rows [p*B/P, (p+1)*B/P) of the global batch for `step`."""
         if step < 0:
-            raise DataError(f"step must be >= 0, got {step}")
-        return process_batch(self._train_stream(), step, self.batch_size, process_index,
-                             process_count)
+            raise DataError(f'step must be >= 0, got {step}')
+        return process_batch(
+            self._train_stream(), step, self.batch_size, process_index, process_count
+        )
 
     def num_eval_batches(self, num_batches: int | None = None) -> int:
         total = math.ceil(self.num_test / self.batch_size)
         return total if num_batches is None else min(total, num_batches)
 
-    def eval_batches(self, process_index: int = 0, process_count: int = 1,
-                     num_batches: int | None = None) -> Iterator[dict]:
+    def eval_batches(
+        self, process_index: int = 0, process_count: int = 1, num_batches: int | None = None
+    ) -> Iterator[dict]:
         """The test split once, in order, in global batches of `batch_size` rows.
 
         Every process yields the same number of batches (SPMD steps must line up);
@@ -299,27 +337,40 @@ class ImageData:
                     images[:n] = self.normalize(self._test.images[start:stop])
                     labels[:n] = self._test.labels[start:stop]
                     weights[:n] = 1.0
-                yield {"images": images, "labels": labels, "weights": weights}
+                yield {'images': images, 'labels': labels, 'weights': weights}
 
         return generate()
 
 
-def make_image_data(dataset: str, batch_size: int, seed: int, data_dir: str | None = None,
-                    random_crop_padding: int = 0, random_flip: bool = False) -> ImageData:
+def make_image_data(
+    dataset: str,
+    batch_size: int,
+    seed: int,
+    data_dir: str | None = None,
+    random_crop_padding: int = 0,
+    random_flip: bool = False,
+) -> ImageData:
     """Builds the data for the `dataset` config string (see the module docstring)."""
     loaders: dict[str, Callable] = {
-        "digits": lambda arg: _load_digits(),
-        "idx": lambda arg: _load_idx(arg),
-        "tfds": lambda arg: _load_tfds(arg, data_dir),
+        'digits': lambda arg: _load_digits(),
+        'idx': lambda arg: _load_idx(arg),
+        'tfds': lambda arg: _load_tfds(arg, data_dir),
     }
-    kind, _, arg = dataset.partition(":")
-    if kind not in loaders or (kind == "digits") == bool(arg):
+    kind, _, arg = dataset.partition(':')
+    if kind not in loaders or (kind == 'digits') == bool(arg):
         raise DataError(
-            f"unknown dataset '{dataset}': expected 'digits', 'idx:DIR' or "
-            f"'tfds:NAME[/CONFIG]'")
-    if kind == "idx" and not pathlib.Path(arg).is_dir():
+            f"unknown dataset '{dataset}': expected 'digits', 'idx:DIR' or 'tfds:NAME[/CONFIG]'"
+        )
+    if kind == 'idx' and not pathlib.Path(arg).is_dir():
         raise DataError(f"dataset '{dataset}': {arg} is not a directory")
     train, test, names = loaders[kind](arg)
-    return ImageData(train, test, names, batch_size=batch_size, seed=seed,
-                     random_crop_padding=random_crop_padding, random_flip=random_flip,
-                     name=dataset)
+    return ImageData(
+        train,
+        test,
+        names,
+        batch_size=batch_size,
+        seed=seed,
+        random_crop_padding=random_crop_padding,
+        random_flip=random_flip,
+        name=dataset,
+    )

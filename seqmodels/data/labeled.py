@@ -77,8 +77,9 @@ def check_task_type(task_type: str) -> None:
         raise ValueError(f'task_type must be one of {", ".join(TASK_TYPES)}, got {task_type!r}')
 
 
-def fit_pair(a: Sequence[int], b: Sequence[int], budget: int, a_from_front: bool = False
-             ) -> tuple[list[int], list[int]]:
+def fit_pair(
+    a: Sequence[int], b: Sequence[int], budget: int, a_from_front: bool = False
+) -> tuple[list[int], list[int]]:
     """The token ids of a pair's two texts cut to at most `budget` together, one token at
     a time from the longer (b on a tie) and from its end, or from a's front when
     `a_from_front` (a multiple-choice context keeps the words next to its option)."""
@@ -110,8 +111,10 @@ def parse_line(line: str, task_type: str, with_labels: bool = True) -> Example:
             return Example(None, (line.strip(),))
         parts = re.split(r'[ \t]', line, maxsplit=1)
         if len(parts) < 2 or not parts[0] or not parts[1].strip():
-            raise ValueError(f'{"no label" if not parts[0] else "no text"}; {expected} '
-                             '(the first space ends the label)')
+            raise ValueError(
+                f'{"no label" if not parts[0] else "no text"}; {expected} '
+                '(the first space ends the label)'
+            )
         return Example(parts[0], (parts[1].strip(),))
     fields = line.split('\t')
     label = fields.pop(0) if with_labels else None
@@ -119,9 +122,11 @@ def parse_line(line: str, task_type: str, with_labels: bool = True) -> Example:
         raise ValueError(f'empty label; {expected}')
     need = 3 if task_type == 'multiple_choice' else 2
     if len(fields) < need or (task_type != 'multiple_choice' and len(fields) != need):
-        raise ValueError(f'{len(fields)} tab-separated text field(s) after the label; '
-                         f'{expected}' if with_labels else
-                         f'{len(fields)} tab-separated text field(s); {expected}')
+        raise ValueError(
+            f'{len(fields)} tab-separated text field(s) after the label; {expected}'
+            if with_labels
+            else f'{len(fields)} tab-separated text field(s); {expected}'
+        )
     empty = [i + 1 for i, f in enumerate(fields) if not f.strip()]
     if empty:
         raise ValueError(f'text field {empty[0]} is empty; {expected}')
@@ -129,14 +134,22 @@ def parse_line(line: str, task_type: str, with_labels: bool = True) -> Example:
     if task_type == 'multiple_choice' and with_labels:
         label = label.strip()
         if not (label.isdigit() and int(label) < len(texts) - 1):
-            raise ValueError(f'label {label!r} is not an option index 0..{len(texts) - 2} '
-                             f'(the 0-based index of the right one of the '
-                             f'{len(texts) - 1} options)')
+            raise ValueError(
+                f'label {label!r} is not an option index 0..{len(texts) - 2} '
+                f'(the 0-based index of the right one of the '
+                f'{len(texts) - 1} options)'
+            )
     return Example(label, texts)
 
 
-def parse_lines(lines: Sequence[str], task_type: str, *, with_labels: bool = True,
-                source: str = '<input>', normalize: str = 'none') -> list[Example]:
+def parse_lines(
+    lines: Sequence[str],
+    task_type: str,
+    *,
+    with_labels: bool = True,
+    source: str = '<input>',
+    normalize: str = 'none',
+) -> list[Example]:
     """Every line as an Example; DataError `source:line: what is wrong`."""
     examples = []
     for number, line in enumerate(lines, 1):
@@ -145,17 +158,23 @@ def parse_lines(lines: Sequence[str], task_type: str, *, with_labels: bool = Tru
             example = parse_line(line, task_type, with_labels)
         except ValueError as e:
             raise DataError(f'{where}: {e}') from None
-        if task_type == 'multiple_choice' and examples and (
-                len(example.texts) != len(examples[0].texts)):
-            raise DataError(f'{where}: {len(example.texts) - 1} options, but line 1 has '
-                            f'{len(examples[0].texts) - 1}; every line needs the same number')
+        if (
+            task_type == 'multiple_choice'
+            and examples
+            and (len(example.texts) != len(examples[0].texts))
+        ):
+            raise DataError(
+                f'{where}: {len(example.texts) - 1} options, but line 1 has '
+                f'{len(examples[0].texts) - 1}; every line needs the same number'
+            )
         texts = tuple(text_corpus.normalize_text(t, normalize) for t in example.texts)
         examples.append(Example(example.label, texts, where))
     return examples
 
 
-def read_labeled(path: str, task_type: str, with_labels: bool = True,
-                 normalize: str = 'none') -> list[Example]:
+def read_labeled(
+    path: str, task_type: str, with_labels: bool = True, normalize: str = 'none'
+) -> list[Example]:
     """The examples of a labelled file (format: see the module docstring)."""
     check_task_type(task_type)
     if not os.path.exists(path):
@@ -167,13 +186,18 @@ def read_labeled(path: str, task_type: str, with_labels: bool = True,
     try:
         text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b'\n') + 1
+        line = raw[: e.start].count(b'\n') + 1
         raise DataError(f'{path}:{line}: not UTF-8 text (byte offset {e.start})') from None
     lines = text.removeprefix('\ufeff').split('\n')
     if lines[-1] == '':
         lines.pop()
-    examples = parse_lines([line.removesuffix('\r') for line in lines], task_type,
-                           with_labels=with_labels, source=path, normalize=normalize)
+    examples = parse_lines(
+        [line.removesuffix('\r') for line in lines],
+        task_type,
+        with_labels=with_labels,
+        source=path,
+        normalize=normalize,
+    )
     if not examples:
         raise DataError(f'labelled file {path} holds no examples')
     return examples
@@ -209,8 +233,9 @@ class LabeledData:
 
     def examples(self, role: str) -> list[Example]:
         if role not in self.splits:
-            raise DataError(f'dataset {self.name!r} has no {role} split (its splits: '
-                            f'{", ".join(self.splits)})')
+            raise DataError(
+                f'dataset {self.name!r} has no {role} split (its splits: {", ".join(self.splits)})'
+            )
         return self.splits[role]
 
     def label_ids(self, role: str) -> np.ndarray:
@@ -218,8 +243,7 @@ class LabeledData:
 
     def describe(self) -> str:
         sizes = ', '.join(f'{len(v)} {k}' for k, v in self.splits.items())
-        return (f'{self.name} ({self.task_type}): {sizes} examples, classes '
-                f'{list(self.class_names)}')
+        return f'{self.name} ({self.task_type}): {sizes} examples, classes {list(self.class_names)}'
 
 
 def label_ids(examples: Sequence[Example], class_names: Sequence[str]) -> np.ndarray:
@@ -228,8 +252,10 @@ def label_ids(examples: Sequence[Example], class_names: Sequence[str]) -> np.nda
     ids = np.empty(len(examples), np.int32)
     for i, example in enumerate(examples):
         if example.label not in index:
-            raise DataError(f'{example.where or f"example {i}"}: label {example.label!r} is '
-                            f'not a class of the training split ({", ".join(class_names)})')
+            raise DataError(
+                f'{example.where or f"example {i}"}: label {example.label!r} is '
+                f'not a class of the training split ({", ".join(class_names)})'
+            )
         ids[i] = index[example.label]
     return ids
 
@@ -238,57 +264,81 @@ def is_labeled_dataset(dataset: str) -> bool:
     return dataset == CLOZE or dataset.startswith('labeled:')
 
 
-def load_labeled_data(dataset: str, task_type: str, *, train_split: str = 'train',
-                      validation_split: str = '', test_split: str = '',
-                      normalize: str = 'none', seed: int = 0) -> LabeledData:
+def load_labeled_data(
+    dataset: str,
+    task_type: str,
+    *,
+    train_split: str = 'train',
+    validation_split: str = '',
+    test_split: str = '',
+    normalize: str = 'none',
+    seed: int = 0,
+) -> LabeledData:
     """The splits of `dataset` (see the module docstring); labels checked against train."""
     text_corpus.check_normalize(normalize)
     if dataset == CLOZE:
         if task_type != 'multiple_choice':
-            raise DataError(f"dataset {CLOZE!r} is a multiple_choice task, not {task_type!r}")
+            raise DataError(f'dataset {CLOZE!r} is a multiple_choice task, not {task_type!r}')
         splits = python_docs_cloze(normalize, seed)
     elif dataset.startswith('labeled:') and dataset != 'labeled:':
         check_task_type(task_type)
-        directory = os.path.expanduser(dataset[len('labeled:'):])
+        directory = os.path.expanduser(dataset[len('labeled:') :])
         if not os.path.isdir(directory):
             raise DataError(f'dataset {dataset!r}: {directory} is not a directory')
         if not train_split:
-            raise DataError(f'dataset {dataset!r}: train_split is empty; it names the file '
-                            f'of training examples in {directory}')
+            raise DataError(
+                f'dataset {dataset!r}: train_split is empty; it names the file '
+                f'of training examples in {directory}'
+            )
         stems = dict(zip(ROLES, (train_split, validation_split, test_split)))
-        splits = {role: read_labeled(os.path.join(directory, stem), task_type,
-                                     normalize=normalize)
-                  for role, stem in stems.items() if stem}
+        splits = {
+            role: read_labeled(os.path.join(directory, stem), task_type, normalize=normalize)
+            for role, stem in stems.items()
+            if stem
+        }
     else:
-        raise DataError(f"unknown labelled dataset {dataset!r}: use 'labeled:DIR' or the "
-                        f"embedded '{CLOZE}'")
+        raise DataError(
+            f"unknown labelled dataset {dataset!r}: use 'labeled:DIR' or the embedded '{CLOZE}'"
+        )
     if task_type == 'multiple_choice':
         first = splits['train'][0]
         for examples in splits.values():
             if len(examples[0].texts) != len(first.texts):
-                raise DataError(f'{examples[0].where}: {len(examples[0].texts) - 1} options, '
-                                f'but {first.where} has {len(first.texts) - 1}')
+                raise DataError(
+                    f'{examples[0].where}: {len(examples[0].texts) - 1} options, '
+                    f'but {first.where} has {len(first.texts) - 1}'
+                )
     class_names = class_names_of(splits['train'], task_type)
     if len(class_names) < 2:
-        raise DataError(f'{splits["train"][0].where.rsplit(":", 1)[0]}: every example has '
-                        f'the label {class_names[0]!r}; a classifier needs two classes or more')
+        raise DataError(
+            f'{splits["train"][0].where.rsplit(":", 1)[0]}: every example has '
+            f'the label {class_names[0]!r}; a classifier needs two classes or more'
+        )
     data = LabeledData(dataset, task_type, class_names, splits)
     for role in splits:
         data.label_ids(role)  # an unknown label fails here, before anything compiles
     return data
 
 
-def cloze_examples(documents: Sequence[text_corpus.Document], seed: int,
-                   context_sentences: int = CLOZE_CONTEXT_SENTENCES,
-                   num_options: int = CLOZE_NUM_OPTIONS, source: str = CLOZE) -> list[Example]:
+def cloze_examples(
+    documents: Sequence[text_corpus.Document],
+    seed: int,
+    context_sentences: int = CLOZE_CONTEXT_SENTENCES,
+    num_options: int = CLOZE_NUM_OPTIONS,
+    source: str = CLOZE,
+) -> list[Example]:
     """Story-cloze-style multiple choice from documents (see the module docstring).
 
     Distractors are sentences of the other documents of length within a factor of two
     of the true one (when such exist), so that length alone does not give it away.
     """
     rng = np.random.default_rng(seed)
-    pool = [(d, s) for d, doc in enumerate(documents) for s in doc.sentences
-            if len(s.split()) >= CLOZE_MIN_WORDS]
+    pool = [
+        (d, s)
+        for d, doc in enumerate(documents)
+        for s in doc.sentences
+        if len(s.split()) >= CLOZE_MIN_WORDS
+    ]
     lengths = np.array([len(s.split()) for _, s in pool])
     examples = []
     for d, doc in enumerate(documents):
@@ -311,13 +361,14 @@ def cloze_examples(documents: Sequence[text_corpus.Document], seed: int,
                 continue
             label = int(rng.integers(num_options))
             options = distractors[:label] + [true] + distractors[label:]
-            context = ' '.join(doc.sentences[start:start + context_sentences])
-            examples.append(Example(str(label), (context, *options),
-                                    f'{source}[{len(examples)}]'))
+            context = ' '.join(doc.sentences[start : start + context_sentences])
+            examples.append(Example(str(label), (context, *options), f'{source}[{len(examples)}]'))
     return examples
 
 
 def python_docs_cloze(normalize: str = 'none', seed: int = 0) -> dict[str, list[Example]]:
     corpus = text_corpus.load_text_corpus(text_corpus.EMBEDDED, normalize=normalize)
-    return {role: cloze_examples(corpus.split(role), seed + i, source=f'{CLOZE}/{role}')
-            for i, role in enumerate(ROLES)}
+    return {
+        role: cloze_examples(corpus.split(role), seed + i, source=f'{CLOZE}/{role}')
+        for i, role in enumerate(ROLES)
+    }

@@ -70,7 +70,7 @@ class CharLMData:
     batch_size: int
     seed: int
     eval_batch_size: int
-    description: str = ""
+    description: str = ''
     # The train and eval MapDatasets of windows; per instance so the arrays are not
     # pinned by a class-level cache after the object goes away.
     _datasets: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
@@ -101,20 +101,20 @@ class CharLMData:
         num_starts = self.num_train_chars - self.seq_len
         start = window_start(self.seed, row, num_starts)
         chunk = self.train_ids[start : start + self.seq_len + 1]
-        return {"inputs": chunk[:-1], "targets": chunk[1:]}
+        return {'inputs': chunk[:-1], 'targets': chunk[1:]}
 
     def _train_windows(self) -> grain.MapDataset:
         # Element i is global row i: batch `step` is elements [step*B, (step+1)*B).
-        if "train" not in self._datasets:
-            self._datasets["train"] = grain.MapDataset.range(_MAX_ROWS).map(self._train_window)
-        return self._datasets["train"]
+        if 'train' not in self._datasets:
+            self._datasets['train'] = grain.MapDataset.range(_MAX_ROWS).map(self._train_window)
+        return self._datasets['train']
 
     def train_batch(
         self, step: int, process_index: int = 0, process_count: int = 1
     ) -> dict[str, np.ndarray]:
         """This process's rows of global batch `step`: int32[B/P, seq_len] inputs, targets."""
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}.")
+            raise ValueError(f'step must be >= 0, got {step}.')
         return process_batch(
             self._train_windows(), step, self.batch_size, process_index, process_count
         )
@@ -130,14 +130,14 @@ class CharLMData:
         inputs[:n] = self.val_ids[start : start + n]
         targets[:n] = self.val_ids[start + 1 : start + 1 + n]
         weights[:n] = 1.0
-        return {"inputs": inputs, "targets": targets, "weights": weights}
+        return {'inputs': inputs, 'targets': targets, 'weights': weights}
 
     def _eval_windows(self) -> grain.MapDataset:
-        if "eval" not in self._datasets:
+        if 'eval' not in self._datasets:
             padded_windows = self.num_eval_batches * self.eval_batch_size
             windows = grain.MapDataset.range(padded_windows).map(self._eval_window)
-            self._datasets["eval"] = windows
-        return self._datasets["eval"]
+            self._datasets['eval'] = windows
+        return self._datasets['eval']
 
     def eval_batches(
         self, process_index: int = 0, process_count: int = 1, num_batches: int | None = None
@@ -147,7 +147,7 @@ class CharLMData:
         if num_batches is not None:
             total = min(total, num_batches)
         windows = self._eval_windows()
-        key = "batch_size" if self.eval_batch_size == self.batch_size else "eval_batch_size"
+        key = 'batch_size' if self.eval_batch_size == self.batch_size else 'eval_batch_size'
         args = (self.eval_batch_size, process_index, process_count, key)
         process_rows(*args)  # bad process arguments fail on the call, not on the first next()
         return (process_batch(windows, k, *args) for k in range(total))
@@ -159,8 +159,8 @@ def _stdlib_texts(data_dir, max_chars):
     )
     describe = f"dataset 'python_stdlib' (stdlib in {corpora.stdlib_root()!r})"
     return (
-        tfds_text.split_text(sources["train"]),
-        tfds_text.split_text(sources["validation"]),
+        tfds_text.split_text(sources['train']),
+        tfds_text.split_text(sources['validation']),
         describe,
     )
 
@@ -169,22 +169,22 @@ def _text_file_texts(path, data_dir, val_fraction, max_chars):
     path = os.path.abspath(os.path.expanduser(path))
     config = tfds_text.text_file_config(path, val_fraction, max_chars)
     sources = tfds_text.char_corpus_data_sources(config, data_dir)
-    train, val = (tfds_text.split_text(sources[s]) for s in ("train", "validation"))
-    return train, val, f"text file {path!r}"
+    train, val = (tfds_text.split_text(sources[s]) for s in ('train', 'validation'))
+    return train, val, f'text file {path!r}'
 
 
 def _catalog_texts(name, data_dir, max_chars):
     sources, feature = tfds_text.catalog_data_sources(name, data_dir)
-    val_split = next((s for s in ("validation", "test") if s in sources), None)
-    if "train" not in sources or val_split is None:
+    val_split = next((s for s in ('validation', 'test') if s in sources), None)
+    if 'train' not in sources or val_split is None:
         raise DataError(
-            f"TFDS dataset {name!r} has splits {sorted(sources)}; a character LM needs "
+            f'TFDS dataset {name!r} has splits {sorted(sources)}; a character LM needs '
             "'train' and 'validation' (or 'test')."
         )
-    texts = [tfds_text.split_text(sources[s], feature) for s in ("train", val_split)]
+    texts = [tfds_text.split_text(sources[s], feature) for s in ('train', val_split)]
     if max_chars is not None:
         texts = [t[:max_chars] for t in texts]
-    return texts[0], texts[1], f"TFDS dataset {name!r}"
+    return texts[0], texts[1], f'TFDS dataset {name!r}'
 
 
 def make_char_lm_data(
@@ -204,25 +204,25 @@ def make_char_lm_data(
     ids); otherwise it is built from the training split and, if a path is given, saved.
     """
     if seq_len < 1 or batch_size < 1:
-        raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}.")
+        raise ValueError(f'seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}.')
     if max_chars is not None and max_chars < 1:
-        raise ValueError(f"max_chars must be None or >= 1, got {max_chars}.")
+        raise ValueError(f'max_chars must be None or >= 1, got {max_chars}.')
     kind, arg = corpora.parse_dataset(dataset)
-    if kind == "python_stdlib":
+    if kind == 'python_stdlib':
         train, val, describe = _stdlib_texts(data_dir, max_chars)
-    elif kind == "text":
+    elif kind == 'text':
         train, val, describe = _text_file_texts(arg, data_dir, val_fraction, max_chars)
     else:
         train, val, describe = _catalog_texts(arg, data_dir, max_chars)
 
     need = seq_len + 1  # a window of inputs plus its next-character targets
-    for split, text in (("training", train), ("validation", val)):
+    for split, text in (('training', train), ('validation', val)):
         if len(text) < need:
             raise DataError(
-                f"The {split} split of {describe} has {len(text)} characters (train "
-                f"{len(train)}, validation {len(val)}), fewer than one sequence needs: "
-                f"seq_len + 1 = {need}. Use more text, a smaller seq_len"
-                + (" or another val_fraction." if kind == "text" else ".")
+                f'The {split} split of {describe} has {len(text)} characters (train '
+                f'{len(train)}, validation {len(val)}), fewer than one sequence needs: '
+                f'seq_len + 1 = {need}. Use more text, a smaller seq_len'
+                + (' or another val_fraction.' if kind == 'text' else '.')
             )
 
     if vocab_path and os.path.exists(vocab_path):

@@ -12,8 +12,12 @@ from __future__ import annotations
 from seqmodels.data.errors import DataError
 
 
-def process_rows(global_batch_size: int, process_index: int | None = None,
-                 process_count: int | None = None, name: str = 'batch_size') -> slice:
+def process_rows(
+    global_batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    name: str = 'batch_size',
+) -> slice:
     """The rows [p*B/P, (p+1)*B/P) of a global batch of B rows that process p of P loads.
 
     `process_index` and `process_count` default to this JAX process's. `name` is the
@@ -31,13 +35,20 @@ def process_rows(global_batch_size: int, process_index: int | None = None,
         raise DataError(
             f'{name}={global_batch_size} is not divisible by the {process_count} processes: '
             f'each process loads an equal share of the global batch, so use a multiple '
-            f'of {process_count}')
+            f'of {process_count}'
+        )
     local = global_batch_size // process_count
     return slice(process_index * local, (process_index + 1) * local)
 
 
-def process_batch(examples, index: int, global_batch_size: int, process_index: int,
-                  process_count: int, name: str = 'batch_size'):
+def process_batch(
+    examples,
+    index: int,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    name: str = 'batch_size',
+):
     """This process's rows of global batch `index` of a `grain.MapDataset` of examples.
 
     Global batch `index` is examples [index*B, (index+1)*B); the rows come back stacked
@@ -45,4 +56,4 @@ def process_batch(examples, index: int, global_batch_size: int, process_index: i
     """
     rows = process_rows(global_batch_size, process_index, process_count, name)
     first = index * global_batch_size
-    return examples[first + rows.start:first + rows.stop].batch(rows.stop - rows.start)[0]
+    return examples[first + rows.start : first + rows.stop].batch(rows.stop - rows.start)[0]

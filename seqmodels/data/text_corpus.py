@@ -80,8 +80,9 @@ class TextCorpus:
         return {'train': self.train, 'validation': self.validation, 'test': self.test}[name]
 
     def describe(self) -> str:
-        counts = ', '.join(f'{len(self.split(s))} {s}' for s in ('train', 'validation', 'test')
-                           if self.split(s))
+        counts = ', '.join(
+            f'{len(self.split(s))} {s}' for s in ('train', 'validation', 'test') if self.split(s)
+        )
         chars = sum(len(d.text) for d in self.train)
         return f'{self.name}: {counts} documents ({chars:,} training characters)'
 
@@ -115,14 +116,15 @@ def split_sentences(paragraph: str) -> list[str]:
     for end in _SENTENCE_END.finditer(paragraph):
         if _ABBREVIATION.search(paragraph, max(0, end.start(1) - 6), end.start(1)):
             continue
-        sentences.append(paragraph[start:end.start(1)])
+        sentences.append(paragraph[start : end.start(1)])
         start = end.end(1)
     sentences.append(paragraph[start:])
     return [s.strip() for s in sentences if s.strip()]
 
 
-def documents_from_text(source: str, text: str, normalize: str,
-                        document_chars: int = DOCUMENT_CHARS) -> list[Document]:
+def documents_from_text(
+    source: str, text: str, normalize: str, document_chars: int = DOCUMENT_CHARS
+) -> list[Document]:
     """Paragraphs grouped in order into documents of >= `document_chars` characters."""
     documents, sentences, size, first = [], [], 0, 0
     for index, paragraph in enumerate(split_paragraphs(text)):
@@ -190,8 +192,11 @@ def _docstrings(node, prefix: str):
 def python_docs_documents(normalize: str = 'none') -> list[Document]:
     documents = []
     for source, text in python_docs_texts():
-        sentences = [normalize_text(s, normalize)
-                     for paragraph in split_paragraphs(text) for s in split_sentences(paragraph)]
+        sentences = [
+            normalize_text(s, normalize)
+            for paragraph in split_paragraphs(text)
+            for s in split_sentences(paragraph)
+        ]
         documents.append(Document(source, tuple(sentences)))
     return documents
 
@@ -213,8 +218,9 @@ def read_text_path(path: str) -> list[tuple[str, str]]:
     return [(f, corpora.read_text_file(f)) for f in files]
 
 
-def split_documents(documents: Sequence[Document], period: int, with_test: bool = False
-                    ) -> dict[str, tuple[Document, ...]]:
+def split_documents(
+    documents: Sequence[Document], period: int, with_test: bool = False
+) -> dict[str, tuple[Document, ...]]:
     """Every `period`-th document to validation (and the one before it to test); the
     last document when there are fewer than `period`."""
     if period < 2 + with_test:
@@ -237,36 +243,46 @@ def is_text_dataset(dataset: str) -> bool:
     return dataset == EMBEDDED or dataset.startswith(('text:', 'tfds:'))
 
 
-def load_text_corpus(dataset: str, *, normalize: str = 'none', val_fraction: float = 0.05,
-                     data_dir: str | None = None,
-                     document_chars: int = DOCUMENT_CHARS) -> TextCorpus:
+def load_text_corpus(
+    dataset: str,
+    *,
+    normalize: str = 'none',
+    val_fraction: float = 0.05,
+    data_dir: str | None = None,
+    document_chars: int = DOCUMENT_CHARS,
+) -> TextCorpus:
     """The documents of a pre-training `dataset` string (see the module docstring)."""
     check_normalize(normalize)
     if not 0 < val_fraction < 1:
         raise ValueError(f'val_fraction must lie in (0, 1), got {val_fraction}')
     period = max(2, round(1 / val_fraction))
     if dataset == EMBEDDED:
-        splits = split_documents(python_docs_documents(normalize), EMBEDDED_HELD_OUT_PERIOD,
-                                 with_test=True)
+        splits = split_documents(
+            python_docs_documents(normalize), EMBEDDED_HELD_OUT_PERIOD, with_test=True
+        )
         return TextCorpus(EMBEDDED, **splits)
     if dataset.startswith('text:') and dataset != 'text:':
         documents = []
-        for source, text in read_text_path(dataset[len('text:'):]):
+        for source, text in read_text_path(dataset[len('text:') :]):
             documents += documents_from_text(source, text, normalize, document_chars)
         splits = split_documents(_non_empty(documents, dataset), period)
         return TextCorpus(dataset, splits['train'], splits['validation'])
     if dataset.startswith('tfds:') and dataset != 'tfds:':
-        return _tfds_corpus(dataset[len('tfds:'):], normalize, period, data_dir)
-    raise DataError(f"unknown pre-training dataset {dataset!r}: use '{EMBEDDED}' (embedded), "
-                    "'text:PATH' (a UTF-8 file or a folder of .txt files) or "
-                    "'tfds:NAME[/CONFIG]'")
+        return _tfds_corpus(dataset[len('tfds:') :], normalize, period, data_dir)
+    raise DataError(
+        f"unknown pre-training dataset {dataset!r}: use '{EMBEDDED}' (embedded), "
+        "'text:PATH' (a UTF-8 file or a folder of .txt files) or "
+        "'tfds:NAME[/CONFIG]'"
+    )
 
 
 def _non_empty(documents: list[Document], dataset: str) -> list[Document]:
     documents = [d for d in documents if d.sentences]
     if len(documents) < 2:
-        raise DataError(f'dataset {dataset!r} holds {len(documents)} document(s) of text; '
-                        f'pre-training needs at least 2 (one to train, one to validate)')
+        raise DataError(
+            f'dataset {dataset!r} holds {len(documents)} document(s) of text; '
+            f'pre-training needs at least 2 (one to train, one to validate)'
+        )
     return documents
 
 
@@ -274,16 +290,16 @@ def _tfds_corpus(name: str, normalize: str, period: int, data_dir: str | None) -
     # Imported here: TFDS is heavy, and only this dataset kind needs it.
     from seqmodels.data import tfds_text  # pylint: disable=import-outside-toplevel
 
-    sources, feature = tfds_text.catalog_data_sources(
-        name, data_dir or tfds_text.DEFAULT_DATA_DIR)
+    sources, feature = tfds_text.catalog_data_sources(name, data_dir or tfds_text.DEFAULT_DATA_DIR)
     if 'train' not in sources:
         raise DataError(f"TFDS dataset {name!r} has splits {sorted(sources)}, no 'train'")
 
     def documents(split: str) -> list[Document]:
         out = []
         for index, text in enumerate(_records(sources[split], feature)):
-            out += documents_from_text(f'tfds:{name}/{split}[{index}]', text, normalize,
-                                       document_chars=len(text) + 1)
+            out += documents_from_text(
+                f'tfds:{name}/{split}[{index}]', text, normalize, document_chars=len(text) + 1
+            )
         return _non_empty(out, f'tfds:{name}')
 
     held_out = next((s for s in ('validation', 'test') if s in sources), None)

@@ -47,11 +47,14 @@ class SentencePieceTokenizer:
         if specials != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise ValueError(
                 'a SentencePiece model for seqmodels needs pad=0 unk=1 bos=2 eos=3, this one '
-                f'has pad={specials[0]} unk={specials[1]} bos={specials[2]} eos={specials[3]}')
+                f'has pad={specials[0]} unk={specials[1]} bos={specials[2]} eos={specials[3]}'
+            )
         # The reserved special tokens: the control symbols after eos, in id order.
         self.special_tokens: tuple[str, ...] = tuple(
-            self._sp.id_to_piece(i) for i in range(FIRST_SPECIAL_ID, self.vocab_size)
-            if self._sp.is_control(i))
+            self._sp.id_to_piece(i)
+            for i in range(FIRST_SPECIAL_ID, self.vocab_size)
+            if self._sp.is_control(i)
+        )
         self._piece_text: list[str] | None = None
 
     @classmethod
@@ -68,8 +71,10 @@ class SentencePieceTokenizer:
     def special_id(self, token: str) -> int:
         """The id of a special token reserved at training time (KeyError if it was not)."""
         if token not in self.special_tokens:
-            raise KeyError(f'{token!r} is not a special token of this tokenizer; it reserves '
-                           f'{list(self.special_tokens)}')
+            raise KeyError(
+                f'{token!r} is not a special token of this tokenizer; it reserves '
+                f'{list(self.special_tokens)}'
+            )
         return self._sp.piece_to_id(token)
 
     def encode(self, text: str) -> list[int]:
@@ -171,8 +176,7 @@ def train_sentencepiece(
         raise ValueError(f'model_type must be one of {MODEL_TYPES}, got {model_type!r}')
     special_tokens = list(special_tokens)
     if len(set(special_tokens)) != len(special_tokens) or not all(special_tokens):
-        raise ValueError(f'special_tokens must be distinct non-empty strings, got '
-                         f'{special_tokens}')
+        raise ValueError(f'special_tokens must be distinct non-empty strings, got {special_tokens}')
     sentences = [s for s in sentences if s]
     if not sentences:
         raise ValueError('SentencePiece needs at least one non-empty training sentence')
@@ -186,7 +190,10 @@ def train_sentencepiece(
         character_coverage=character_coverage,
         normalization_rule_name=normalization_rule_name,
         split_digits=split_digits,
-        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
         # Determinism: every sentence, in the given order, on one thread.
         input_sentence_size=0,
         shuffle_input_sentence=False,
@@ -213,8 +220,11 @@ def load_or_train_sentencepiece(
         del options['special_tokens']  # records written before special tokens existed
     elif 'special_tokens' in options:
         options['special_tokens'] = list(options['special_tokens'])
-    record = {**options, 'text_sha256': text_fingerprint(sentences),
-              'num_sentences': len(sentences)}
+    record = {
+        **options,
+        'text_sha256': text_fingerprint(sentences),
+        'num_sentences': len(sentences),
+    }
     if path is None:
         return train_sentencepiece(sentences, **options)
     path = os.fspath(path)
@@ -227,7 +237,8 @@ def load_or_train_sentencepiece(
         if stored != record:
             raise ValueError(
                 f'{path} was trained with {stored}, but this run asks for {record}; '
-                'use a fresh workdir (or delete the tokenizer files) to retrain')
+                'use a fresh workdir (or delete the tokenizer files) to retrain'
+            )
         return SentencePieceTokenizer.load(path)
     tokenizer = train_sentencepiece(sentences, **options)
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)

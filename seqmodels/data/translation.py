@@ -51,9 +51,9 @@ from seqmodels.data.rows import process_rows
 from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from seqmodels.errors import require
 
-ROLES = ("train", "validation", "test")
+ROLES = ('train', 'validation', 'test')
 DEFAULT_BOUNDARIES = (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512)
-DROP_REASONS = ("empty_source", "empty_target", "source_too_long", "target_too_long")
+DROP_REASONS = ('empty_source', 'empty_target', 'source_too_long', 'target_too_long')
 _ENCODE_CHUNK = 100_000  # sentences per SentencePiece call; bounds the Python-list peak
 
 
@@ -62,15 +62,15 @@ class TranslationDataConfig:
     """Every knob of the pipeline; `make_translation_data` reads them from a config."""
 
     dataset: str = locale_corpus.NAME
-    source_lang: str = "en"
-    target_lang: str = "de"
+    source_lang: str = 'en'
+    target_lang: str = 'de'
     # Split stems (file stems for parallel:DIR, split names for tfds); None = the
     # dataset's default, "" = the dataset has no such split.
     train_split: str | None = None
     validation_split: str | None = None
     test_split: str | None = None
     vocab_size: int = 8000
-    model_type: str = "unigram"
+    model_type: str = 'unigram'
     joint_vocab: bool = True
     character_coverage: float = 1.0
     split_digits: bool = False
@@ -85,8 +85,13 @@ class TranslationDataConfig:
     data_dir: str | None = None  # tfds only
 
 
-def make_translation_data(config: Any = None, workdir: str | os.PathLike | None = None,
-                          *, verbose: bool = True, **overrides) -> TranslationData:
+def make_translation_data(
+    config: Any = None,
+    workdir: str | os.PathLike | None = None,
+    *,
+    verbose: bool = True,
+    **overrides,
+) -> TranslationData:
     """Builds the pipeline from a (flat) experiment config plus keyword overrides.
 
     Keys of `config` that are not pipeline options (model, learning_rate, ...) are
@@ -96,12 +101,12 @@ def make_translation_data(config: Any = None, workdir: str | os.PathLike | None 
     for field in dataclasses.fields(TranslationDataConfig):
         if config is not None and field.name in config:
             value = config[field.name]
-            if hasattr(value, "to_dict"):
+            if hasattr(value, 'to_dict'):
                 value = value.to_dict()
             values[field.name] = value
     values.update(overrides)
-    if values.get("bucket_boundaries") is not None:
-        values["bucket_boundaries"] = tuple(int(b) for b in values["bucket_boundaries"])
+    if values.get('bucket_boundaries') is not None:
+        values['bucket_boundaries'] = tuple(int(b) for b in values['bucket_boundaries'])
     return TranslationData(TranslationDataConfig(**values), workdir, verbose=verbose)
 
 
@@ -110,47 +115,60 @@ def load(config, workdir: str | os.PathLike | None) -> TranslationData:
     bad file fails before anything compiles; every data problem is a DataError."""
     try:
         data = make_translation_data(
-            config, workdir, data_dir=os.path.expanduser(config.data_dir) or None)
-        for role in ("validation", "test"):
+            config, workdir, data_dir=os.path.expanduser(config.data_dir) or None
+        )
+        for role in ('validation', 'test'):
             if data.split_stems[role]:
                 data.sources(role)
         return data
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"translation data {config.dataset!r}: {e}") from None
+        raise DataError(f'translation data {config.dataset!r}: {e}') from None
 
 
 def check_config(config) -> None:
     """The pipeline's keys of an experiment config, checked before anything is read;
     raises ConfigError naming the key."""
     dataset = config.dataset
-    require(dataset == locale_corpus.NAME or dataset.startswith(("parallel:", "tfds:")),
-            "dataset", f"must be '{locale_corpus.NAME}', 'parallel:DIR' or "
-            "'tfds:NAME[/CONFIG]'", dataset)
-    require(config.source_lang != config.target_lang, "target_lang",
-            f"must differ from source_lang={config.source_lang!r}", config.target_lang)
-    require(config.train_split != "", "train_split", "is required", config.train_split)
-    require(config.vocab_size >= 16, "vocab_size", "must be >= 16", config.vocab_size)
-    for key in ("max_source_length", "max_target_length"):
-        require(isinstance(config[key], int) and config[key] >= 2, key,
-                "must be an integer >= 2 (it counts EOS/BOS)", config[key])
+    require(
+        dataset == locale_corpus.NAME or dataset.startswith(('parallel:', 'tfds:')),
+        'dataset',
+        f"must be '{locale_corpus.NAME}', 'parallel:DIR' or 'tfds:NAME[/CONFIG]'",
+        dataset,
+    )
+    require(
+        config.source_lang != config.target_lang,
+        'target_lang',
+        f'must differ from source_lang={config.source_lang!r}',
+        config.target_lang,
+    )
+    require(config.train_split != '', 'train_split', 'is required', config.train_split)
+    require(config.vocab_size >= 16, 'vocab_size', 'must be >= 16', config.vocab_size)
+    for key in ('max_source_length', 'max_target_length'):
+        require(
+            isinstance(config[key], int) and config[key] >= 2,
+            key,
+            'must be an integer >= 2 (it counts EOS/BOS)',
+            config[key],
+        )
 
 
-def tokenizer_paths(workdir, joint_vocab: bool, source_lang: str, target_lang: str
-                    ) -> tuple[str, str]:
+def tokenizer_paths(
+    workdir, joint_vocab: bool, source_lang: str, target_lang: str
+) -> tuple[str, str]:
     """Where a run keeps its SentencePiece models (one file for a joint vocabulary)."""
-    folder = os.path.join(os.fspath(workdir), "tokenizer")
-    names = ("joint", "joint") if joint_vocab else (source_lang, target_lang)
-    return tuple(os.path.join(folder, f"spm_{name}.model") for name in names)
+    folder = os.path.join(os.fspath(workdir), 'tokenizer')
+    names = ('joint', 'joint') if joint_vocab else (source_lang, target_lang)
+    return tuple(os.path.join(folder, f'spm_{name}.model') for name in names)
 
 
 def load_tokenizers(config, workdir) -> tuple[tokenizers.SentencePieceTokenizer, ...]:
     """(source, target) tokenizers a training run stored in its workdir."""
-    paths = tokenizer_paths(workdir, config.joint_vocab, config.source_lang,
-                            config.target_lang)
+    paths = tokenizer_paths(workdir, config.joint_vocab, config.source_lang, config.target_lang)
     for path in paths:
         if not os.path.exists(path):
-            raise DataError(f"{path} does not exist: is {workdir} the workdir of a "
-                            "translation training run?")
+            raise DataError(
+                f'{path} does not exist: is {workdir} the workdir of a translation training run?'
+            )
     return tuple(tokenizers.SentencePieceTokenizer.load(p) for p in paths)
 
 
@@ -160,7 +178,7 @@ def fit_to_length(batch: Mapping[str, np.ndarray], limit: int | None) -> dict:
     out = dict(batch)
     if limit is None:
         return out
-    for key in ("src", "tgt_in", "tgt_out", "weights"):
+    for key in ('src', 'tgt_in', 'tgt_out', 'weights'):
         if key in out and out[key].shape[1] > limit:
             out[key] = out[key][:, :limit]
     return out
@@ -175,53 +193,62 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     """UTF-8 lines of `path`, split on '\\n' only (U+2028 and friends stay in a line)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"parallel corpus file {path} does not exist")
-    with open(path, "rb") as f:
+        raise FileNotFoundError(f'parallel corpus file {path} does not exist')
+    with open(path, 'rb') as f:
         data = f.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode('utf-8')
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        line = data.count(b'\n', 0, error.start) + 1
         raise ValueError(
-            f"{path} is not valid UTF-8: byte offset {error.start} (line {line}) holds "
-            f"{data[error.start:error.start + 4]!r}") from None
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+            f'{path} is not valid UTF-8: byte offset {error.start} (line {line}) holds '
+            f'{data[error.start : error.start + 4]!r}'
+        ) from None
+    text = text.removeprefix('\ufeff')
+    lines = text.split('\n')
+    if lines and lines[-1] == '':
         lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    return [line.removesuffix('\r') for line in lines]
 
 
-def read_parallel(source_path: str | os.PathLike,
-                  target_path: str | os.PathLike) -> tuple[list[str], list[str]]:
+def read_parallel(
+    source_path: str | os.PathLike, target_path: str | os.PathLike
+) -> tuple[list[str], list[str]]:
     sources, targets = read_lines(source_path), read_lines(target_path)
     if len(sources) != len(targets):
         raise ValueError(
-            f"parallel files are not line-aligned: {os.fspath(source_path)} has "
-            f"{len(sources)} lines but {os.fspath(target_path)} has {len(targets)} lines")
+            f'parallel files are not line-aligned: {os.fspath(source_path)} has '
+            f'{len(sources)} lines but {os.fspath(target_path)} has {len(targets)} lines'
+        )
     return sources, targets
 
 
 class _ParallelDir:
     default_stems: ClassVar[dict[str, str]] = {
-        "train": "train", "validation": "val", "test": "test"}
+        'train': 'train',
+        'validation': 'val',
+        'test': 'test',
+    }
 
     def __init__(self, directory: str, source_lang: str, target_lang: str):
         self.directory, self.source_lang, self.target_lang = directory, source_lang, target_lang
         if not os.path.isdir(directory):
-            raise FileNotFoundError(f"parallel corpus directory {directory} does not exist")
+            raise FileNotFoundError(f'parallel corpus directory {directory} does not exist')
 
     def paths(self, stem: str) -> tuple[str, str]:
-        return (os.path.join(self.directory, f"{stem}.{self.source_lang}"),
-                os.path.join(self.directory, f"{stem}.{self.target_lang}"))
+        return (
+            os.path.join(self.directory, f'{stem}.{self.source_lang}'),
+            os.path.join(self.directory, f'{stem}.{self.target_lang}'),
+        )
 
     def check(self, role: str, stem: str) -> None:
         for path in self.paths(stem):
             if not os.path.isfile(path):
                 raise FileNotFoundError(
-                    f"parallel corpus file {path} does not exist (the {role} split "
+                    f'parallel corpus file {path} does not exist (the {role} split '
                     f"'{stem}'; set the `{role}_split` "
-                    "config key to the right stem, or to '' when there is no such split)")
+                    "config key to the right stem, or to '' when there is no such split)"
+                )
 
     def load(self, stem: str) -> tuple[list[str], list[str]]:
         return read_parallel(*self.paths(stem))
@@ -229,20 +256,27 @@ class _ParallelDir:
 
 class _LocaleCorpus:
     default_stems: ClassVar[dict[str, str]] = {
-        "train": "train", "validation": "val", "test": "test"}
+        'train': 'train',
+        'validation': 'val',
+        'test': 'test',
+    }
 
     def __init__(self, source_lang: str, target_lang: str, sizes, seed: int):
         for lang in (source_lang, target_lang):
             if lang not in locale_corpus.LANGUAGES:
-                raise ValueError(f"{locale_corpus.NAME} has the languages "
-                                 f"{locale_corpus.LANGUAGES}, not {lang!r}")
+                raise ValueError(
+                    f'{locale_corpus.NAME} has the languages '
+                    f'{locale_corpus.LANGUAGES}, not {lang!r}'
+                )
         self.source_lang, self.target_lang = source_lang, target_lang
         self._corpus = locale_corpus.build_corpus(dict(sizes) if sizes else None, seed)
 
     def check(self, role: str, stem: str) -> None:
         if stem not in self._corpus:
-            raise ValueError(f"{locale_corpus.NAME} has the splits "
-                             f"{tuple(self._corpus)}, not {stem!r} (the {role} split)")
+            raise ValueError(
+                f'{locale_corpus.NAME} has the splits '
+                f'{tuple(self._corpus)}, not {stem!r} (the {role} split)'
+            )
 
     def load(self, stem: str) -> tuple[list[str], list[str]]:
         sides = self._corpus[stem]
@@ -251,7 +285,10 @@ class _LocaleCorpus:
 
 class _TfdsCorpus:
     default_stems: ClassVar[dict[str, str]] = {
-        "train": "train", "validation": "validation", "test": "test"}
+        'train': 'train',
+        'validation': 'validation',
+        'test': 'test',
+    }
 
     def __init__(self, name: str, source_lang: str, target_lang: str, data_dir: str | None):
         self.name, self.data_dir = name, data_dir
@@ -266,41 +303,45 @@ class _TfdsCorpus:
 
         if not self._prepared:
             try:
-                return tfds.data_source(self.name, split=stem, data_dir=self.data_dir,
-                                        download=False)
+                return tfds.data_source(
+                    self.name, split=stem, data_dir=self.data_dir, download=False
+                )
             # TFDS raises several types for "not prepared here"; all lead to preparing.
             except Exception as missing:  # noqa: BLE001
                 self._prepare(tfds, missing)
         return tfds.data_source(self.name, split=stem, data_dir=self.data_dir, download=False)
 
     def _prepare(self, tfds, missing: Exception) -> None:
-        where = self.data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+        where = self.data_dir or 'the default TFDS data_dir (~/tensorflow_datasets)'
         try:
             import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         except ImportError:
             raise RuntimeError(
                 f"dataset 'tfds:{self.name}' is not prepared in {where}, and preparing it "
                 "needs TensorFlow and internet access: pip install 'seqmodels[tf]' on a "
-                "machine online, or prepare it elsewhere with "
+                'machine online, or prepare it elsewhere with '
                 f"tfds.builder('{self.name}').download_and_prepare(file_format='array_record') "
-                "and set `data_dir` to the copy. For an offline run use the default "
+                'and set `data_dir` to the copy. For an offline run use the default '
                 f"dataset '{locale_corpus.NAME}' or 'parallel:DIR'. "
-                f"(TFDS said: {str(missing).splitlines()[0]})") from missing
+                f'(TFDS said: {str(missing).splitlines()[0]})'
+            ) from missing
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
-            builder.download_and_prepare(file_format="array_record")
+            builder.download_and_prepare(file_format='array_record')
         except Exception as error:
             raise RuntimeError(
                 f"could not download and prepare 'tfds:{self.name}' in {where} (it needs "
-                f"internet access and disk space): {error}") from error
+                f'internet access and disk space): {error}'
+            ) from error
         self._prepared = True
 
     def load(self, stem: str) -> tuple[list[str], list[str]]:
         def text(value) -> str:
-            return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
         pairs = grain.MapDataset.source(self._data_source(stem)).map(
-            lambda ex: (text(ex[self.source_lang]), text(ex[self.target_lang])))
+            lambda ex: (text(ex[self.source_lang]), text(ex[self.target_lang]))
+        )
         sources, targets = [], []
         for source, target in pairs.to_iter_dataset():
             sources.append(source)
@@ -311,15 +352,19 @@ class _TfdsCorpus:
 def _open_dataset(config: TranslationDataConfig):
     dataset = config.dataset
     if dataset == locale_corpus.NAME:
-        return _LocaleCorpus(config.source_lang, config.target_lang,
-                             config.corpus_sizes, config.corpus_seed)
-    if dataset.startswith("parallel:"):
-        return _ParallelDir(dataset[len("parallel:"):], config.source_lang, config.target_lang)
-    if dataset.startswith("tfds:"):
-        return _TfdsCorpus(dataset[len("tfds:"):], config.source_lang, config.target_lang,
-                           config.data_dir)
-    raise ValueError(f"unknown translation dataset {dataset!r}: use '{locale_corpus.NAME}', "
-                     "'parallel:DIR' or 'tfds:NAME[/CONFIG]'")
+        return _LocaleCorpus(
+            config.source_lang, config.target_lang, config.corpus_sizes, config.corpus_seed
+        )
+    if dataset.startswith('parallel:'):
+        return _ParallelDir(dataset[len('parallel:') :], config.source_lang, config.target_lang)
+    if dataset.startswith('tfds:'):
+        return _TfdsCorpus(
+            dataset[len('tfds:') :], config.source_lang, config.target_lang, config.data_dir
+        )
+    raise ValueError(
+        f"unknown translation dataset {dataset!r}: use '{locale_corpus.NAME}', "
+        "'parallel:DIR' or 'tfds:NAME[/CONFIG]'"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -333,14 +378,16 @@ class _Ragged:
     def __init__(self, rows: Sequence[Sequence[int]]):
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.ids = np.fromiter((t for r in rows for t in r), dtype=np.int32,
-                               count=int(self.offsets[-1]))
+        self.ids = np.fromiter(
+            (t for r in rows for t in r), dtype=np.int32, count=int(self.offsets[-1])
+        )
 
     @classmethod
-    def encode(cls, tokenizer: tokenizers.SentencePieceTokenizer,
-               texts: Sequence[str]) -> _Ragged:
-        parts = [cls(tokenizer.encode_batch(texts[i:i + _ENCODE_CHUNK]))
-                 for i in range(0, len(texts), _ENCODE_CHUNK)]
+    def encode(cls, tokenizer: tokenizers.SentencePieceTokenizer, texts: Sequence[str]) -> _Ragged:
+        parts = [
+            cls(tokenizer.encode_batch(texts[i : i + _ENCODE_CHUNK]))
+            for i in range(0, len(texts), _ENCODE_CHUNK)
+        ]
         return cls.concatenate(parts)
 
     @classmethod
@@ -350,14 +397,15 @@ class _Ragged:
             joined.ids = np.concatenate([p.ids for p in parts])
             starts = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
             joined.offsets = np.concatenate(
-                [[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)])
+                [[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)]
+            )
         return joined
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
     @property
     def lengths(self) -> np.ndarray:
@@ -372,9 +420,12 @@ class _Ragged:
         return taken
 
 
-def length_filter(source_lengths: np.ndarray, target_lengths: np.ndarray,
-                  max_source_length: int, max_target_length: int
-                  ) -> tuple[np.ndarray, dict[str, int]]:
+def length_filter(
+    source_lengths: np.ndarray,
+    target_lengths: np.ndarray,
+    max_source_length: int,
+    max_target_length: int,
+) -> tuple[np.ndarray, dict[str, int]]:
     """Indices of the pairs kept, and how many were dropped for each reason.
 
     Lengths are in subword tokens without EOS/BOS; the bounds include them. A dropped
@@ -396,45 +447,48 @@ def length_filter(source_lengths: np.ndarray, target_lengths: np.ndarray,
 
 def _bucket_length(length: int, boundaries: Sequence[int]) -> int:
     """The smallest boundary >= length; beyond the last, its next multiple (eval only)."""
-    index = int(np.searchsorted(boundaries, length, side="left"))
+    index = int(np.searchsorted(boundaries, length, side='left'))
     if index < len(boundaries):
         return int(boundaries[index])
     last = int(boundaries[-1])
     return -(-length // last) * last
 
 
-def plan_bucketed_batches(pair_lengths: np.ndarray, batch_size: int,
-                          boundaries: Sequence[int], seed: int
-                          ) -> list[tuple[np.ndarray, int]]:
+def plan_bucketed_batches(
+    pair_lengths: np.ndarray, batch_size: int, boundaries: Sequence[int], seed: int
+) -> list[tuple[np.ndarray, int]]:
     """One epoch of batches as (pair indices with -1 for dummy rows, padded length).
 
     Every pair index appears exactly once. `pair_lengths` is the padded length each
     pair needs (max of its source and target sequence lengths).
     """
     rng = np.random.default_rng(seed)
-    bucket = np.searchsorted(boundaries, pair_lengths, side="left")
+    bucket = np.searchsorted(boundaries, pair_lengths, side='left')
     if len(pair_lengths) and bucket.max() >= len(boundaries):
-        raise ValueError(f"a pair of length {pair_lengths.max()} exceeds the last bucket "
-                         f"boundary {boundaries[-1]}")
+        raise ValueError(
+            f'a pair of length {pair_lengths.max()} exceeds the last bucket '
+            f'boundary {boundaries[-1]}'
+        )
     plan, leftovers = [], []
     for b, boundary in enumerate(boundaries):
         members = np.flatnonzero(bucket == b)
         rng.shuffle(members)
         full = len(members) - len(members) % batch_size
-        plan += [(members[i:i + batch_size], int(boundary)) for i in range(0, full, batch_size)]
+        plan += [(members[i : i + batch_size], int(boundary)) for i in range(0, full, batch_size)]
         leftovers.append(members[full:])
     # Remainders are kept in length order, so merged batches still pad little.
     rest = np.concatenate(leftovers) if leftovers else np.zeros(0, np.int64)
     for i in range(0, len(rest), batch_size):
-        chunk = rest[i:i + batch_size]
+        chunk = rest[i : i + batch_size]
         length = _bucket_length(int(pair_lengths[chunk].max()), boundaries)
         chunk = np.concatenate([chunk, np.full(batch_size - len(chunk), -1, chunk.dtype)])
         plan.append((chunk, length))
     return [(ids.astype(np.int64), length) for ids, length in plan]
 
 
-def padding_fraction(plan: Sequence[tuple[np.ndarray, int]], source_lengths: np.ndarray,
-                     target_lengths: np.ndarray) -> float:
+def padding_fraction(
+    plan: Sequence[tuple[np.ndarray, int]], source_lengths: np.ndarray, target_lengths: np.ndarray
+) -> float:
     """Share of src + tgt_out positions that are padding (dummy rows are padding)."""
     real = total = 0
     for ids, length in plan:
@@ -444,20 +498,22 @@ def padding_fraction(plan: Sequence[tuple[np.ndarray, int]], source_lengths: np.
     return 1.0 - real / total if total else 0.0
 
 
-def plan_unbucketed_batches(pair_lengths: np.ndarray, batch_size: int, seed: int
-                            ) -> list[tuple[np.ndarray, int]]:
+def plan_unbucketed_batches(
+    pair_lengths: np.ndarray, batch_size: int, seed: int
+) -> list[tuple[np.ndarray, int]]:
     """The baseline: shuffled batches, each padded to its own longest pair."""
     order = np.random.default_rng(seed).permutation(len(pair_lengths))
     plan = []
     for i in range(0, len(order), batch_size):
-        chunk = order[i:i + batch_size]
+        chunk = order[i : i + batch_size]
         chunk = np.concatenate([chunk, np.full(batch_size - len(chunk), -1, chunk.dtype)])
         plan.append((chunk, int(pair_lengths[chunk[chunk >= 0]].max())))
     return plan
 
 
-def assemble_batch(sources: Sequence[np.ndarray | None], targets: Sequence[np.ndarray | None],
-                   length: int) -> dict[str, np.ndarray]:
+def assemble_batch(
+    sources: Sequence[np.ndarray | None], targets: Sequence[np.ndarray | None], length: int
+) -> dict[str, np.ndarray]:
     """Pads pieces into src / tgt_in / tgt_out / src_lengths / weights; None = dummy row."""
     rows = len(sources)
     src = np.full((rows, length), PAD_ID, np.int32)
@@ -473,12 +529,17 @@ def assemble_batch(sources: Sequence[np.ndarray | None], targets: Sequence[np.nd
         src[row, :n] = source
         src[row, n] = EOS_ID
         src_lengths[row] = n + 1
-        tgt_in[row, 1:m + 1] = target
+        tgt_in[row, 1 : m + 1] = target
         tgt_out[row, :m] = target
         tgt_out[row, m] = EOS_ID
-        weights[row, :m + 1] = 1.0
-    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out,
-            "src_lengths": src_lengths, "weights": weights}
+        weights[row, : m + 1] = 1.0
+    return {
+        'src': src,
+        'tgt_in': tgt_in,
+        'tgt_out': tgt_out,
+        'src_lengths': src_lengths,
+        'weights': weights,
+    }
 
 
 def _boundaries(config: TranslationDataConfig) -> tuple[int, ...]:
@@ -486,7 +547,7 @@ def _boundaries(config: TranslationDataConfig) -> tuple[int, ...]:
     if config.bucket_boundaries is not None:
         chosen = sorted({int(b) for b in config.bucket_boundaries})
         if not chosen or chosen[0] < 2:
-            raise ValueError(f"bucket_boundaries must be >= 2, got {config.bucket_boundaries}")
+            raise ValueError(f'bucket_boundaries must be >= 2, got {config.bucket_boundaries}')
         chosen = [b for b in chosen if b < longest]
     else:
         chosen = [b for b in DEFAULT_BOUNDARIES if b < longest]
@@ -509,60 +570,77 @@ class _Split:
 class TranslationData:
     """Tokenizer, seeded training batches by step, and ordered evaluation batches."""
 
-    def __init__(self, config: TranslationDataConfig, workdir: str | os.PathLike | None = None,
-                 verbose: bool = True):
+    def __init__(
+        self,
+        config: TranslationDataConfig,
+        workdir: str | os.PathLike | None = None,
+        verbose: bool = True,
+    ):
         self.config = config
         if config.source_lang == config.target_lang:
-            raise ValueError(f"source_lang and target_lang are both {config.source_lang!r}")
+            raise ValueError(f'source_lang and target_lang are both {config.source_lang!r}')
         if config.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {config.batch_size}")
+            raise ValueError(f'batch_size must be positive, got {config.batch_size}')
         if min(config.max_source_length, config.max_target_length) < 2:
-            raise ValueError("max_source_length and max_target_length must be >= 2 "
-                             "(they count EOS/BOS)")
+            raise ValueError(
+                'max_source_length and max_target_length must be >= 2 (they count EOS/BOS)'
+            )
         self._dataset = _open_dataset(config)
-        stems = {"train": config.train_split, "validation": config.validation_split,
-                 "test": config.test_split}
-        self.split_stems = {role: self._dataset.default_stems[role] if stem is None else stem
-                            for role, stem in stems.items()}
-        if not self.split_stems["train"]:
-            raise ValueError("the train split is required (train_split is empty)")
+        stems = {
+            'train': config.train_split,
+            'validation': config.validation_split,
+            'test': config.test_split,
+        }
+        self.split_stems = {
+            role: self._dataset.default_stems[role] if stem is None else stem
+            for role, stem in stems.items()
+        }
+        if not self.split_stems['train']:
+            raise ValueError('the train split is required (train_split is empty)')
         for role, stem in self.split_stems.items():
             if stem:
                 self._dataset.check(role, stem)
         self._splits: dict[str, _Split] = {}
         self.bucket_boundaries = _boundaries(config)
 
-        train = self._split("train")
+        train = self._split('train')
         self.source_tokenizer, self.target_tokenizer = self._tokenizers(train, workdir)
         self.tokenizer = self.target_tokenizer
         src_all = _Ragged.encode(self.source_tokenizer, train.sources)
         tgt_all = _Ragged.encode(self.target_tokenizer, train.references)
-        kept, dropped = length_filter(src_all.lengths, tgt_all.lengths,
-                                      config.max_source_length, config.max_target_length)
+        kept, dropped = length_filter(
+            src_all.lengths, tgt_all.lengths, config.max_source_length, config.max_target_length
+        )
         if not len(kept):
-            raise ValueError(f"no training pair survives the length filter: {dropped}")
+            raise ValueError(f'no training pair survives the length filter: {dropped}')
         self._train_src, self._train_tgt = src_all.take(kept), tgt_all.take(kept)
         self.train_kept_indices = kept  # line numbers of the kept pairs in the train split
 
         src_len, tgt_len = self._train_src.lengths, self._train_tgt.lengths
         pair_lengths = np.maximum(src_len, tgt_len) + 1
-        self._plan = plan_bucketed_batches(pair_lengths, config.batch_size,
-                                           self.bucket_boundaries, config.seed)
+        self._plan = plan_bucketed_batches(
+            pair_lengths, config.batch_size, self.bucket_boundaries, config.seed
+        )
         # grain gives each epoch its own order from (seed, epoch), by random access.
-        self._order = grain.MapDataset.source(self._plan).shuffle(
-            seed=config.seed % 2**32).repeat()
+        self._order = grain.MapDataset.source(self._plan).shuffle(seed=config.seed % 2**32).repeat()
         unbucketed = plan_unbucketed_batches(pair_lengths, config.batch_size, config.seed)
         self.stats = {
-            "train": {"pairs": len(train.sources), "kept": len(kept),
-                      "dropped": dropped, "dropped_total": int(sum(dropped.values()))},
-            "vocab_size": self.tokenizer.vocab_size,
-            "source_vocab_size": self.source_tokenizer.vocab_size,
-            "bucket_boundaries": list(self.bucket_boundaries),
-            "batches_per_epoch": len(self._plan),
-            "batches_per_length": {int(b): sum(1 for _, n in self._plan if n == b)
-                                   for b in sorted({n for _, n in self._plan})},
-            "padding_fraction": padding_fraction(self._plan, src_len, tgt_len),
-            "padding_fraction_unbucketed": padding_fraction(unbucketed, src_len, tgt_len),
+            'train': {
+                'pairs': len(train.sources),
+                'kept': len(kept),
+                'dropped': dropped,
+                'dropped_total': int(sum(dropped.values())),
+            },
+            'vocab_size': self.tokenizer.vocab_size,
+            'source_vocab_size': self.source_tokenizer.vocab_size,
+            'bucket_boundaries': list(self.bucket_boundaries),
+            'batches_per_epoch': len(self._plan),
+            'batches_per_length': {
+                int(b): sum(1 for _, n in self._plan if n == b)
+                for b in sorted({n for _, n in self._plan})
+            },
+            'padding_fraction': padding_fraction(self._plan, src_len, tgt_len),
+            'padding_fraction_unbucketed': padding_fraction(unbucketed, src_len, tgt_len),
         }
         if verbose:
             print(self.report())
@@ -576,28 +654,32 @@ class TranslationData:
         return len(self._plan)
 
     def report(self) -> str:
-        s, t = self.stats, self.stats["train"]
-        reasons = ", ".join(f"{k}={v}" for k, v in t["dropped"].items())
-        return (f"[translation] {self.config.dataset} {self.config.source_lang}->"
-                f"{self.config.target_lang}: {t['pairs']} training pairs, kept {t['kept']}, "
-                f"dropped {t['dropped_total']} ({reasons}); vocab {s['vocab_size']}; "
-                f"{s['batches_per_epoch']} batches/epoch of {self.config.batch_size} over "
-                f"lengths {s['bucket_boundaries']}; padding {s['padding_fraction']:.1%} "
-                f"bucketed vs {s['padding_fraction_unbucketed']:.1%} unbucketed")
+        s, t = self.stats, self.stats['train']
+        reasons = ', '.join(f'{k}={v}' for k, v in t['dropped'].items())
+        return (
+            f'[translation] {self.config.dataset} {self.config.source_lang}->'
+            f'{self.config.target_lang}: {t["pairs"]} training pairs, kept {t["kept"]}, '
+            f'dropped {t["dropped_total"]} ({reasons}); vocab {s["vocab_size"]}; '
+            f'{s["batches_per_epoch"]} batches/epoch of {self.config.batch_size} over '
+            f'lengths {s["bucket_boundaries"]}; padding {s["padding_fraction"]:.1%} '
+            f'bucketed vs {s["padding_fraction_unbucketed"]:.1%} unbucketed'
+        )
 
     # -- splits -----------------------------------------------------------------------
 
     def _role(self, split: str) -> str:
-        if split in ("val", "valid", "dev"):
-            split = "validation"
+        if split in ('val', 'valid', 'dev'):
+            split = 'validation'
         if split in ROLES and self.split_stems[split]:
             return split
         for role, stem in self.split_stems.items():
             if stem and split == stem:
                 return role
         available = [r for r in ROLES if self.split_stems[r]]
-        raise ValueError(f"unknown split {split!r}: this dataset has {available} "
-                         f"(stems {[self.split_stems[r] for r in available]})")
+        raise ValueError(
+            f'unknown split {split!r}: this dataset has {available} '
+            f'(stems {[self.split_stems[r] for r in available]})'
+        )
 
     def _split(self, split: str) -> _Split:
         role = self._role(split)
@@ -616,14 +698,23 @@ class TranslationData:
         return self._split(split).references
 
     def _tokenizers(self, train: _Split, workdir):
-        options = {"vocab_size": self.config.vocab_size, "model_type": self.config.model_type,
-                       "character_coverage": self.config.character_coverage,
-                       "split_digits": self.config.split_digits}
-        source_path, target_path = (None, None) if workdir is None else tokenizer_paths(
-            workdir, self.config.joint_vocab, self.config.source_lang, self.config.target_lang)
+        options = {
+            'vocab_size': self.config.vocab_size,
+            'model_type': self.config.model_type,
+            'character_coverage': self.config.character_coverage,
+            'split_digits': self.config.split_digits,
+        }
+        source_path, target_path = (
+            (None, None)
+            if workdir is None
+            else tokenizer_paths(
+                workdir, self.config.joint_vocab, self.config.source_lang, self.config.target_lang
+            )
+        )
         if self.config.joint_vocab:
             joint = tokenizers.load_or_train_sentencepiece(
-                source_path, train.sources + train.references, **options)
+                source_path, train.sources + train.references, **options
+            )
             return joint, joint
         return (
             tokenizers.load_or_train_sentencepiece(source_path, train.sources, **options),
@@ -632,21 +723,26 @@ class TranslationData:
 
     # -- training ---------------------------------------------------------------------
 
-    def train_example_ids(self, step: int, process_index: int = 0,
-                          process_count: int = 1) -> np.ndarray:
+    def train_example_ids(
+        self, step: int, process_index: int = 0, process_count: int = 1
+    ) -> np.ndarray:
         """Indices into the kept training pairs of this process's rows (-1 = dummy)."""
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise ValueError(f'step must be >= 0, got {step}')
         ids, _ = self._order[int(step)]
         return ids[process_rows(self.config.batch_size, process_index, process_count)]
 
-    def train_batch(self, step: int, process_index: int = 0,
-                    process_count: int = 1) -> dict[str, np.ndarray]:
+    def train_batch(
+        self, step: int, process_index: int = 0, process_count: int = 1
+    ) -> dict[str, np.ndarray]:
         """This process's rows of the global training batch of `step`."""
         ids = self.train_example_ids(step, process_index, process_count)
         _, length = self._order[int(step)]
-        return assemble_batch([None if i < 0 else self._train_src[i] for i in ids],
-                              [None if i < 0 else self._train_tgt[i] for i in ids], length)
+        return assemble_batch(
+            [None if i < 0 else self._train_src[i] for i in ids],
+            [None if i < 0 else self._train_tgt[i] for i in ids],
+            length,
+        )
 
     def train_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Source and target pieces of kept training pair `index` (no EOS/BOS)."""
@@ -656,12 +752,19 @@ class TranslationData:
 
     def _encoded(self, split: _Split) -> tuple[_Ragged, _Ragged]:
         if split.encoded is None:
-            split.encoded = (_Ragged.encode(self.source_tokenizer, split.sources),
-                             _Ragged.encode(self.target_tokenizer, split.references))
+            split.encoded = (
+                _Ragged.encode(self.source_tokenizer, split.sources),
+                _Ragged.encode(self.target_tokenizer, split.references),
+            )
         return split.encoded
 
-    def eval_batches(self, split: str, process_index: int = 0, process_count: int = 1,
-                     num_examples: int | None = None) -> grain.MapDataset:
+    def eval_batches(
+        self,
+        split: str,
+        process_index: int = 0,
+        process_count: int = 1,
+        num_examples: int | None = None,
+    ) -> grain.MapDataset:
         """Batches over the first `num_examples` lines of a split, in line order.
 
         Each batch also has `example_ids` (the line number, -1 for padding rows); the
@@ -671,9 +774,8 @@ class TranslationData:
         """
         data = self._split(split)
         sources, targets = self._encoded(data)
-        total = len(data.sources) if num_examples is None else min(num_examples,
-                                                                   len(data.sources))
-        key = "eval_batch_size" if self.config.eval_batch_size else "batch_size"
+        total = len(data.sources) if num_examples is None else min(num_examples, len(data.sources))
+        key = 'eval_batch_size' if self.config.eval_batch_size else 'batch_size'
         batch_size = self.config.eval_batch_size or self.config.batch_size
         rows = process_rows(batch_size, process_index, process_count, key)
         boundaries = self.bucket_boundaries
@@ -683,11 +785,14 @@ class TranslationData:
             start = index * batch_size
             line_ids = np.arange(start, start + batch_size)
             line_ids[line_ids >= total] = -1
-            length = _bucket_length(int(lengths[start:start + batch_size].max()), boundaries)
+            length = _bucket_length(int(lengths[start : start + batch_size].max()), boundaries)
             mine = line_ids[rows]
-            out = assemble_batch([None if i < 0 else sources[i] for i in mine],
-                                 [None if i < 0 else targets[i] for i in mine], length)
-            out["example_ids"] = mine.astype(np.int32)
+            out = assemble_batch(
+                [None if i < 0 else sources[i] for i in mine],
+                [None if i < 0 else targets[i] for i in mine],
+                length,
+            )
+            out['example_ids'] = mine.astype(np.int32)
             return out
 
         return grain.MapDataset.range(-(-total // batch_size)).map(batch)

@@ -22,31 +22,31 @@ from seqmodels.nn.transformer import ACTIVATIONS, NORMS
 
 # model.name -> (module class, the file that defines its `example_inputs`).
 FAMILIES: dict[str, tuple[type, ModuleType]] = {
-    "rnn_lm": (RNNLM, rnn_lm),
-    "seq2seq": (RNNSeq2Seq, seq2seq),
-    "transformer": (Transformer, transformer),
-    "gpt": (GPT, gpt),
-    "bert": (BERT, bert),
-    "vit": (ViT, vit),
+    'rnn_lm': (RNNLM, rnn_lm),
+    'seq2seq': (RNNSeq2Seq, seq2seq),
+    'transformer': (Transformer, transformer),
+    'gpt': (GPT, gpt),
+    'bert': (BERT, bert),
+    'vit': (ViT, vit),
 }
 
 
 def build_model(model_config):
     """Returns the flax module described by a `model` sub-config (a ConfigDict or dict)."""
     fields = dict(model_config)
-    name = fields.pop("name", None)
+    name = fields.pop('name', None)
     if name not in FAMILIES:
         raise ValueError(
-            f"config key model.name={name!r} is not a model family; "
-            f"choose one of {sorted(FAMILIES)}"
+            f'config key model.name={name!r} is not a model family; '
+            f'choose one of {sorted(FAMILIES)}'
         )
     cls, _ = FAMILIES[name]
-    known = set(cls.__dataclass_fields__) - {"parent", "name"}
+    known = set(cls.__dataclass_fields__) - {'parent', 'name'}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(
-            f"config keys {', '.join('model.' + k for k in unknown)} are not fields of "
-            f"{cls.__name__}; its fields are {sorted(known)}"
+            f'config keys {", ".join("model." + k for k in unknown)} are not fields of '
+            f'{cls.__name__}; its fields are {sorted(known)}'
         )
     return cls(**fields)
 
@@ -57,55 +57,110 @@ def check_config(model_config) -> None:
     so a new family gets them by naming its fields as the others do."""
     m = dict(model_config)
     name = m.get('name')
-    require(name in FAMILIES, 'model.name', f'is not a model family; choose one of '
-            f'{", ".join(sorted(FAMILIES))}', name)
+    require(
+        name in FAMILIES,
+        'model.name',
+        f'is not a model family; choose one of {", ".join(sorted(FAMILIES))}',
+        name,
+    )
     cls, _ = FAMILIES[name]
     unknown = sorted(set(m) - {'name'} - (set(cls.__dataclass_fields__) - {'parent', 'name'}))
-    require(not unknown, 'model', f'{", ".join("model." + k for k in unknown)} '
-            f'{"is not a field" if len(unknown) == 1 else "are not fields"} of {cls.__name__}')
-    for key in ('d_model', 'num_heads', 'd_ff', 'num_layers', 'num_encoder_layers',
-                'num_decoder_layers', 'hidden_size', 'embed_dim', 'patch_size', 'max_len'):
+    require(
+        not unknown,
+        'model',
+        f'{", ".join("model." + k for k in unknown)} '
+        f'{"is not a field" if len(unknown) == 1 else "are not fields"} of {cls.__name__}',
+    )
+    for key in (
+        'd_model',
+        'num_heads',
+        'd_ff',
+        'num_layers',
+        'num_encoder_layers',
+        'num_decoder_layers',
+        'hidden_size',
+        'embed_dim',
+        'patch_size',
+        'max_len',
+    ):
         if key in m:
-            require(isinstance(m[key], int) and m[key] > 0, f'model.{key}',
-                    'must be a positive integer', m[key])
+            require(
+                isinstance(m[key], int) and m[key] > 0,
+                f'model.{key}',
+                'must be a positive integer',
+                m[key],
+            )
     if 'num_heads' in m and 'd_model' in m:
-        require(m['d_model'] % m['num_heads'] == 0, 'model.d_model',
-                f'must be divisible by model.num_heads={m["num_heads"]}', m['d_model'])
+        require(
+            m['d_model'] % m['num_heads'] == 0,
+            'model.d_model',
+            f'must be divisible by model.num_heads={m["num_heads"]}',
+            m['d_model'],
+        )
     if 'cell' in m:
-        require(m['cell'] in CELLS, 'model.cell', f'must be one of {", ".join(CELLS)}',
-                m['cell'])
+        require(m['cell'] in CELLS, 'model.cell', f'must be one of {", ".join(CELLS)}', m['cell'])
     if 'dropout_kind' in m:
-        require(m['dropout_kind'] in DROPOUT_KINDS, 'model.dropout_kind',
-                f'must be one of {", ".join(DROPOUT_KINDS)}', m['dropout_kind'])
+        require(
+            m['dropout_kind'] in DROPOUT_KINDS,
+            'model.dropout_kind',
+            f'must be one of {", ".join(DROPOUT_KINDS)}',
+            m['dropout_kind'],
+        )
     if 'norm' in m:
-        require(m['norm'] in NORMS, 'model.norm', f'must be one of {", ".join(NORMS)}',
-                m['norm'])
+        require(m['norm'] in NORMS, 'model.norm', f'must be one of {", ".join(NORMS)}', m['norm'])
     if 'activation' in m:
-        require(m['activation'] in ACTIVATIONS, 'model.activation',
-                f'must be one of {", ".join(ACTIVATIONS)}', m['activation'])
+        require(
+            m['activation'] in ACTIVATIONS,
+            'model.activation',
+            f'must be one of {", ".join(ACTIVATIONS)}',
+            m['activation'],
+        )
     if name == 'vit':
-        require(m.get('pool', 'cls') in vit.POOLS, 'model.pool',
-                f'must be one of {", ".join(vit.POOLS)}', m.get('pool'))
+        require(
+            m.get('pool', 'cls') in vit.POOLS,
+            'model.pool',
+            f'must be one of {", ".join(vit.POOLS)}',
+            m.get('pool'),
+        )
         position = m.get('position_embedding', 'learned')
-        require(position in vit.POSITION_EMBEDDINGS, 'model.position_embedding',
-                f'must be one of {", ".join(vit.POSITION_EMBEDDINGS)}', position)
+        require(
+            position in vit.POSITION_EMBEDDINGS,
+            'model.position_embedding',
+            f'must be one of {", ".join(vit.POSITION_EMBEDDINGS)}',
+            position,
+        )
         if m.get('use_position_embeddings', True) and position == 'sincos2d':
-            require(m['d_model'] % 4 == 0, 'model.d_model', 'must be divisible by 4 for '
-                    'position_embedding=sincos2d (sin and cos of the row and of the column)',
-                    m['d_model'])
+            require(
+                m['d_model'] % 4 == 0,
+                'model.d_model',
+                'must be divisible by 4 for '
+                'position_embedding=sincos2d (sin and cos of the row and of the column)',
+                m['d_model'],
+            )
 
 
 def example_inputs(model_config, model, batch_size: int = 1):
     """The smallest arguments for `model.init`, from the family's `example_inputs`."""
-    _, module = FAMILIES[model_config["name"]]
+    _, module = FAMILIES[model_config['name']]
     return module.example_inputs(model, batch_size)
 
 
 def init_params(model_config, model, rng):
     """Fresh parameters of `model` (as a Task's `init_params` returns them)."""
     inputs = example_inputs(model_config, model)
-    return model.init({"params": rng, "dropout": rng}, *inputs)["params"]
+    return model.init({'params': rng, 'dropout': rng}, *inputs)['params']
 
 
-__all__ = ["BERT", "GPT", "RNNLM", "RNNSeq2Seq", "Transformer", "ViT", "FAMILIES",
-           "build_model", "check_config", "example_inputs", "init_params"]
+__all__ = [
+    'BERT',
+    'GPT',
+    'RNNLM',
+    'RNNSeq2Seq',
+    'Transformer',
+    'ViT',
+    'FAMILIES',
+    'build_model',
+    'check_config',
+    'example_inputs',
+    'init_params',
+]

@@ -46,7 +46,8 @@ class MLMHead(nn.Module):
         init = nn.initializers.truncated_normal(INIT_STD)
         h = nn.Dense(h.shape[-1], kernel_init=init, name='transform')(h)
         h = nn.LayerNorm(epsilon=self.layer_norm_epsilon, name='transform_norm')(
-            ACTIVATIONS['gelu'](h))
+            ACTIVATIONS['gelu'](h)
+        )
         bias = self.param('output_bias', nn.initializers.zeros, (self.vocab_size,))
         return embedding.attend(h) + bias
 
@@ -69,16 +70,24 @@ class BERT(nn.Module):
         init = nn.initializers.truncated_normal(INIT_STD)
         self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
         self.segment_embed = nn.Embed(self.type_vocab_size, self.d_model, embedding_init=init)
-        self.position_embed = LearnedPositionEmbedding(self.max_len, self.d_model,
-                                                       embedding_init=init)
+        self.position_embed = LearnedPositionEmbedding(
+            self.max_len, self.d_model, embedding_init=init
+        )
         self.embed_norm = nn.LayerNorm(epsilon=self.layer_norm_epsilon)
         self.embed_dropout = nn.Dropout(self.dropout)
         self.encoder = Encoder(
-            num_heads=self.num_heads, d_model=self.d_model, d_ff=self.d_ff,
-            num_layers=self.num_layers, dropout=self.dropout,
-            attention_dropout=self.attention_dropout, activation='gelu', norm='post',
-            layer_norm_epsilon=self.layer_norm_epsilon, kernel_init=init,
-            scan_layers=self.scan_layers)
+            num_heads=self.num_heads,
+            d_model=self.d_model,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            activation='gelu',
+            norm='post',
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_init=init,
+            scan_layers=self.scan_layers,
+        )
         self.pooler = nn.Dense(self.d_model, kernel_init=init)
         self.mlm_head = MLMHead(self.vocab_size, self.layer_norm_epsilon)
         self.nsp_head = nn.Dense(2, kernel_init=init)
@@ -88,8 +97,7 @@ class BERT(nn.Module):
         # denotes a score for each choice"; a bias would cancel in the softmax.
         self.option_scorer = nn.Dense(1, use_bias=False, kernel_init=init)
 
-    def __call__(self, tokens, segment_ids=None, masked_positions=None,
-                 deterministic: bool = True):
+    def __call__(self, tokens, segment_ids=None, masked_positions=None, deterministic: bool = True):
         """tokens [B, T] -> (mlm_logits, nsp_logits [B, 2]).
 
         segment_ids [B, T] in [0, type_vocab_size) (zeros when None). mlm_logits are
@@ -107,8 +115,11 @@ class BERT(nn.Module):
             raise ValueError(f'sequence length {tokens.shape[1]} > max_len={self.max_len}')
         if segment_ids is None:
             segment_ids = jnp.zeros_like(tokens)
-        x = (self.token_embed(tokens) + self.segment_embed(segment_ids)
-             + self.position_embed(jnp.arange(tokens.shape[1]))[None])
+        x = (
+            self.token_embed(tokens)
+            + self.segment_embed(segment_ids)
+            + self.position_embed(jnp.arange(tokens.shape[1]))[None]
+        )
         x = self.embed_dropout(self.embed_norm(x), deterministic=deterministic)
         h = self.encoder(x, key_padding_mask(tokens != PAD_ID), deterministic=deterministic)
         pooled = jnp.tanh(self.pooler(h[:, 0]))
@@ -141,8 +152,7 @@ def pretraining_loss(mlm_logits, nsp_logits, batch) -> tuple[jax.Array, dict]:
     Returns (loss, {mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy}).
     """
     sums = pretraining_sums(mlm_logits, nsp_logits, batch)
-    metrics = {name: total / jnp.maximum(weight, 1e-9) for name, (total, weight) in
-               sums.items()}
+    metrics = {name: total / jnp.maximum(weight, 1e-9) for name, (total, weight) in sums.items()}
     return metrics['mlm_loss'] + metrics['nsp_loss'], metrics
 
 
@@ -157,14 +167,22 @@ def pretraining_sums(mlm_logits, nsp_logits, batch) -> dict:
     nsp_logits = nsp_logits.astype(jnp.float32)
     nsp_nll = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
     rows = jnp.float32(labels.shape[0])
-    return {'mlm_loss': ((nll * w).sum(), w.sum()),
-            'mlm_accuracy': ((mlm_correct * w).sum(), w.sum()),
-            'nsp_loss': (nsp_nll.sum(), rows),
-            'nsp_accuracy': ((nsp_logits.argmax(-1) == labels).sum(), rows)}
+    return {
+        'mlm_loss': ((nll * w).sum(), w.sum()),
+        'mlm_accuracy': ((mlm_correct * w).sum(), w.sum()),
+        'nsp_loss': (nsp_nll.sum(), rows),
+        'nsp_accuracy': ((nsp_logits.argmax(-1) == labels).sum(), rows),
+    }
 
 
-def mask_tokens(rng: np.random.Generator, tokens, vocab_size: int, mask_id: int,
-                special_ids, mask_prob: float = 0.15):
+def mask_tokens(
+    rng: np.random.Generator,
+    tokens,
+    vocab_size: int,
+    mask_id: int,
+    special_ids,
+    mask_prob: float = 0.15,
+):
     """Masked-LM corruption (BERT §3.1, Task #1 and Appendix A.1), in NumPy.
 
     Each non-special position is chosen with probability mask_prob; a chosen position
@@ -193,5 +211,5 @@ def example_inputs(model: BERT, batch_size: int = 1) -> tuple:
     """(tokens, segment_ids) of length 8 for `model.init(rngs, *inputs)`."""
     length = min(8, model.max_len)
     tokens = jnp.ones((batch_size, length), jnp.int32)
-    segments = jnp.zeros((batch_size, length), jnp.int32).at[:, length // 2:].set(1)
+    segments = jnp.zeros((batch_size, length), jnp.int32).at[:, length // 2 :].set(1)
     return tokens, segments

@@ -55,18 +55,25 @@ class GPT(nn.Module):
         init = nn.initializers.normal(stddev=INIT_STD)
         residual_init = init
         if self.norm == 'pre':
-            residual_init = nn.initializers.normal(
-                stddev=INIT_STD / math.sqrt(2 * self.num_layers))
+            residual_init = nn.initializers.normal(stddev=INIT_STD / math.sqrt(2 * self.num_layers))
         self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
         self.position_embed = LearnedPositionEmbedding(self.max_len, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
         self.decoder = Decoder(
-            num_heads=self.num_heads, d_model=self.d_model, d_ff=self.d_ff,
-            num_layers=self.num_layers, dropout=self.dropout,
-            attention_dropout=self.attention_dropout, activation='gelu', norm=self.norm,
-            layer_norm_epsilon=self.layer_norm_epsilon, kernel_init=init,
-            out_kernel_init=residual_init, scan_layers=self.scan_layers,
-            cross_attention=False)
+            num_heads=self.num_heads,
+            d_model=self.d_model,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            activation='gelu',
+            norm=self.norm,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_init=init,
+            out_kernel_init=residual_init,
+            scan_layers=self.scan_layers,
+            cross_attention=False,
+        )
         if self.num_classes:
             self.classifier_dropout = nn.Dropout(self.dropout)
             self.classifier = nn.Dense(self.num_classes, kernel_init=init)
@@ -89,8 +96,14 @@ class GPT(nn.Module):
         h = self.hidden_states(tokens, deterministic)
         return self.token_embed.attend(h), self.class_logits(h, last_positions, deterministic)
 
-    def task_logits(self, tokens, last_positions, combine: str = 'sum', with_lm: bool = True,
-                    deterministic: bool = True):
+    def task_logits(
+        self,
+        tokens,
+        last_positions,
+        combine: str = 'sum',
+        with_lm: bool = True,
+        deterministic: bool = True,
+    ):
         """tokens [B, S, T]: S sequences per example -> (lm_logits [B, S, T, vocab_size]
         or None without `with_lm`, logits).
 
@@ -105,8 +118,9 @@ class GPT(nn.Module):
         if combine not in ('sum', 'choices'):
             raise ValueError(f"combine must be 'sum' or 'choices', got {combine!r}")
         if combine == 'choices' and self.num_classes != 1:
-            raise ValueError(f'combine=choices scores each option: num_classes must be 1, '
-                             f'got {self.num_classes}')
+            raise ValueError(
+                f'combine=choices scores each option: num_classes must be 1, got {self.num_classes}'
+            )
         batch, num_sequences, length = tokens.shape
         h = self.hidden_states(tokens.reshape(batch * num_sequences, length), deterministic)
         last = jnp.take_along_axis(h, last_positions.reshape(-1)[:, None, None], axis=1)
@@ -115,8 +129,9 @@ class GPT(nn.Module):
         if with_lm:
             lm_logits = self.token_embed.attend(h).reshape(batch, num_sequences, length, -1)
         if combine == 'sum':
-            return lm_logits, self.classifier(self.classifier_dropout(
-                last.sum(axis=1), deterministic=deterministic))
+            return lm_logits, self.classifier(
+                self.classifier_dropout(last.sum(axis=1), deterministic=deterministic)
+            )
         scores = self.classifier(self.classifier_dropout(last, deterministic=deterministic))
         return lm_logits, scores[..., 0]
 
@@ -130,8 +145,14 @@ class GPT(nn.Module):
     def init_cache(self, batch_size: int, max_len: int | None = None, dtype=jnp.float32):
         """Zero cache for up to max_len positions (default the context size)."""
         max_len = self.max_len if max_len is None else max_len
-        return init_kv_cache(batch_size, max_len, self.num_heads,
-                             self.d_model // self.num_heads, self.num_layers, dtype)
+        return init_kv_cache(
+            batch_size,
+            max_len,
+            self.num_heads,
+            self.d_model // self.num_heads,
+            self.num_layers,
+            dtype,
+        )
 
     def hidden_states(self, tokens, deterministic: bool):
         x = self.embed(tokens, 0, deterministic)
@@ -153,8 +174,7 @@ class GPT(nn.Module):
         return self.classifier(last)
 
 
-def fine_tuning_loss(logits, labels, lm_logits, tokens, lm_weights, lm_coef: float,
-                     weights=None):
+def fine_tuning_loss(logits, labels, lm_logits, tokens, lm_weights, lm_coef: float, weights=None):
     """GPT-1 eq. 5: (L3, L2, L1) with L3 = L2 + lm_coef * L1.
 
     L2: mean cross-entropy of the task logits [B, C] against labels [B] (rows weighted
@@ -168,8 +188,7 @@ def fine_tuning_loss(logits, labels, lm_logits, tokens, lm_weights, lm_coef: flo
     task_loss = (task * rows).sum() / jnp.maximum(rows.sum(), 1e-9)
     if lm_logits is None:
         return task_loss, task_loss, jnp.zeros((), task_loss.dtype)
-    nll = optax.softmax_cross_entropy_with_integer_labels(lm_logits[..., :-1, :],
-                                                          tokens[..., 1:])
+    nll = optax.softmax_cross_entropy_with_integer_labels(lm_logits[..., :-1, :], tokens[..., 1:])
     w = lm_weights[..., :-1] * rows.reshape(rows.shape + (1,) * (nll.ndim - 1))
     lm_loss = (nll * w).sum() / jnp.maximum(w.sum(), 1e-9)
     return task_loss + lm_coef * lm_loss, task_loss, lm_loss

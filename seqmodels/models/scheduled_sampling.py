@@ -82,9 +82,11 @@ def from_config(config) -> Callable[[Any], jax.Array]:
     """eps(step) from an experiment config's keys `scheduled_sampling` (a SCHEDULES
     name), `ss_k`, `ss_c` and `ss_min`; raises ConfigError naming the key."""
     kind = config.scheduled_sampling
-    params = {'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
-              'exponential': dict(k=config.ss_k), 'inverse_sigmoid': dict(k=config.ss_k),
-              }.get(kind, {})
+    params = {
+        'linear': dict(c=config.ss_c, k=config.ss_k, epsilon_min=config.ss_min),
+        'exponential': dict(k=config.ss_k),
+        'inverse_sigmoid': dict(k=config.ss_k),
+    }.get(kind, {})
     try:
         return make_schedule(kind, **params)
     except ValueError as e:

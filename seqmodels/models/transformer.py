@@ -53,23 +53,30 @@ class Transformer(nn.Module):
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
                 'share_embeddings needs one vocabulary: src_vocab_size='
-                f'{self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}')
+                f'{self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}'
+            )
         # σ = d_model^-0.5, so that the embeddings scaled by √d_model have unit variance.
-        embed_init = nn.initializers.normal(stddev=self.d_model ** -0.5)
+        embed_init = nn.initializers.normal(stddev=self.d_model**-0.5)
         if self.share_embeddings:
-            self.shared_embed = nn.Embed(self.tgt_vocab_size, self.d_model,
-                                         embedding_init=embed_init)
+            self.shared_embed = nn.Embed(
+                self.tgt_vocab_size, self.d_model, embedding_init=embed_init
+            )
         else:
-            self.src_embed = nn.Embed(self.src_vocab_size, self.d_model,
-                                      embedding_init=embed_init)
-            self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.d_model,
-                                      embedding_init=embed_init)
+            self.src_embed = nn.Embed(self.src_vocab_size, self.d_model, embedding_init=embed_init)
+            self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.d_model, embedding_init=embed_init)
             self.output_projection = nn.Dense(self.tgt_vocab_size, use_bias=False)
         self.position_encoding = SinusoidalPositionEncoding(self.max_len, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
-        stack = {'num_heads': self.num_heads, 'd_model': self.d_model, 'd_ff': self.d_ff,
-                 'dropout': self.dropout, 'attention_dropout': self.attention_dropout,
-                 'activation': 'relu', 'norm': 'post', 'scan_layers': self.scan_layers}
+        stack = {
+            'num_heads': self.num_heads,
+            'd_model': self.d_model,
+            'd_ff': self.d_ff,
+            'dropout': self.dropout,
+            'attention_dropout': self.attention_dropout,
+            'activation': 'relu',
+            'norm': 'post',
+            'scan_layers': self.scan_layers,
+        }
         self.encoder = Encoder(num_layers=self.num_encoder_layers, **stack)
         self.decoder = Decoder(num_layers=self.num_decoder_layers, **stack)
 
@@ -88,23 +95,33 @@ class Transformer(nn.Module):
         """memory [B, S, d_model], src_mask [B, S] bool (True = real source token),
         tgt_in [B, T] -> logits [B, T, tgt_vocab_size]."""
         y = self.embed(self.target_table(), tgt_in, 0, deterministic)
-        y = self.decoder(y, memory, self_mask=key_padding_mask(tgt_in != PAD_ID),
-                         memory_mask=key_padding_mask(src_mask), deterministic=deterministic)
+        y = self.decoder(
+            y,
+            memory,
+            self_mask=key_padding_mask(tgt_in != PAD_ID),
+            memory_mask=key_padding_mask(src_mask),
+            deterministic=deterministic,
+        )
         return self.logits(y)
 
     def decode_step(self, memory, src_mask, tgt_tokens, cache, cache_index):
         """Target positions cache_index .. cache_index + S - 1 (tgt_tokens [B, S],
         usually S = 1) -> (logits [B, S, tgt_vocab_size], updated cache)."""
         y = self.embed(self.target_table(), tgt_tokens, cache_index, deterministic=True)
-        y, cache = self.decoder.decode(y, cache, cache_index, memory,
-                                       key_padding_mask(src_mask))
+        y, cache = self.decoder.decode(y, cache, cache_index, memory, key_padding_mask(src_mask))
         return self.logits(y), cache
 
     def init_cache(self, batch_size: int, max_len: int | None = None, dtype=jnp.float32):
         """Zero decoder cache for target sequences of up to max_len (default self.max_len)."""
         max_len = self.max_len if max_len is None else max_len
-        return init_kv_cache(batch_size, max_len, self.num_heads,
-                             self.d_model // self.num_heads, self.num_decoder_layers, dtype)
+        return init_kv_cache(
+            batch_size,
+            max_len,
+            self.num_heads,
+            self.d_model // self.num_heads,
+            self.num_decoder_layers,
+            dtype,
+        )
 
     def source_table(self) -> nn.Embed:
         return self.shared_embed if self.share_embeddings else self.src_embed

@@ -69,11 +69,14 @@ class ViT(nn.Module):
         if self.pool not in POOLS:
             raise ValueError(f'pool must be one of {POOLS}, got {self.pool!r}')
         if self.position_embedding not in POSITION_EMBEDDINGS:
-            raise ValueError(f'position_embedding must be one of {POSITION_EMBEDDINGS}, '
-                             f'got {self.position_embedding!r}')
+            raise ValueError(
+                f'position_embedding must be one of {POSITION_EMBEDDINGS}, '
+                f'got {self.position_embedding!r}'
+            )
         if self.image_size % self.patch_size:
-            raise ValueError(f'image_size={self.image_size} is not divisible by '
-                             f'patch_size={self.patch_size}')
+            raise ValueError(
+                f'image_size={self.image_size} is not divisible by patch_size={self.patch_size}'
+            )
         p = self.patch_size
         self.patch_embed = nn.Conv(self.d_model, (p, p), strides=(p, p), padding='VALID')
         if self.pool == 'cls':
@@ -82,14 +85,20 @@ class ViT(nn.Module):
             self.position_embed = LearnedPositionEmbedding(self.num_tokens, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
         self.encoder = Encoder(
-            num_heads=self.num_heads, d_model=self.d_model, d_ff=self.d_ff,
-            num_layers=self.num_layers, dropout=self.dropout,
-            attention_dropout=self.attention_dropout, activation='gelu', norm='pre',
-            layer_norm_epsilon=self.layer_norm_epsilon, scan_layers=self.scan_layers)
+            num_heads=self.num_heads,
+            d_model=self.d_model,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            activation='gelu',
+            norm='pre',
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            scan_layers=self.scan_layers,
+        )
         if self.representation_size:
             self.pre_logits = nn.Dense(self.representation_size)
-        head_init = (nn.initializers.zeros if self.head_zero_init
-                     else nn.initializers.lecun_normal())
+        head_init = nn.initializers.zeros if self.head_zero_init else nn.initializers.lecun_normal()
         self.head = nn.Dense(self.num_classes, kernel_init=head_init)
 
     @property
@@ -98,7 +107,7 @@ class ViT(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return self.grid_size ** 2 + (1 if self.pool == 'cls' else 0)
+        return self.grid_size**2 + (1 if self.pool == 'cls' else 0)
 
     def __call__(self, images, deterministic: bool = True):
         """images [B, image_size, image_size, C] -> logits [B, num_classes]."""
@@ -107,8 +116,9 @@ class ViT(nn.Module):
     def features(self, images, deterministic: bool = True):
         """The representation the head reads: [B, d_model] (or representation_size)."""
         if images.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(f'expected {self.image_size}x{self.image_size} images, '
-                             f'got shape {images.shape}')
+            raise ValueError(
+                f'expected {self.image_size}x{self.image_size} images, got shape {images.shape}'
+            )
         x = self.patch_embed(images)
         x = x.reshape(x.shape[0], -1, self.d_model)
         if self.pool == 'cls':

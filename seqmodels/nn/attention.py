@@ -86,8 +86,9 @@ def _fused_backend(implementation: str, q, k, mask) -> str:
     return 'xla'
 
 
-def fused_dot_product_attention(q, k, v, mask=None, *, is_causal: bool = False,
-                                implementation: str = 'auto'):
+def fused_dot_product_attention(
+    q, k, v, mask=None, *, is_causal: bool = False, implementation: str = 'auto'
+):
     """softmax(Q Kᵀ / √d_k) V through `jax.nn.dot_product_attention`.
 
     q: [B, Tq, heads, d_k], k and v: [B, Tk, heads, d_k], mask broadcastable to
@@ -101,13 +102,15 @@ def fused_dot_product_attention(q, k, v, mask=None, *, is_causal: bool = False,
     mask = None if mask is None else jnp.asarray(mask).astype(jnp.bool_)
     backend = _fused_backend(implementation, q, k, mask)
     try:
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                           implementation=backend)
+        out = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, is_causal=is_causal, implementation=backend
+        )
     except (NotImplementedError, RuntimeError, ValueError):
         if backend != 'cudnn' or implementation == 'cudnn':
             raise
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                           implementation='xla')
+        out = jax.nn.dot_product_attention(
+            q, k, v, mask=mask, is_causal=is_causal, implementation='xla'
+        )
     if mask is not None:
         # The kernels spread a fully masked row evenly over its keys; the reference
         # gives it zeros, and so must this.
@@ -117,8 +120,14 @@ def fused_dot_product_attention(q, k, v, mask=None, *, is_causal: bool = False,
     return out
 
 
-def init_kv_cache(batch_size: int, max_len: int, num_heads: int, d_k: int,
-                  num_layers: int | None = None, dtype=jnp.float32) -> dict:
+def init_kv_cache(
+    batch_size: int,
+    max_len: int,
+    num_heads: int,
+    d_k: int,
+    num_layers: int | None = None,
+    dtype=jnp.float32,
+) -> dict:
     """Zero key/value cache; with num_layers, one per layer on axis 1."""
     layers = () if num_layers is None else (num_layers,)
     shape = (batch_size, *layers, max_len, num_heads, d_k)
@@ -145,20 +154,27 @@ class MultiHeadAttention(nn.Module):
 
     def setup(self):
         if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, '
-                             f'got {self.implementation!r}')
+            raise ValueError(
+                f'implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}'
+            )
         if self.d_model % self.num_heads:
             raise ValueError(
-                f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}')
+                f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}'
+            )
         d_k = self.d_model // self.num_heads
 
         def projection():
-            return nn.DenseGeneral((self.num_heads, d_k), use_bias=self.use_bias,
-                                   kernel_init=self.kernel_init)
+            return nn.DenseGeneral(
+                (self.num_heads, d_k), use_bias=self.use_bias, kernel_init=self.kernel_init
+            )
 
         self.query, self.key, self.value = projection(), projection(), projection()
-        self.out = nn.DenseGeneral(self.d_model, axis=(-2, -1), use_bias=self.use_bias,
-                                   kernel_init=self.out_kernel_init or self.kernel_init)
+        self.out = nn.DenseGeneral(
+            self.d_model,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            kernel_init=self.out_kernel_init or self.kernel_init,
+        )
         self.weight_dropout = nn.Dropout(self.dropout)
 
     @property
@@ -167,12 +183,23 @@ class MultiHeadAttention(nn.Module):
 
     def _fused(self, deterministic: bool, return_weights: bool) -> bool:
         """Whether this call can skip the weights: nothing drops, returns or sows them."""
-        return (self.implementation != 'reference' and not return_weights
-                and (deterministic or self.dropout == 0.0)
-                and not self.is_mutable_collection('intermediates'))
+        return (
+            self.implementation != 'reference'
+            and not return_weights
+            and (deterministic or self.dropout == 0.0)
+            and not self.is_mutable_collection('intermediates')
+        )
 
-    def __call__(self, x, kv=None, mask=None, *, deterministic: bool = True,
-                 return_weights: bool = False, causal: bool = False):
+    def __call__(
+        self,
+        x,
+        kv=None,
+        mask=None,
+        *,
+        deterministic: bool = True,
+        return_weights: bool = False,
+        causal: bool = False,
+    ):
         """x: [B, Tq, d_model]; kv: [B, Tk, d_model] or None; mask: broadcastable to
         [B, heads, Tq, Tk]; causal adds the causal mask (self-attention only). Returns
         [B, Tq, d_model] (and the weights if asked)."""
@@ -181,8 +208,9 @@ class MultiHeadAttention(nn.Module):
         kv = x if kv is None else kv
         q, k, v = self.query(x), self.key(kv), self.value(kv)
         if self._fused(deterministic, return_weights):
-            heads = fused_dot_product_attention(q, k, v, mask, is_causal=causal,
-                                                implementation=self.implementation)
+            heads = fused_dot_product_attention(
+                q, k, v, mask, is_causal=causal, implementation=self.implementation
+            )
             return self.out(heads.astype(x.dtype))
         if causal:
             mask = combine_masks(causal_mask(x.shape[1]), mask)
@@ -210,8 +238,9 @@ class MultiHeadAttention(nn.Module):
         causal = cached_causal_mask(cache_index, x.shape[1], keys.shape[1])
         mask = combine_masks(causal, mask)
         if self.implementation != 'reference':
-            heads = fused_dot_product_attention(q, keys, values, mask,
-                                                implementation=self.implementation)
+            heads = fused_dot_product_attention(
+                q, keys, values, mask, implementation=self.implementation
+            )
             return self.out(heads.astype(x.dtype)), cache
         weights = dot_product_attention_weights(q, keys, mask)
         heads = jnp.einsum('bhqk,bkhd->bqhd', weights, values.astype(weights.dtype))
@@ -238,5 +267,7 @@ def read_kv_cache(cache: dict, layer=None) -> tuple:
     """(keys, values), each [B, max_len, heads, d_k], of one layer."""
     if layer is None:
         return cache['k'], cache['v']
-    return tuple(jax.lax.dynamic_index_in_dim(cache[name], layer, axis=1, keepdims=False)
-                 for name in ('k', 'v'))
+    return tuple(
+        jax.lax.dynamic_index_in_dim(cache[name], layer, axis=1, keepdims=False)
+        for name in ('k', 'v')
+    )

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal_position_encoding(length: int, d_model: int,
-                                 max_timescale: float = 10000.0) -> np.ndarray:
+def sinusoidal_position_encoding(
+    length: int, d_model: int, max_timescale: float = 10000.0
+) -> np.ndarray:
     """[length, d_model] float32 table.
 
     PE(pos, 2i) = sin(pos / 10000^(2i / d_model))
@@ -30,8 +31,9 @@ def sinusoidal_position_encoding(length: int, d_model: int,
     return table.astype(np.float32)
 
 
-def sincos_2d_position_encoding(height: int, width: int, d_model: int,
-                                max_timescale: float = 10000.0) -> np.ndarray:
+def sincos_2d_position_encoding(
+    height: int, width: int, d_model: int, max_timescale: float = 10000.0
+) -> np.ndarray:
     """[height * width, d_model] float32, row-major over the patch grid.
 
     A quarter of the channels each for sin(y ω), cos(y ω), sin(x ω), cos(x ω) with
@@ -42,12 +44,14 @@ def sincos_2d_position_encoding(height: int, width: int, d_model: int,
         raise ValueError(f'2-D sin-cos encoding needs d_model divisible by 4, got {d_model}')
     quarter = d_model // 4
     omega = 1.0 / np.power(max_timescale, np.arange(quarter, dtype=np.float64) / quarter)
-    y, x = np.meshgrid(np.arange(height, dtype=np.float64),
-                       np.arange(width, dtype=np.float64), indexing='ij')
+    y, x = np.meshgrid(
+        np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing='ij'
+    )
     y_angle = y.reshape(-1, 1) * omega[None]
     x_angle = x.reshape(-1, 1) * omega[None]
     table = np.concatenate(
-        [np.sin(y_angle), np.cos(y_angle), np.sin(x_angle), np.cos(x_angle)], axis=1)
+        [np.sin(y_angle), np.cos(y_angle), np.sin(x_angle), np.cos(x_angle)], axis=1
+    )
     return table.astype(np.float32)
 
 

@@ -93,6 +93,7 @@ def _lstm_update(gates: Array, c: Array):
 # backward scan only carries (dh, dc) and emits dgates_t; dW is then one large matmul
 # over all steps, as cuDNN and oneDNN do it. Same equations as `_lstm_update`.
 
+
 def _lstm_forward(kernel, xp, c, h, unroll):
     """xp [T, B, 4H] time-major -> (hs [T, B, H], (c_T, h_T), residuals)."""
 
@@ -131,17 +132,21 @@ def _lstm_sequence_bwd(unroll, saved, cotangents):
         d_h_t, (i, f, o, g, c_prev, c, _) = inputs
         d_h = d_h + d_h_t
         tanh_c = jnp.tanh(c)
-        d_c = d_c + d_h * o * (1.0 - tanh_c ** 2)
-        d_gates = jnp.concatenate([
-            d_c * g * i * (1.0 - i),        # i
-            d_c * c_prev * f * (1.0 - f),   # f
-            d_h * tanh_c * o * (1.0 - o),   # o
-            d_c * i * (1.0 - g ** 2),       # g
-        ], axis=-1)
+        d_c = d_c + d_h * o * (1.0 - tanh_c**2)
+        d_gates = jnp.concatenate(
+            [
+                d_c * g * i * (1.0 - i),  # i
+                d_c * c_prev * f * (1.0 - f),  # f
+                d_h * tanh_c * o * (1.0 - o),  # o
+                d_c * i * (1.0 - g**2),  # g
+            ],
+            axis=-1,
+        )
         return (d_c * f, d_gates @ kernel.T), d_gates
 
     (d_c0, d_h0), d_gates = jax.lax.scan(
-        step, (d_c_last, d_h_last), (d_hs, residuals), reverse=True, unroll=unroll)
+        step, (d_c_last, d_h_last), (d_hs, residuals), reverse=True, unroll=unroll
+    )
     h_prev = residuals[-1]
     d_kernel = jnp.einsum('tbh,tbg->hg', h_prev, d_gates)
     return d_kernel, d_gates, d_c0, d_h0

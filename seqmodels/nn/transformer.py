@@ -56,12 +56,14 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, '
-                             f'got {self.activation!r}')
+            raise ValueError(
+                f'activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}'
+            )
         h = nn.Dense(self.d_ff, kernel_init=self.kernel_init, name='wi')(x)
         h = ACTIVATIONS[self.activation](h)
-        return nn.Dense(x.shape[-1], kernel_init=self.out_kernel_init or self.kernel_init,
-                        name='wo')(h)
+        return nn.Dense(
+            x.shape[-1], kernel_init=self.out_kernel_init or self.kernel_init, name='wo'
+        )(h)
 
 
 class LayerHyperparams(nn.Module):
@@ -82,14 +84,21 @@ class LayerHyperparams(nn.Module):
     attention_implementation: str = 'auto'
 
     def block_kwargs(self) -> dict:
-        return {f: getattr(self, f) for f in LayerHyperparams.__dataclass_fields__
-                if f not in ('parent', 'name')}
+        return {
+            f: getattr(self, f)
+            for f in LayerHyperparams.__dataclass_fields__
+            if f not in ('parent', 'name')
+        }
 
     def make_attention(self) -> MultiHeadAttention:
-        return MultiHeadAttention(self.num_heads, self.d_model, self.attention_dropout,
-                                  kernel_init=self.kernel_init,
-                                  out_kernel_init=self.out_kernel_init,
-                                  implementation=self.attention_implementation)
+        return MultiHeadAttention(
+            self.num_heads,
+            self.d_model,
+            self.attention_dropout,
+            kernel_init=self.kernel_init,
+            out_kernel_init=self.out_kernel_init,
+            implementation=self.attention_implementation,
+        )
 
     def make_feed_forward(self) -> FeedForward:
         return FeedForward(self.d_ff, self.activation, self.kernel_init, self.out_kernel_init)
@@ -99,7 +108,6 @@ class LayerHyperparams(nn.Module):
 
 
 class _ResidualBlock(LayerHyperparams):
-
     def setup(self):
         if self.norm not in NORMS:
             raise ValueError(f'norm must be one of {NORMS}, got {self.norm!r}')
@@ -149,20 +157,31 @@ class DecoderBlock(_ResidualBlock):
         self.ffn = self.make_feed_forward()
         self.ffn_norm = self.make_layer_norm()
 
-    def __call__(self, x, memory=None, self_mask=None, memory_mask=None, *,
-                 deterministic: bool = True, causal: bool = False):
+    def __call__(
+        self,
+        x,
+        memory=None,
+        self_mask=None,
+        memory_mask=None,
+        *,
+        deterministic: bool = True,
+        causal: bool = False,
+    ):
         """causal=True adds the causal mask to self_mask (the `Decoder` stack passes it,
         which lets a fused kernel skip the masked half); otherwise self_mask must
         already be causal."""
+
         def attend(h):
-            return self.self_attention(h, mask=self_mask, deterministic=deterministic,
-                                       causal=causal), None
+            return self.self_attention(
+                h, mask=self_mask, deterministic=deterministic, causal=causal
+            ), None
 
         return self._layer(x, attend, memory, memory_mask, deterministic)[0]
 
     def decode(self, x, cache, cache_index, memory=None, memory_mask=None, layer=None):
         """Positions cache_index.. of x [B, S, d_model]; returns (x, updated cache).
         With `layer`, cache is a whole stack's and only that layer's slice is used."""
+
         def attend(h):
             return self.self_attention.decode(h, cache, cache_index, layer=layer)
 
@@ -184,8 +203,8 @@ class DecoderBlock(_ResidualBlock):
 # nn.scan needs a body of the form (carry, *xs) -> (carry, ys): these adapters give the
 # blocks that signature without changing their parameters.
 
-class _ScannedEncoderBlock(EncoderBlock):
 
+class _ScannedEncoderBlock(EncoderBlock):
     def __call__(self, x, mask, deterministic):
         return EncoderBlock.__call__(self, x, mask, deterministic=deterministic), None
 
@@ -195,12 +214,12 @@ class _ScannedDecoderBlock(DecoderBlock):
     # (`layer` is scanned over 0..L-1): in a loop carry the update happens in place,
     # whereas a cache scanned as xs/ys would be copied whole into a new ys every step.
 
-    def __call__(self, carry, memory, self_mask, memory_mask, layer, cache_index,
-                 deterministic):
+    def __call__(self, carry, memory, self_mask, memory_mask, layer, cache_index, deterministic):
         x, cache = carry
         if cache is None:
-            y = DecoderBlock.__call__(self, x, memory, self_mask, memory_mask,
-                                      deterministic=deterministic, causal=True)
+            y = DecoderBlock.__call__(
+                self, x, memory, self_mask, memory_mask, deterministic=deterministic, causal=True
+            )
             return (y, None), None
         return self.decode(x, cache, cache_index, memory, memory_mask, layer), None
 
@@ -218,8 +237,12 @@ def _remat(block_cls, remat: str, deterministic_argnum: int, prevent_cse: bool):
     `deterministic_argnum` (self = 0) is static: it decides whether dropout runs."""
     if remat == 'none':
         return block_cls
-    return nn.remat(block_cls, policy=REMAT_POLICIES[remat], prevent_cse=prevent_cse,
-                    static_argnums=(deterministic_argnum,))
+    return nn.remat(
+        block_cls,
+        policy=REMAT_POLICIES[remat],
+        prevent_cse=prevent_cse,
+        static_argnums=(deterministic_argnum,),
+    )
 
 
 def _scan(block_cls, num_layers, in_axes):
@@ -241,13 +264,13 @@ class _Stack(LayerHyperparams):
         """The layers, each with the (carry, *xs) -> (carry, None) signature of
         `scanned_cls` (whose parameters are its block's), scanned or unrolled."""
         if self.remat not in REMAT_POLICIES:
-            raise ValueError(f'remat must be one of {tuple(REMAT_POLICIES)}, '
-                             f'got {self.remat!r}')
+            raise ValueError(f'remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}')
         kwargs = {**self.block_kwargs(), **extra}
         # Inside a scan the loop already keeps XLA from merging the recomputation
         # into the forward pass, so the extra barrier is only needed unrolled.
-        block_cls = _remat(scanned_cls, self.remat, deterministic_argnum,
-                           prevent_cse=not self.scan_layers)
+        block_cls = _remat(
+            scanned_cls, self.remat, deterministic_argnum, prevent_cse=not self.scan_layers
+        )
         if self.scan_layers:
             self.layers = _scan(block_cls, self.num_layers, in_axes)(**kwargs)
         else:
@@ -286,28 +309,43 @@ class Decoder(_Stack):
         # memory, self_mask, memory_mask, layer index, cache_index, deterministic
         # (argument 7 counting self and the carry)
         in_axes = (nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast)
-        self.make_layers(_ScannedDecoderBlock, in_axes, 7,
-                         cross_attention=self.cross_attention)
+        self.make_layers(_ScannedDecoderBlock, in_axes, 7, cross_attention=self.cross_attention)
 
-    def __call__(self, x, memory=None, self_mask=None, memory_mask=None, *,
-                 deterministic: bool = True):
+    def __call__(
+        self, x, memory=None, self_mask=None, memory_mask=None, *, deterministic: bool = True
+    ):
         """x: [B, T, d_model]. self_mask (e.g. target padding) is combined with the
         causal mask; memory_mask covers memory keys (e.g. source padding)."""
         if self.scan_layers:
-            (x, _), _ = self.layers((x, None), memory, self_mask, memory_mask,
-                                    jnp.arange(self.num_layers), None, deterministic)
+            (x, _), _ = self.layers(
+                (x, None),
+                memory,
+                self_mask,
+                memory_mask,
+                jnp.arange(self.num_layers),
+                None,
+                deterministic,
+            )
         else:
             for layer in self.layers:
-                (x, _), _ = layer((x, None), memory, self_mask, memory_mask, None, None,
-                                  deterministic)
+                (x, _), _ = layer(
+                    (x, None), memory, self_mask, memory_mask, None, None, deterministic
+                )
         return self.finish(x)
 
     def decode(self, x, cache, cache_index, memory=None, memory_mask=None):
         """Runs positions cache_index .. cache_index + S - 1 (x: [B, S, d_model]) against
         the cache from `init_cache`; returns (x, updated cache)."""
         if self.scan_layers:
-            (x, cache), _ = self.layers((x, cache), memory, None, memory_mask,
-                                        jnp.arange(self.num_layers), cache_index, True)
+            (x, cache), _ = self.layers(
+                (x, cache),
+                memory,
+                None,
+                memory_mask,
+                jnp.arange(self.num_layers),
+                cache_index,
+                True,
+            )
         else:
             for i, layer in enumerate(self.layers):
                 x, cache = layer.decode(x, cache, cache_index, memory, memory_mask, layer=i)
@@ -315,8 +353,14 @@ class Decoder(_Stack):
 
     def init_cache(self, batch_size: int, max_len: int, dtype=jnp.float32) -> dict:
         """Zero cache {'k', 'v'}: [batch_size, num_layers, max_len, num_heads, d_k]."""
-        return init_kv_cache(batch_size, max_len, self.num_heads,
-                             self.d_model // self.num_heads, self.num_layers, dtype)
+        return init_kv_cache(
+            batch_size,
+            max_len,
+            self.num_heads,
+            self.d_model // self.num_heads,
+            self.num_layers,
+            dtype,
+        )
 
 
 _LAYER_KEY = re.compile(r'^layers_(\d+)$')

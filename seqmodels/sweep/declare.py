@@ -42,6 +42,7 @@ class SweepError(ValueError):
 # --------------------------------------------------------------------------- #
 # Grids.
 
+
 def axis(key: str, values: Sequence[Any]) -> list[Trial]:
     """One swept key: [{key: v} for v in values]."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
@@ -86,13 +87,15 @@ def log_grid(low: float, high: float, num: int, digits: int = 3) -> list[float]:
 def _merge_into(merged: Trial, part: Mapping[str, Any], where: str) -> None:
     for key, value in part.items():
         if key in merged and merged[key] != value:
-            raise SweepError(f'{where}(...): key {key!r} is set twice, to {merged[key]!r} '
-                             f'and {value!r}')
+            raise SweepError(
+                f'{where}(...): key {key!r} is set twice, to {merged[key]!r} and {value!r}'
+            )
         merged[key] = value
 
 
 # --------------------------------------------------------------------------- #
 # Distributions for random and Bayesian search.
+
 
 class Distribution:
     """A one-dimensional search range: draws from a uniform number u in [0, 1)."""
@@ -187,6 +190,7 @@ def randint(low: int, high: int) -> RandInt:
 # --------------------------------------------------------------------------- #
 # Spaces.
 
+
 def as_distribution(value: Any) -> Distribution | None:
     """The distribution of a space entry: lists become choices, fixed values None."""
     if isinstance(value, Distribution):
@@ -235,11 +239,14 @@ def split_space(space: Mapping[str, Any]) -> tuple[dict, dict]:
 def grid_of_space(space: Mapping[str, Any]) -> list[Trial]:
     """The product of a space's lists (its fixed values are not part of the trials); a
     space with a continuous range has no grid."""
-    ranges = {k: v for k, v in space.items() if isinstance(v, Distribution)
-              and not isinstance(v, Choice)}
+    ranges = {
+        k: v for k, v in space.items() if isinstance(v, Distribution) and not isinstance(v, Choice)
+    }
     if ranges:
-        raise SweepError(f'keys {", ".join(sorted(ranges))} have continuous ranges: run this '
-                         'sweep with --search=random or --search=bayes and --num_trials=N')
+        raise SweepError(
+            f'keys {", ".join(sorted(ranges))} have continuous ranges: run this '
+            'sweep with --search=random or --search=bayes and --num_trials=N'
+        )
     _, searched = split_space(space)
     return product(*[axis(key, as_distribution(v).values) for key, v in searched.items()])
 
@@ -247,10 +254,11 @@ def grid_of_space(space: Mapping[str, Any]) -> list[Trial]:
 def check_trials(trials: Any, where: str) -> list[Trial]:
     """The declared grid as a list of dicts with string keys, or SweepError."""
     if not isinstance(trials, (list, tuple)) or not trials:
-        raise SweepError(f'{where} must return a non-empty list of trials (dicts of config '
-                         f'overrides) or a search space (a dict), got {type(trials).__name__}')
+        raise SweepError(
+            f'{where} must return a non-empty list of trials (dicts of config '
+            f'overrides) or a search space (a dict), got {type(trials).__name__}'
+        )
     for i, trial in enumerate(trials):
         if not isinstance(trial, Mapping) or not all(isinstance(k, str) for k in trial):
-            raise SweepError(f'{where}: trial {i} is not a dict of dotted config keys: '
-                             f'{trial!r}')
+            raise SweepError(f'{where}: trial {i} is not a dict of dotted config keys: {trial!r}')
     return [dict(t) for t in trials]

@@ -91,22 +91,31 @@ class _Builder:
         self.trials: list[records.Trial] = []
         self.unresolved: set[int] = set()
 
-    def __call__(self, index: int, overrides: dict, optuna_number: int | None = None,
-                 existing: records.Trial | None = None) -> records.Trial:
+    def __call__(
+        self,
+        index: int,
+        overrides: dict,
+        optuna_number: int | None = None,
+        existing: records.Trial | None = None,
+    ) -> records.Trial:
         name = existing.name if existing else records.trial_name(index, overrides, self.width)
         directory = os.path.join(self.request.workdir, name)
         if existing is None and os.path.exists(os.path.join(directory, records.TRIAL_FILE)):
             existing = records.Trial.load(directory)
-        config, error = _resolve(self.request.base_config, {
-            **self.request.base_overrides, **self.manifest['fixed'], **overrides})
+        config, error = _resolve(
+            self.request.base_config,
+            {**self.request.base_overrides, **self.manifest['fixed'], **overrides},
+        )
         if existing is not None and existing.config is not None and config is not None:
             differences = records.dict_differences(existing.config, config)
             if differences:
                 raise SweepError(
                     f'{self.request.workdir} holds trial {name} with another resolved config '
-                    f'(did {self.request.config_path} change?): ' + '; '.join(differences))
-        trial = records.Trial(index, name, directory, records.plain(overrides), config,
-                              optuna_number=optuna_number)
+                    f'(did {self.request.config_path} change?): ' + '; '.join(differences)
+                )
+        trial = records.Trial(
+            index, name, directory, records.plain(overrides), config, optuna_number=optuna_number
+        )
         trial.command = runner.trial_command(self.manifest, trial)
         trial.save()
         if error:
@@ -123,31 +132,43 @@ def open_sweep(request: Request, log: Callable = print) -> tuple[Sweep, Any]:
         raise SweepError(f'--direction={request.direction}: choose min or max')
     where = f'{request.config_path}: get_sweep({request.sweep!r})'
     declared = declared_sweep(request.config_path, request.sweep)
-    planned = search.planned_trials(declared, request.search, request.num_trials,
-                                    request.search_seed, where)
+    planned = search.planned_trials(
+        declared, request.search, request.num_trials, request.search_seed, where
+    )
     keys = set(declared) if isinstance(declared, Mapping) else {k for t in planned for k in t}
     clash = sorted(keys & set(request.base_overrides))
     if clash:
-        raise SweepError(f'--config.{clash[0]} is swept by {request.sweep!r}: a base override '
-                         'may not set a swept key')
+        raise SweepError(
+            f'--config.{clash[0]} is swept by {request.sweep!r}: a base override '
+            'may not set a swept key'
+        )
     manifest = {
-        'format': 1, 'config': os.path.abspath(request.config_path), 'variant': request.variant,
-        'driver': request.driver, 'cwd': request.cwd, 'sweep': request.sweep,
-        'search': request.search, 'num_trials': request.num_trials,
-        'search_seed': request.search_seed, 'objective': request.objective,
-        'direction': request.direction, 'base_overrides': records.plain(request.base_overrides),
+        'format': 1,
+        'config': os.path.abspath(request.config_path),
+        'variant': request.variant,
+        'driver': request.driver,
+        'cwd': request.cwd,
+        'sweep': request.sweep,
+        'search': request.search,
+        'num_trials': request.num_trials,
+        'search_seed': request.search_seed,
+        'objective': request.objective,
+        'direction': request.direction,
+        'base_overrides': records.plain(request.base_overrides),
         'space': describe_space(declared) if isinstance(declared, Mapping) else None,
-        'fixed': records.plain(split_space(declared)[0]) if isinstance(declared, Mapping)
-        else {},
-        'trials': records.plain(planned) if planned is not None else None}
+        'fixed': records.plain(split_space(declared)[0]) if isinstance(declared, Mapping) else {},
+        'trials': records.plain(planned) if planned is not None else None,
+    }
     path = os.path.join(request.workdir, records.MANIFEST)
     old = records.read_json(path)
     if old is not None:
         differences = records.manifest_differences(old, manifest)
         if differences:
-            raise SweepError(f'{request.workdir} holds a sweep made with other settings; '
-                             'rerun it as it was made, or use another --workdir. What differs: '
-                             + '; '.join(differences))
+            raise SweepError(
+                f'{request.workdir} holds a sweep made with other settings; '
+                'rerun it as it was made, or use another --workdir. What differs: '
+                + '; '.join(differences)
+            )
     manifest['created'] = (old or {}).get('created') or time.time()
     os.makedirs(request.workdir, exist_ok=True)
 
@@ -155,24 +176,35 @@ def open_sweep(request: Request, log: Callable = print) -> tuple[Sweep, Any]:
     build = _Builder(request, manifest, width=max(3, len(str(count - 1))))
     if request.search == 'bayes':
         # Every key of the space must exist in the config before Optuna proposes values.
-        _, error = _resolve(request.base_config, {**request.base_overrides,
-                                                  **random_draws(declared, 1, 0)[0]})
+        _, error = _resolve(
+            request.base_config, {**request.base_overrides, **random_draws(declared, 1, 0)[0]}
+        )
         if error:
             raise SweepError(f'{where}: {error}')
         existing = records.load_trials(request.workdir)
         for trial in existing:
             build(trial.index, trial.overrides, trial.optuna_number, existing=trial)
         records.write_json(path, manifest)
-        plan = search.OptunaPlan(request.workdir, declared, request.num_trials,
-                                 request.search_seed, request.objective, request.direction,
-                                 list(build.trials), build, log=log)
+        plan = search.OptunaPlan(
+            request.workdir,
+            declared,
+            request.num_trials,
+            request.search_seed,
+            request.objective,
+            request.direction,
+            list(build.trials),
+            build,
+            log=log,
+        )
     else:
         for index, overrides in enumerate(planned):
             build(index, overrides)
         records.write_json(path, manifest)
         plan = search.ListPlan(
-            t for t in build.trials if t.index not in build.unresolved
-            and t.status().get('status') not in records.FINISHED)
+            t
+            for t in build.trials
+            if t.index not in build.unresolved and t.status().get('status') not in records.FINISHED
+        )
     return Sweep(request.workdir, manifest, build.trials), plan
 
 
@@ -186,15 +218,19 @@ class Monitor:
         self.shown = None
 
     def rows(self):
-        return [results.trial_row(t, self.sweep.manifest['objective'],
-                                  self.sweep.manifest['direction']) for t in self.sweep.trials]
+        return [
+            results.trial_row(t, self.sweep.manifest['objective'], self.sweep.manifest['direction'])
+            for t in self.sweep.trials
+        ]
 
     def progress(self, again: bool = False) -> None:
         """Logs the progress line (unless it would repeat the last one, or `again`)."""
         self.last = time.time()
         total = self.sweep.manifest.get('num_trials')
-        line = (f'sweep {self.sweep.manifest["sweep"]}: '
-                f'{results.progress_line(self.rows(), self.parallel, total)}')
+        line = (
+            f'sweep {self.sweep.manifest["sweep"]}: '
+            f'{results.progress_line(self.rows(), self.parallel, total)}'
+        )
         if line != self.shown or again:
             self.log(line)
             self.shown = line
@@ -209,8 +245,7 @@ class Monitor:
         if state == records.DONE:
             value = search.objective_value(trial.directory, self.sweep.manifest['objective'])
             shown = f'{value:.4g}' if value is not None else 'none'
-            self.log(f'{trial.name}: done in {took}, '
-                     f'{self.sweep.manifest["objective"]} = {shown}')
+            self.log(f'{trial.name}: done in {took}, {self.sweep.manifest["objective"]} = {shown}')
         elif state == records.DIVERGED:
             self.log(f'{trial.name}: diverged at step {status.get("diverged_step")}')
         elif state == records.ERROR:
@@ -233,8 +268,10 @@ def _lock(workdir: str):
         lock.seek(0)
         holder = lock.read().strip() or '?'
         lock.close()
-        raise SweepError(f'another launcher (pid {holder}) is running the sweep in '
-                         f'{workdir}; wait for it or stop it') from None
+        raise SweepError(
+            f'another launcher (pid {holder}) is running the sweep in '
+            f'{workdir}; wait for it or stop it'
+        ) from None
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))
@@ -242,8 +279,9 @@ def _lock(workdir: str):
     return lock
 
 
-def run(request: Request, executor, log: Callable = print,
-        aggregate: Sequence[str] = ('seed',)) -> int:
+def run(
+    request: Request, executor, log: Callable = print, aggregate: Sequence[str] = ('seed',)
+) -> int:
     """Runs the sweep to the end; returns the launcher's exit status: 0, 1 when a trial
     failed (each named on the log), EXIT_PREEMPTED when stopped by a signal."""
     lock = _lock(request.workdir)
@@ -271,9 +309,14 @@ def run(request: Request, executor, log: Callable = print,
     return 0
 
 
-def report(workdir: str, objective: str | None = None, direction: str | None = None,
-           aggregate: Sequence[str] = ('seed',), plots: bool = True,
-           log: Callable | None = None) -> list[dict]:
+def report(
+    workdir: str,
+    objective: str | None = None,
+    direction: str | None = None,
+    aggregate: Sequence[str] = ('seed',),
+    plots: bool = True,
+    log: Callable | None = None,
+) -> list[dict]:
     """Rebuilds results.csv, results.md and the plots from the trial folders (safe while
     the trials run); returns the sorted rows."""
     manifest = records.read_json(os.path.join(workdir, records.MANIFEST))
@@ -284,11 +327,13 @@ def report(workdir: str, objective: str | None = None, direction: str | None = N
     if direction not in DIRECTIONS:
         raise SweepError(f'--direction={direction}: choose min or max')
     trials = records.load_trials(workdir)
-    rows = results.sort_rows([results.trial_row(t, objective, direction) for t in trials],
-                             direction)
+    rows = results.sort_rows(
+        [results.trial_row(t, objective, direction) for t in trials], direction
+    )
     written = results.write_tables(workdir, rows, manifest, objective, direction, aggregate)
     if plots and rows:
         from seqmodels.sweep import plots as plotting
+
         written += plotting.write_plots(workdir, trials, rows, objective)
     if log is not None:
         log(f'wrote {", ".join(os.path.relpath(p, workdir) for p in written)} in {workdir}')

@@ -49,53 +49,69 @@ def detect_accelerators() -> tuple[str | None, list[str]]:
         return 'gpu', [d for d in visible.split(',') if d.strip()]
     if shutil.which('nvidia-smi'):
         try:
-            listing = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True,
-                                     timeout=30).stdout
+            listing = subprocess.run(
+                ['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             listing = ''
         gpus = [line for line in listing.splitlines() if line.startswith('GPU ')]
         if gpus:
             return 'gpu', [str(i) for i in range(len(gpus))]
     chips = sorted(glob.glob('/dev/accel*')) or sorted(
-        p for p in glob.glob('/dev/vfio/*') if os.path.basename(p).isdigit())
+        p for p in glob.glob('/dev/vfio/*') if os.path.basename(p).isdigit()
+    )
     if chips:
         return 'tpu', [str(i) for i in range(len(chips))]
     return None, []
 
 
-def make_slots(parallel: int, devices_per_trial: int = 0, log: Callable = print,
-               cores: Sequence[int] | None = None,
-               accelerators: tuple[str | None, list[str]] | None = None) -> list[Slot]:
+def make_slots(
+    parallel: int,
+    devices_per_trial: int = 0,
+    log: Callable = print,
+    cores: Sequence[int] | None = None,
+    accelerators: tuple[str | None, list[str]] | None = None,
+) -> list[Slot]:
     """Splits the cores (and accelerators) into `parallel` disjoint slots, or fewer
     when there are not enough to go round (said in a log line)."""
     cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
     if parallel < 1:
         raise SweepError(f'--parallel={parallel}: must be at least 1')
     if parallel > len(cores):
-        log(f'--parallel={parallel} but this process may use {len(cores)} cores: running '
-            f'{len(cores)} trials at a time')
+        log(
+            f'--parallel={parallel} but this process may use {len(cores)} cores: running '
+            f'{len(cores)} trials at a time'
+        )
         parallel = len(cores)
     kind, devices = None, []
     if devices_per_trial > 0:
         kind, devices = detect_accelerators() if accelerators is None else accelerators
         if kind is None:
-            raise SweepError(f'--devices_per_trial={devices_per_trial}: this host shows no GPU '
-                             '(CUDA_VISIBLE_DEVICES, nvidia-smi) and no TPU (/dev/accel*)')
+            raise SweepError(
+                f'--devices_per_trial={devices_per_trial}: this host shows no GPU '
+                '(CUDA_VISIBLE_DEVICES, nvidia-smi) and no TPU (/dev/accel*)'
+            )
         if kind == 'tpu' and devices_per_trial != 1:
-            raise SweepError(f'--devices_per_trial={devices_per_trial}: on a TPU host a trial '
-                             'gets one chip (1) or, with --devices_per_trial=0, all of them')
+            raise SweepError(
+                f'--devices_per_trial={devices_per_trial}: on a TPU host a trial '
+                'gets one chip (1) or, with --devices_per_trial=0, all of them'
+            )
         if len(devices) < devices_per_trial:
-            raise SweepError(f'--devices_per_trial={devices_per_trial}: this host has only '
-                             f'{len(devices)} {kind} devices')
+            raise SweepError(
+                f'--devices_per_trial={devices_per_trial}: this host has only '
+                f'{len(devices)} {kind} devices'
+            )
         if parallel * devices_per_trial > len(devices):
             fits = len(devices) // devices_per_trial
-            log(f'--parallel={parallel} x --devices_per_trial={devices_per_trial} needs more '
-                f'than the {len(devices)} {kind} devices here: running {fits} at a time')
+            log(
+                f'--parallel={parallel} x --devices_per_trial={devices_per_trial} needs more '
+                f'than the {len(devices)} {kind} devices here: running {fits} at a time'
+            )
             parallel = fits
     slots = []
     for i in range(parallel):
-        share = cores[i * len(cores) // parallel:(i + 1) * len(cores) // parallel]
-        mine = devices[i * devices_per_trial:(i + 1) * devices_per_trial]
+        share = cores[i * len(cores) // parallel : (i + 1) * len(cores) // parallel]
+        mine = devices[i * devices_per_trial : (i + 1) * devices_per_trial]
         env = {}
         if kind == 'gpu':
             env['CUDA_VISIBLE_DEVICES'] = ','.join(mine)
@@ -103,9 +119,14 @@ def make_slots(parallel: int, devices_per_trial: int = 0, log: Callable = print,
             # One chip as a host of its own (bounds 1,1,1) with its own port, so trials
             # on neighbouring chips do not join one another's slice.
             port = str(_TPU_PORT + i)
-            env.update(TPU_VISIBLE_CHIPS=mine[0], TPU_PROCESS_BOUNDS='1,1,1',
-                       TPU_CHIPS_PER_PROCESS_BOUNDS='1,1,1', TPU_PROCESS_PORT=port,
-                       TPU_PROCESS_ADDRESSES=f'localhost:{port}', CLOUD_TPU_TASK_ID='0')
+            env.update(
+                TPU_VISIBLE_CHIPS=mine[0],
+                TPU_PROCESS_BOUNDS='1,1,1',
+                TPU_CHIPS_PER_PROCESS_BOUNDS='1,1,1',
+                TPU_PROCESS_PORT=port,
+                TPU_PROCESS_ADDRESSES=f'localhost:{port}',
+                CLOUD_TPU_TASK_ID='0',
+            )
         slots.append(Slot(i, share, mine, env))
     return slots
 
@@ -119,8 +140,13 @@ def data_prepared(trials: Sequence[records.Trial]) -> bool:
 class LocalExecutor:
     """Runs a plan's trials `parallel` at a time on this machine."""
 
-    def __init__(self, parallel: int = 1, devices_per_trial: int = 0, log: Callable = print,
-                 stop_timeout_s: float = 120.0):
+    def __init__(
+        self,
+        parallel: int = 1,
+        devices_per_trial: int = 0,
+        log: Callable = print,
+        stop_timeout_s: float = 120.0,
+    ):
         self.slots = make_slots(parallel, devices_per_trial, log)
         self.parallel = len(self.slots)
         self.log = log
@@ -146,8 +172,10 @@ class LocalExecutor:
                     del self._running[slot_index]
                     free.append(self.slots[slot_index])
                     status = self._finish(trial, process, since)
-                    if (status['status'] == records.PREEMPTED
-                            and requeues.get(trial.index, 0) < _MAX_REQUEUES):
+                    if (
+                        status['status'] == records.PREEMPTED
+                        and requeues.get(trial.index, 0) < _MAX_REQUEUES
+                    ):
                         requeues[trial.index] = requeues.get(trial.index, 0) + 1
                         plan.requeue(trial)
                     else:
@@ -185,13 +213,15 @@ class LocalExecutor:
         # A stop signal between the start and the bookkeeping would miss this trial.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            process, since = runner.start(trial, command, env, sweep.manifest['cwd'],
-                                          cores=slot.cores)
+            process, since = runner.start(
+                trial, command, env, sweep.manifest['cwd'], cores=slot.cores
+            )
             self._running[slot.index] = (trial, process, since)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        runner.record_start(trial, process.pid, executor='local', cores=slot.cores,
-                            devices=slot.devices)
+        runner.record_start(
+            trial, process.pid, executor='local', cores=slot.cores, devices=slot.devices
+        )
 
     def _finish(self, trial, process, since, stopped: bool = False) -> dict:
         stderr = os.path.join(trial.directory, records.STDERR_FILE)
@@ -218,8 +248,10 @@ class LocalExecutor:
         flight and exits 75), then SIGKILL to any still running after stop_timeout_s."""
         if not self._running:
             return
-        self.log(f'stopping {len(self._running)} running trials (they save a checkpoint '
-                 'first; a rerun resumes them)')
+        self.log(
+            f'stopping {len(self._running)} running trials (they save a checkpoint '
+            'first; a rerun resumes them)'
+        )
         self._signal_all(signal.SIGTERM)
         deadline = time.time() + self.stop_timeout_s
         while self._running and time.time() < deadline:

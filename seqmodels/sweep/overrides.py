@@ -27,16 +27,19 @@ def format_value(key: str, value: Any) -> str:
         return str(value)
     if isinstance(value, (tuple, list)):
         return repr(tuple(value))
-    raise SweepError(f'config.{key}={value!r}: a {type(value).__name__} cannot be passed as '
-                     '--config.KEY=VALUE; use a bool, number, string or tuple')
+    raise SweepError(
+        f'config.{key}={value!r}: a {type(value).__name__} cannot be passed as '
+        '--config.KEY=VALUE; use a bool, number, string or tuple'
+    )
 
 
 def override_flags(overrides: Mapping[str, Any]) -> list[str]:
     return [f'--config.{key}={format_value(key, value)}' for key, value in overrides.items()]
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
     """A copy of `config` with each dotted key set (`training.apply_overrides`), checked
     also for what the command line can carry; SweepError names a bad key or value."""
     from seqmodels.training.config import ConfigError
@@ -48,11 +51,17 @@ def apply_overrides(config: ml_collections.ConfigDict,
         node = config
         for part in parents:
             node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-        if (isinstance(node, ml_collections.ConfigDict) and leaf in node
-                and node[leaf] is None and node.get_type(leaf) is type(None)):
-            raise SweepError(f'config.{key} is None in the config, and a driver cannot take '
-                             'an untyped None field from the command line; give it a typed '
-                             'default (or ml_collections.config_dict.placeholder(TYPE))')
+        if (
+            isinstance(node, ml_collections.ConfigDict)
+            and leaf in node
+            and node[leaf] is None
+            and node.get_type(leaf) is type(None)
+        ):
+            raise SweepError(
+                f'config.{key} is None in the config, and a driver cannot take '
+                'an untyped None field from the command line; give it a typed '
+                'default (or ml_collections.config_dict.placeholder(TYPE))'
+            )
     try:
         return apply(config, overrides)
     except ConfigError as e:

@@ -1,12 +1,12 @@
 """The sweep's plots (PNG, matplotlib's Agg backend: no display needed).
 
-    WORKDIR/plots/objective_vs_<key>.png   the final objective of every trial against
-                                           each swept key; a log axis for a key whose
-                                           values are positive and span 20x or more
-                                           (learning rates); diverged trials marked x
-                                           along the top
-    WORKDIR/plots/curves.png               train/loss and the objective against step,
-                                           every trial overlaid
+WORKDIR/plots/objective_vs_<key>.png   the final objective of every trial against
+                                       each swept key; a log axis for a key whose
+                                       values are positive and span 20x or more
+                                       (learning rates); diverged trials marked x
+                                       along the top
+WORKDIR/plots/curves.png               train/loss and the objective against step,
+                                       every trial overlaid
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ _MAX_LEGEND = 16
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -49,16 +51,21 @@ def plot_objective(rows: Sequence[Mapping], key: str, objective: str, path: str)
     ordered = list(dict.fromkeys(map(str, values)))  # categories, in declared order
     x_of = lambda v: v if numeric else ordered.index(str(v))
     fig, ax = plt.subplots(figsize=(6, 4))
-    finite = [(x_of(row['overrides'].get(key)), row['objective']) for row in rows
-              if row['objective'] is not None and math.isfinite(row['objective'])]
+    finite = [
+        (x_of(row['overrides'].get(key)), row['objective'])
+        for row in rows
+        if row['objective'] is not None and math.isfinite(row['objective'])
+    ]
     if finite:
         ax.scatter(*zip(*finite), color='tab:blue', label='final ' + objective, zorder=3)
-    diverged = [x_of(row['overrides'].get(key)) for row in rows
-                if row['status'] == records.DIVERGED]
+    diverged = [
+        x_of(row['overrides'].get(key)) for row in rows if row['status'] == records.DIVERGED
+    ]
     if diverged:
         top = max((y for _, y in finite), default=1.0)
-        ax.scatter(diverged, [top] * len(diverged), marker='x', color='tab:red',
-                   label='diverged', zorder=3)
+        ax.scatter(
+            diverged, [top] * len(diverged), marker='x', color='tab:red', label='diverged', zorder=3
+        )
     if numeric and log_axis(values, key):
         ax.set_xscale('log')
     if not numeric:
@@ -80,11 +87,13 @@ def plot_curves(trials: Sequence[records.Trial], objective: str, path: str) -> N
     for trial in trials:
         metrics = read_metrics(trial.directory)
         for ax, name in zip(axes, ('train/loss', objective)):
-            points = [(r['step'], r[name]) for r in metrics
-                      if _is_number(r.get(name)) and math.isfinite(r[name])]
+            points = [
+                (r['step'], r[name])
+                for r in metrics
+                if _is_number(r.get(name)) and math.isfinite(r[name])
+            ]
             if points:
-                ax.plot(*zip(*points), marker='.' if len(points) < 20 else None,
-                        label=trial.name)
+                ax.plot(*zip(*points), marker='.' if len(points) < 20 else None, label=trial.name)
     for ax, name in zip(axes, ('train/loss', objective)):
         ax.set_xlabel('step')
         ax.set_ylabel(name)
@@ -96,8 +105,9 @@ def plot_curves(trials: Sequence[records.Trial], objective: str, path: str) -> N
     plt.close(fig)
 
 
-def write_plots(workdir: str, trials: Sequence[records.Trial], rows: Sequence[Mapping],
-                objective: str) -> list[str]:
+def write_plots(
+    workdir: str, trials: Sequence[records.Trial], rows: Sequence[Mapping], objective: str
+) -> list[str]:
     """Writes every plot; returns their paths."""
     folder = os.path.join(workdir, 'plots')
     os.makedirs(folder, exist_ok=True)

@@ -39,8 +39,16 @@ DONE, DIVERGED, ERROR = 'done', 'diverged', 'error'
 FINISHED = (DONE, DIVERGED)  # a rerun skips these; everything else runs (again)
 
 # The settings that decide what every trial computes; a rerun must repeat them.
-RESULT_SETTINGS = ('config', 'variant', 'driver', 'sweep', 'search', 'search_seed',
-                   'base_overrides', 'space')
+RESULT_SETTINGS = (
+    'config',
+    'variant',
+    'driver',
+    'sweep',
+    'search',
+    'search_seed',
+    'base_overrides',
+    'space',
+)
 
 
 def plain(value: Any) -> Any:
@@ -90,8 +98,8 @@ class Trial:
     name: str
     directory: str
     overrides: dict
-    config: dict | None = None       # the resolved config (launcher side), JSON form
-    command: list | None = None      # the driver command line, for running it by hand
+    config: dict | None = None  # the resolved config (launcher side), JSON form
+    command: list | None = None  # the driver command line, for running it by hand
     optuna_number: int | None = None
 
     @property
@@ -111,19 +119,32 @@ class Trial:
 
     def save(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        write_json(os.path.join(self.directory, TRIAL_FILE), {
-            'index': self.index, 'name': self.name, 'overrides': self.overrides,
-            'config': self.config, 'command': self.command,
-            'optuna_number': self.optuna_number})
+        write_json(
+            os.path.join(self.directory, TRIAL_FILE),
+            {
+                'index': self.index,
+                'name': self.name,
+                'overrides': self.overrides,
+                'config': self.config,
+                'command': self.command,
+                'optuna_number': self.optuna_number,
+            },
+        )
         if not os.path.exists(self.status_path):
             self.update_status(status=PENDING, attempts=0, wall_time_s=0.0)
 
     @classmethod
     def load(cls, directory: str) -> Trial:
         record = read_json(os.path.join(directory, TRIAL_FILE))
-        return cls(index=record['index'], name=record['name'], directory=directory,
-                   overrides=record['overrides'], config=record.get('config'),
-                   command=record.get('command'), optuna_number=record.get('optuna_number'))
+        return cls(
+            index=record['index'],
+            name=record['name'],
+            directory=directory,
+            overrides=record['overrides'],
+            config=record.get('config'),
+            command=record.get('command'),
+            optuna_number=record.get('optuna_number'),
+        )
 
 
 def load_trials(workdir: str) -> list[Trial]:
@@ -166,6 +187,7 @@ def shown_status(status: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- #
 # What differs between the recorded sweep and the one asked for now.
+
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
     if isinstance(tree, Mapping):
@@ -213,10 +235,9 @@ def manifest_differences(old: Mapping, new: Mapping) -> list[str]:
     elif new.get('search') in ('random', 'bayes'):
         before, now = old.get('num_trials') or 0, new.get('num_trials') or 0
         if now < before:
-            out.append(f'num_trials: {before} recorded, {now} now (a sweep can grow, not '
-                       'shrink)')
-        elif old_trials != new_trials[:len(old_trials)]:
-            out.extend(_trial_list_differences(old_trials, new_trials[:len(old_trials)]))
+            out.append(f'num_trials: {before} recorded, {now} now (a sweep can grow, not shrink)')
+        elif old_trials != new_trials[: len(old_trials)]:
+            out.extend(_trial_list_differences(old_trials, new_trials[: len(old_trials)]))
     return out
 
 

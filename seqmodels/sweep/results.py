@@ -67,8 +67,11 @@ def higher_is_better(metric: str) -> bool:
 
 
 def best_value(metrics: Sequence[Mapping], key: str, maximize: bool) -> float | None:
-    values = [float(r[key]) for r in metrics
-              if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    values = [
+        float(r[key])
+        for r in metrics
+        if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+    ]
     if not values:
         return None
     return max(values) if maximize else min(values)
@@ -76,8 +79,7 @@ def best_value(metrics: Sequence[Mapping], key: str, maximize: bool) -> float | 
 
 def latest_checkpoint(directory: str) -> int | None:
     try:
-        steps = [int(n) for n in os.listdir(os.path.join(directory, 'checkpoints'))
-                 if n.isdigit()]
+        steps = [int(n) for n in os.listdir(os.path.join(directory, 'checkpoints')) if n.isdigit()]
     except FileNotFoundError:
         return None
     return max(steps, default=None)
@@ -92,6 +94,7 @@ def steps_done(directory: str, metrics: Sequence[Mapping] | None = None) -> int:
 # --------------------------------------------------------------------------- #
 # Rows.
 
+
 def trial_row(trial: records.Trial, objective: str, direction: str) -> dict[str, Any]:
     """Everything the table says about one trial."""
     status = trial.status()
@@ -100,13 +103,19 @@ def trial_row(trial: records.Trial, objective: str, direction: str) -> dict[str,
     wall = status.get('wall_time_s') or 0.0
     if state == records.RUNNING and status.get('started'):
         wall += max(time.time() - status['started'], 0.0)
-    row = {'trial': trial.name, 'index': trial.index, 'overrides': trial.overrides,
-           'status': state, 'steps': steps_done(trial.directory, metrics),
-           'num_train_steps': (trial.config or {}).get('num_train_steps'),
-           'wall_time_s': wall, 'diverged_at': status.get('diverged_step'),
-           'error': status.get('error') if state == records.ERROR else None,
-           'objective': None if state == records.DIVERGED else final_value(metrics, objective),
-           'metrics': {}}
+    row = {
+        'trial': trial.name,
+        'index': trial.index,
+        'overrides': trial.overrides,
+        'status': state,
+        'steps': steps_done(trial.directory, metrics),
+        'num_train_steps': (trial.config or {}).get('num_train_steps'),
+        'wall_time_s': wall,
+        'diverged_at': status.get('diverged_step'),
+        'error': status.get('error') if state == records.ERROR else None,
+        'objective': None if state == records.DIVERGED else final_value(metrics, objective),
+        'metrics': {},
+    }
     names = sorted({k for r in metrics for k in r if k.startswith('eval/')})
     for name in names:
         maximize = (direction == 'max') if name == objective else higher_is_better(name)
@@ -123,7 +132,8 @@ def sort_rows(rows: list[dict], direction: str) -> list[dict]:
         value = row['objective']
         usable = value is not None and math.isfinite(value)
         group = {records.DIVERGED: 3, records.ERROR: 4}.get(
-            row['status'], (0 if row['status'] == records.DONE else 1) if usable else 2)
+            row['status'], (0 if row['status'] == records.DONE else 1) if usable else 2
+        )
         return (group, sign * value if usable else 0.0, row['index'])
 
     return sorted(rows, key=key)
@@ -145,18 +155,27 @@ def metric_names(rows: Sequence[Mapping], objective: str) -> list[str]:
 # --------------------------------------------------------------------------- #
 # CSV and Markdown.
 
+
 def _columns(rows, objective):
     keys = swept_keys(rows)
     metrics = metric_names(rows, objective)
     metric_cols = [f'{kind} {name}' for name in metrics for kind in ('final', 'best')]
-    return keys, metrics, (['trial', *keys, 'status', 'steps', 'wall_time_s', *metric_cols,
-                            'diverged_at', 'error'])
+    return (
+        keys,
+        metrics,
+        (['trial', *keys, 'status', 'steps', 'wall_time_s', *metric_cols, 'diverged_at', 'error']),
+    )
 
 
 def _flat(row, keys, metrics):
-    out = {'trial': row['trial'], 'status': row['status'], 'steps': row['steps'],
-           'wall_time_s': round(row['wall_time_s'], 1), 'diverged_at': row['diverged_at'],
-           'error': row['error']}
+    out = {
+        'trial': row['trial'],
+        'status': row['status'],
+        'steps': row['steps'],
+        'wall_time_s': round(row['wall_time_s'], 1),
+        'diverged_at': row['diverged_at'],
+        'error': row['error'],
+    }
     out.update({k: row['overrides'].get(k) for k in keys})
     for name in metrics:
         final, best = row['metrics'].get(name, (None, None))
@@ -195,33 +214,56 @@ def duration(seconds: float | None) -> str:
 
 def _md_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
     escape = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
-    out = ['| ' + ' | '.join(map(escape, header)) + ' |',
-           '|' + '---|' * len(header)]
+    out = ['| ' + ' | '.join(map(escape, header)) + ' |', '|' + '---|' * len(header)]
     out += ['| ' + ' | '.join(map(escape, line)) + ' |' for line in lines]
     return '\n'.join(out)
 
 
-def to_markdown(rows: Sequence[Mapping], manifest: Mapping, objective: str, direction: str,
-                aggregate: Sequence[str] = ()) -> str:
+def to_markdown(
+    rows: Sequence[Mapping],
+    manifest: Mapping,
+    objective: str,
+    direction: str,
+    aggregate: Sequence[str] = (),
+) -> str:
     keys, metrics, _ = _columns(rows, objective)
-    config = manifest.get('config', '?') + (f':{manifest["variant"]}'
-                                            if manifest.get('variant') else '')
+    config = manifest.get('config', '?') + (
+        f':{manifest["variant"]}' if manifest.get('variant') else ''
+    )
     counts = count_states(rows)
-    parts = [f'# Sweep `{manifest.get("sweep")}` of `{config}`', '',
-             f'{manifest.get("search", "grid")} search, {len(rows)} trials '
-             f'({", ".join(f"{n} {s}" for s, n in counts.items())}); objective: final '
-             f'`{objective}` ({"maximised" if direction == "max" else "minimised"}).', '']
-    header = ['trial', *keys, 'status', 'steps', 'wall time',
-              *[f'{kind} {name}' for name in metrics for kind in ('final', 'best')]]
+    parts = [
+        f'# Sweep `{manifest.get("sweep")}` of `{config}`',
+        '',
+        f'{manifest.get("search", "grid")} search, {len(rows)} trials '
+        f'({", ".join(f"{n} {s}" for s, n in counts.items())}); objective: final '
+        f'`{objective}` ({"maximised" if direction == "max" else "minimised"}).',
+        '',
+    ]
+    header = [
+        'trial',
+        *keys,
+        'status',
+        'steps',
+        'wall time',
+        *[f'{kind} {name}' for name in metrics for kind in ('final', 'best')],
+    ]
     lines = []
     for row in rows:
         status = row['status']
         if row['diverged_at'] is not None:
             status = f'diverged at step {row["diverged_at"]}'
-        steps = f'{row["steps"]}/{row["num_train_steps"]}' if row['num_train_steps'] else \
-            str(row['steps'])
-        line = [row['trial'], *[fmt(row['overrides'].get(k)) for k in keys], status, steps,
-                duration(row['wall_time_s'])]
+        steps = (
+            f'{row["steps"]}/{row["num_train_steps"]}'
+            if row['num_train_steps']
+            else str(row['steps'])
+        )
+        line = [
+            row['trial'],
+            *[fmt(row['overrides'].get(k)) for k in keys],
+            status,
+            steps,
+            duration(row['wall_time_s']),
+        ]
         for name in metrics:
             line += [fmt(v) for v in row['metrics'].get(name, (None, None))]
         lines.append(line)
@@ -232,21 +274,28 @@ def to_markdown(rows: Sequence[Mapping], manifest: Mapping, objective: str, dire
         parts += [f'- `{row["trial"]}`: {row["error"]}' for row in errors]
     over = [k for k in aggregate if k in keys]
     if over and len(keys) > len(over):
-        parts += ['', f'Mean ± standard deviation over {", ".join(over)} (n = trials with '
-                  'a value):', '', aggregate_markdown(rows, over, objective, direction)]
+        parts += [
+            '',
+            f'Mean ± standard deviation over {", ".join(over)} (n = trials with a value):',
+            '',
+            aggregate_markdown(rows, over, objective, direction),
+        ]
     return '\n'.join(parts) + '\n'
 
 
-def aggregate_rows(rows: Sequence[Mapping], over: Sequence[str], objective: str,
-                   direction: str) -> list[dict]:
+def aggregate_rows(
+    rows: Sequence[Mapping], over: Sequence[str], objective: str, direction: str
+) -> list[dict]:
     """One row per setting of the swept keys other than `over`: the per-metric lists of
     final values of its trials, sorted by mean objective."""
     keys = [k for k in swept_keys(rows) if k not in over]
     groups: dict[str, dict] = {}
     for row in rows:
         setting = {k: row['overrides'].get(k) for k in keys}
-        group = groups.setdefault(json.dumps(setting, sort_keys=True, default=str),
-                                  {'setting': setting, 'rows': [], 'values': {}})
+        group = groups.setdefault(
+            json.dumps(setting, sort_keys=True, default=str),
+            {'setting': setting, 'rows': [], 'values': {}},
+        )
         group['rows'].append(row)
         for name, (final, _) in row['metrics'].items():
             if final is not None and math.isfinite(final) and row['status'] == records.DONE:
@@ -277,9 +326,14 @@ def aggregate_markdown(rows, over, objective, direction) -> str:
     for group in groups:
         counts = count_states(group['rows'])
         n = len(group['values'].get(objective, []))
-        lines.append([*[fmt(group['setting'][k]) for k in keys], str(n),
-                      ', '.join(f'{c} {s}' for s, c in counts.items()),
-                      *[_mean_spread(group['values'].get(m, [])) for m in metrics]])
+        lines.append(
+            [
+                *[fmt(group['setting'][k]) for k in keys],
+                str(n),
+                ', '.join(f'{c} {s}' for s, c in counts.items()),
+                *[_mean_spread(group['values'].get(m, [])) for m in metrics],
+            ]
+        )
     return _md_table(header, lines)
 
 
@@ -303,17 +357,24 @@ def aggregate_csv(rows, over, objective, direction) -> str:
 
 
 def count_states(rows: Sequence[Mapping]) -> dict[str, int]:
-    order = ['done', 'running', 'submitted', 'diverged', 'error', 'preempted', 'stopped',
-             'pending']
+    order = ['done', 'running', 'submitted', 'diverged', 'error', 'preempted', 'stopped', 'pending']
     counts: dict[str, int] = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
-    return {s: counts[s] for s in sorted(counts, key=lambda s: order.index(s)
-                                         if s in order else len(order))}
+    return {
+        s: counts[s]
+        for s in sorted(counts, key=lambda s: order.index(s) if s in order else len(order))
+    }
 
 
-def write_tables(workdir: str, rows: list[dict], manifest: Mapping, objective: str,
-                 direction: str, aggregate: Sequence[str] = ()) -> list[str]:
+def write_tables(
+    workdir: str,
+    rows: list[dict],
+    manifest: Mapping,
+    objective: str,
+    direction: str,
+    aggregate: Sequence[str] = (),
+) -> list[str]:
     """Writes results.csv, results.md (and results_mean.csv when aggregating); returns
     the paths written. Each file is replaced atomically."""
     written = []
@@ -337,6 +398,7 @@ def write_tables(workdir: str, rows: list[dict], manifest: Mapping, objective: s
 
 # --------------------------------------------------------------------------- #
 # The sweep's progress line.
+
 
 def progress_line(rows: Sequence[Mapping], parallel: int, total: int | None = None) -> str:
     """'3/8 done, 2 running, 1 diverged, 1 failed, 1 to go; ETA 4m10s'. `total` counts
@@ -365,13 +427,17 @@ def eta_seconds(rows: Sequence[Mapping], parallel: int, unmade: int = 0) -> floa
     if finished:
         per_trial = statistics.fmean(finished)
     else:
-        guesses = [r['wall_time_s'] * r['num_train_steps'] / r['steps'] for r in running
-                   if r['steps'] and r['num_train_steps']]
+        guesses = [
+            r['wall_time_s'] * r['num_train_steps'] / r['steps']
+            for r in running
+            if r['steps'] and r['num_train_steps']
+        ]
         if not guesses:
             waiting = unmade or any(r['status'] == 'pending' for r in rows)
             return None if running or waiting else 0.0
         per_trial = statistics.fmean(guesses)
-    waiting = unmade + sum(r['status'] in ('pending', 'preempted', 'stopped', 'submitted')
-                           for r in rows)
+    waiting = unmade + sum(
+        r['status'] in ('pending', 'preempted', 'stopped', 'submitted') for r in rows
+    )
     left = sum(max(per_trial - r['wall_time_s'], 0.0) for r in running)
     return (left + waiting * per_trial) / max(parallel, 1)

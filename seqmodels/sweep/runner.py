@@ -31,8 +31,13 @@ EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75
 
 # Thread pools other than XLA's that a driver may start (numpy's BLAS, grain, TF).
-_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
-                'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
+_THREAD_VARS = (
+    'OMP_NUM_THREADS',
+    'OPENBLAS_NUM_THREADS',
+    'MKL_NUM_THREADS',
+    'TF_NUM_INTRAOP_THREADS',
+    'TF_NUM_INTEROP_THREADS',
+)
 
 _DIVERGED = re.compile(r'non-finite loss or gradient at step (\d+)')
 _ERROR_LINE = re.compile(r'^(error: |FATAL Flags parsing error: )')
@@ -45,18 +50,31 @@ except (OSError, AttributeError):
     _prctl = None
 
 
-def trial_command(manifest: Mapping, trial: records.Trial,
-                  python: str = sys.executable) -> list[str]:
+def trial_command(
+    manifest: Mapping, trial: records.Trial, python: str = sys.executable
+) -> list[str]:
     config = manifest['config'] + (f':{manifest["variant"]}' if manifest.get('variant') else '')
     # A space's fixed values apply to all its trials, like base overrides.
-    overrides = {**manifest.get('base_overrides', {}), **manifest.get('fixed', {}),
-                 **trial.overrides}
-    return [python, '-m', manifest['driver'], f'--config={config}',
-            f'--workdir={trial.directory}', *override_flags(overrides)]
+    overrides = {
+        **manifest.get('base_overrides', {}),
+        **manifest.get('fixed', {}),
+        **trial.overrides,
+    }
+    return [
+        python,
+        '-m',
+        manifest['driver'],
+        f'--config={config}',
+        f'--workdir={trial.directory}',
+        *override_flags(overrides),
+    ]
 
 
-def trial_env(cores: Sequence[int] | None = None, extra: Mapping[str, str] | None = None,
-              base: Mapping[str, str] | None = None) -> dict[str, str]:
+def trial_env(
+    cores: Sequence[int] | None = None,
+    extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of a trial: `base` (os.environ), thread pools sized to its
     `cores`, and `extra` (its devices)."""
     env = dict(os.environ if base is None else base)
@@ -88,32 +106,51 @@ def _child_setup(parent: int, cores: Sequence[int] | None, die_with_parent: bool
     return setup
 
 
-def start(trial: records.Trial, command: Sequence[str], env: Mapping[str, str], cwd: str,
-          cores: Sequence[int] | None = None,
-          die_with_parent: bool = True) -> tuple[subprocess.Popen, int]:
+def start(
+    trial: records.Trial,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    cores: Sequence[int] | None = None,
+    die_with_parent: bool = True,
+) -> tuple[subprocess.Popen, int]:
     """Starts the driver in its own process group, its output appended to the trial's
     stdout.log and stderr.log. Returns the process and where this attempt's stderr
     starts."""
     os.makedirs(trial.directory, exist_ok=True)
     stderr_path = os.path.join(trial.directory, records.STDERR_FILE)
     since = os.path.getsize(stderr_path) if os.path.exists(stderr_path) else 0
-    with open(os.path.join(trial.directory, records.STDOUT_FILE), 'ab') as out, \
-            open(stderr_path, 'ab') as err:
+    with (
+        open(os.path.join(trial.directory, records.STDOUT_FILE), 'ab') as out,
+        open(stderr_path, 'ab') as err,
+    ):
         header = f'=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(command)}\n'.encode()
         out.write(header)
         out.flush()
         process = subprocess.Popen(
-            list(command), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
-            env=dict(env), process_group=0,
-            preexec_fn=_child_setup(os.getpid(), cores, die_with_parent))
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env=dict(env),
+            process_group=0,
+            preexec_fn=_child_setup(os.getpid(), cores, die_with_parent),
+        )
     return process, since
 
 
 def record_start(trial: records.Trial, pid: int, **fields) -> dict:
     status = trial.status()
-    return trial.update_status(status=records.RUNNING, pid=pid, host=socket.gethostname(),
-                               attempts=status.get('attempts', 0) + 1, started=time.time(),
-                               error=None, **fields)
+    return trial.update_status(
+        status=records.RUNNING,
+        pid=pid,
+        host=socket.gethostname(),
+        attempts=status.get('attempts', 0) + 1,
+        started=time.time(),
+        error=None,
+        **fields,
+    )
 
 
 def record_end(trial: records.Trial, outcome: Mapping) -> dict:
@@ -123,11 +160,17 @@ def record_end(trial: records.Trial, outcome: Mapping) -> dict:
     started = status.get('started') or now
     wall = status.get('wall_time_s', 0.0) + max(now - started, 0.0)
     history = list(status.get('history') or [])
-    history.append({'attempt': status.get('attempts', 0), 'status': outcome['status'],
-                    'exit_code': outcome.get('exit_code'), 'started': started, 'ended': now,
-                    'host': status.get('host')})
-    return trial.update_status(ended=now, wall_time_s=wall, pid=None, history=history,
-                               **outcome)
+    history.append(
+        {
+            'attempt': status.get('attempts', 0),
+            'status': outcome['status'],
+            'exit_code': outcome.get('exit_code'),
+            'started': started,
+            'ended': now,
+            'host': status.get('host'),
+        }
+    )
+    return trial.update_status(ended=now, wall_time_s=wall, pid=None, history=history, **outcome)
 
 
 def outcome(returncode: int, stderr_path: str, since: int = 0) -> dict:

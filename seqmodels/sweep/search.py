@@ -36,22 +36,26 @@ SEARCHES = ('grid', 'random', 'bayes')
 JOURNAL = 'optuna.journal'
 
 
-def planned_trials(declared: Any, search: str, num_trials: int | None,
-                   seed: int, where: str) -> list[dict] | None:
+def planned_trials(
+    declared: Any, search: str, num_trials: int | None, seed: int, where: str
+) -> list[dict] | None:
     """The trial overrides a grid or random search runs, in order; None for bayes,
     whose trials are proposed one at a time."""
     if search not in SEARCHES:
         raise SweepError(f'--search={search}: choose one of {", ".join(SEARCHES)}')
     if search == 'grid':
         if num_trials:
-            raise SweepError('--num_trials is for --search=random or bayes; a grid runs '
-                             'every trial it declares')
+            raise SweepError(
+                '--num_trials is for --search=random or bayes; a grid runs every trial it declares'
+            )
         if isinstance(declared, Mapping):
             return grid_of_space(declared)
         return check_trials(declared, where)
     if not isinstance(declared, Mapping):
-        raise SweepError(f'--search={search} needs {where} to return a search space (a dict '
-                         '{key: range or list of choices}), not a list of trials')
+        raise SweepError(
+            f'--search={search} needs {where} to return a search space (a dict '
+            '{key: range or list of choices}), not a list of trials'
+        )
     if not num_trials:
         raise SweepError(f'--search={search} needs --num_trials=N')
     _, searched = split_space(declared)
@@ -82,11 +86,13 @@ class ListPlan:
 def objective_value(directory: str, objective: str) -> float | None:
     """The final logged value of `objective` in a trial's metrics.jsonl."""
     from seqmodels.sweep import results
+
     return results.final_value(results.read_metrics(directory), objective)
 
 
 def _optuna_distribution(dist):
     import optuna.distributions as od
+
     if isinstance(dist, Choice):
         return od.CategoricalDistribution(dist.values)
     if isinstance(dist, LogUniform):
@@ -110,30 +116,42 @@ class OptunaPlan:
 
     adaptive = True  # the next trial depends on the results so far
 
-    def __init__(self, workdir: str, space: Mapping[str, Any], num_trials: int, seed: int,
-                 objective: str, direction: str, existing: list[records.Trial],
-                 make_trial: Callable[[int, dict, int], records.Trial], log=print):
+    def __init__(
+        self,
+        workdir: str,
+        space: Mapping[str, Any],
+        num_trials: int,
+        seed: int,
+        objective: str,
+        direction: str,
+        existing: list[records.Trial],
+        make_trial: Callable[[int, dict, int], records.Trial],
+        log=print,
+    ):
         try:
             import optuna
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
         except ImportError:
-            raise SweepError('--search=bayes needs optuna: pip install -e ".[cluster]"'
-                             ) from None
+            raise SweepError('--search=bayes needs optuna: pip install -e ".[cluster]"') from None
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         self.objective, self.num_trials, self.log = objective, num_trials, log
         _, searched = split_space(space)
-        self.distributions = {k: _optuna_distribution(as_distribution(v))
-                              for k, v in searched.items()}
+        self.distributions = {
+            k: _optuna_distribution(as_distribution(v)) for k, v in searched.items()
+        }
         if not self.distributions:
             raise SweepError('--search=bayes needs at least one range or list in the space')
         storage = JournalStorage(JournalFileBackend(os.path.join(workdir, JOURNAL)))
         self.study = optuna.create_study(
-            storage=storage, study_name='sweep', load_if_exists=True,
+            storage=storage,
+            study_name='sweep',
+            load_if_exists=True,
             direction='minimize' if direction == 'min' else 'maximize',
-            sampler=optuna.samplers.TPESampler(seed=seed))
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
         self.make_trial = make_trial
         self.queue: deque[records.Trial] = deque()
         self.next_index = max((t.index for t in existing), default=-1) + 1
@@ -173,8 +191,10 @@ class OptunaPlan:
         elif state == records.DONE:
             value = objective_value(trial.directory, self.objective)
             if value is None or not math.isfinite(value):
-                self.log(f'{trial.name}: no finite {self.objective} in its metrics.jsonl; '
-                         'told to Optuna as failed')
+                self.log(
+                    f'{trial.name}: no finite {self.objective} in its metrics.jsonl; '
+                    'told to Optuna as failed'
+                )
                 self.study.tell(trial.optuna_number, state=states.FAIL, skip_if_finished=True)
             else:
                 self.study.tell(trial.optuna_number, value, skip_if_finished=True)

@@ -33,9 +33,20 @@ from seqmodels.sweep.local import data_prepared
 
 _POLL_S = 0.5
 _STOP_GRACE_S = 120.0  # how long a preempted driver gets to save its checkpoint
-_ALIVE_STATES = {'PENDING', 'RUNNING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
-                 'CONFIGURING', 'COMPLETING', 'RESIZING', 'SUSPENDED', 'STAGE_OUT',
-                 'SIGNALING', 'PREEMPTED'}
+_ALIVE_STATES = {
+    'PENDING',
+    'RUNNING',
+    'REQUEUED',
+    'REQUEUE_HOLD',
+    'REQUEUE_FED',
+    'CONFIGURING',
+    'COMPLETING',
+    'RESIZING',
+    'SUSPENDED',
+    'STAGE_OUT',
+    'SIGNALING',
+    'PREEMPTED',
+}
 
 
 def _requeue_signal() -> int:
@@ -46,10 +57,15 @@ def _requeue_signal() -> int:
 class TrialJob:
     """What one array task runs: the trial's driver, until it ends or is preempted."""
 
-    def __init__(self, directory: str, command: list[str], cwd: str, sweep_dir: str,
-                 executor: str = 'slurm'):
+    def __init__(
+        self, directory: str, command: list[str], cwd: str, sweep_dir: str, executor: str = 'slurm'
+    ):
         self.directory, self.command, self.cwd, self.sweep_dir = (
-            directory, command, cwd, sweep_dir)
+            directory,
+            command,
+            cwd,
+            sweep_dir,
+        )
         self.executor = executor
         self._process = None
         self._returncode = None
@@ -58,8 +74,9 @@ class TrialJob:
         self._recorded = None
 
     def __getstate__(self):  # a running process does not travel in a pickle
-        return {k: self.__dict__[k]
-                for k in ('directory', 'command', 'cwd', 'sweep_dir', 'executor')}
+        return {
+            k: self.__dict__[k] for k in ('directory', 'command', 'cwd', 'sweep_dir', 'executor')
+        }
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -71,9 +88,15 @@ class TrialJob:
         lock = self._gate()
         process, self._since = runner.start(trial, self.command, env, self.cwd)
         self._process = process
-        runner.record_start(trial, process.pid, executor=self.executor, cores=cores,
-                            job_id=_job_id(), job_pid=os.getpid(),
-                            devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
+        runner.record_start(
+            trial,
+            process.pid,
+            executor=self.executor,
+            cores=cores,
+            job_id=_job_id(),
+            job_pid=os.getpid(),
+            devices=os.environ.get('CUDA_VISIBLE_DEVICES'),
+        )
         while self._reap() is None:
             if lock is not None and os.path.exists(os.path.join(self.directory, 'config.json')):
                 lock.close()  # our data is prepared: the other trials may start theirs
@@ -119,8 +142,9 @@ class TrialJob:
             os.killpg(self._process.pid, signal.SIGKILL)
             while self._reap() is None:
                 time.sleep(0.05)
-        result = runner.outcome(self._returncode,
-                                os.path.join(self.directory, records.STDERR_FILE), self._since)
+        result = runner.outcome(
+            self._returncode, os.path.join(self.directory, records.STDERR_FILE), self._since
+        )
         if self._preempting and result['status'] == records.ERROR:
             result.update(status=records.PREEMPTED, error=None)  # stopped by us: resumable
         self._recorded = runner.record_end(trial, result)
@@ -174,8 +198,13 @@ class SubmititExecutor:
     them instead of submitting them again.
     """
 
-    def __init__(self, cluster: str = 'slurm', parallel: int = 1,
-                 parameters: Mapping | None = None, log: Callable = print):
+    def __init__(
+        self,
+        cluster: str = 'slurm',
+        parallel: int = 1,
+        parameters: Mapping | None = None,
+        log: Callable = print,
+    ):
         self.cluster, self.parallel, self.log = cluster, parallel, log
         self.name = 'slurm' if cluster == 'slurm' else f'submitit_{cluster}'
         self.parameters = dict(parameters or {})
@@ -185,13 +214,19 @@ class SubmititExecutor:
         try:
             import submitit
         except ImportError:
-            raise SweepError('the SLURM executor needs submitit: pip install -e ".[cluster]"'
-                             ) from None
+            raise SweepError(
+                'the SLURM executor needs submitit: pip install -e ".[cluster]"'
+            ) from None
         if self.cluster == 'slurm' and shutil.which('sbatch') is None:
-            raise SweepError('--executor=slurm: sbatch is not on PATH; launch from a SLURM '
-                             'login node (--executor=submitit_local runs the same path here)')
-        executor = submitit.AutoExecutor(folder=os.path.join(workdir, 'slurm', '%j'),
-                                         cluster=self.cluster, slurm_max_num_timeout=20)
+            raise SweepError(
+                '--executor=slurm: sbatch is not on PATH; launch from a SLURM '
+                'login node (--executor=submitit_local runs the same path here)'
+            )
+        executor = submitit.AutoExecutor(
+            folder=os.path.join(workdir, 'slurm', '%j'),
+            cluster=self.cluster,
+            slurm_max_num_timeout=20,
+        )
         executor.update_parameters(**self.parameters)
         return executor
 
@@ -207,8 +242,7 @@ class SubmititExecutor:
         adaptive = getattr(plan, 'adaptive', False)
         capacity = self.parallel if adaptive or self.cluster != 'slurm' else 10**9
         active: dict[int, tuple[records.Trial, object]] = {}
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
-                                                                     signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.stopped_by is None:
                 batch = []
@@ -218,8 +252,10 @@ class SubmititExecutor:
                         break
                     job = self._live_job(sweep.workdir, trial)
                     if job is not None:
-                        self.log(f'{trial.name}: job {job.job_id} is still queued or running;'
-                                 ' waiting for it')
+                        self.log(
+                            f'{trial.name}: job {job.job_id} is still queued or running;'
+                            ' waiting for it'
+                        )
                         active[trial.index] = (trial, job)
                     else:
                         batch.append(trial)
@@ -241,8 +277,10 @@ class SubmititExecutor:
                 signal.signal(sig, handler)
         if self.stopped_by is not None and active:
             ids = sorted({str(job.job_id).split('_')[0] for _, job in active.values()})
-            self.log(f'{len(active)} trials keep running as jobs {", ".join(ids)}; rerun this '
-                     'command to wait for them and gather the table (or scancel them)')
+            self.log(
+                f'{len(active)} trials keep running as jobs {", ".join(ids)}; rerun this '
+                'command to wait for them and gather the table (or scancel them)'
+            )
 
     def _on_signal(self, signum, frame):
         self.stopped_by = signum
@@ -252,23 +290,40 @@ class SubmititExecutor:
         with executor.batch():
             for trial in batch:
                 command = runner.trial_command(sweep.manifest, trial)
-                jobs.append(executor.submit(TrialJob(trial.directory, command,
-                                                     sweep.manifest['cwd'], sweep.workdir,
-                                                     self.name)))
+                jobs.append(
+                    executor.submit(
+                        TrialJob(
+                            trial.directory,
+                            command,
+                            sweep.manifest['cwd'],
+                            sweep.workdir,
+                            self.name,
+                        )
+                    )
+                )
         for trial, job in zip(batch, jobs):
-            trial.update_status(status=records.SUBMITTED, job_id=str(job.job_id),
-                                executor=self.name, submitted=time.time(),
-                                host=socket.gethostname(), pid=None)
+            trial.update_status(
+                status=records.SUBMITTED,
+                job_id=str(job.job_id),
+                executor=self.name,
+                submitted=time.time(),
+                host=socket.gethostname(),
+                pid=None,
+            )
             active[trial.index] = (trial, job)
             monitor.started(trial)
-        self.log(f'submitted {len(batch)} trials as job(s) '
-                 f'{", ".join(sorted({str(j.job_id).split("_")[0] for j in jobs}))}')
+        self.log(
+            f'submitted {len(batch)} trials as job(s) '
+            f'{", ".join(sorted({str(j.job_id).split("_")[0] for j in jobs}))}'
+        )
 
     def _live_job(self, workdir: str, trial: records.Trial):
         status = trial.status()
-        if (status.get('status') not in (records.SUBMITTED, records.RUNNING,
-                                         records.PREEMPTED)
-                or status.get('executor') != self.name or not status.get('job_id')):
+        if (
+            status.get('status') not in (records.SUBMITTED, records.RUNNING, records.PREEMPTED)
+            or status.get('executor') != self.name
+            or not status.get('job_id')
+        ):
             return None
         job = self._job(workdir, status['job_id'])
         if job is None:

@@ -29,9 +29,14 @@ class PretrainingTask:
         return models.init_params(self.config.model, self.model, rng)
 
     def _logits(self, params, batch, rng=None, deterministic=True):
-        return self.model.apply({'params': params}, batch['tokens'], batch['segment_ids'],
-                                batch['masked_positions'], deterministic=deterministic,
-                                rngs={} if rng is None else {'dropout': rng})
+        return self.model.apply(
+            {'params': params},
+            batch['tokens'],
+            batch['segment_ids'],
+            batch['masked_positions'],
+            deterministic=deterministic,
+            rngs={} if rng is None else {'dropout': rng},
+        )
 
     def loss_fn(self, params, batch, rng, deterministic, step):
         del step
@@ -52,8 +57,7 @@ class FinetuningTask:
     """Softmax cross-entropy over the classes (or the options) from the [CLS] state; the
     encoder starts from the pre-trained run's parameters when there is one."""
 
-    def __init__(self, config, model: BERT, data: FinetuningData,
-                 pretrained=None):
+    def __init__(self, config, model: BERT, data: FinetuningData, pretrained=None):
         self.config, self.model, self.data, self.pretrained = config, model, data, pretrained
         multiple_choice = config.task_type == 'multiple_choice'
         self.method = BERT.score_options if multiple_choice else BERT.classify
@@ -61,17 +65,27 @@ class FinetuningTask:
 
     def init_params(self, rng):
         first = self.data.splits['train'].rows(np.arange(1))
-        fresh = self.model.init({'params': rng, 'dropout': rng}, first['tokens'],
-                                first['segment_ids'], method=self.method)['params']
+        fresh = self.model.init(
+            {'params': rng, 'dropout': rng},
+            first['tokens'],
+            first['segment_ids'],
+            method=self.method,
+        )['params']
         if self.pretrained is None:
             return fresh
-        return training.load_pretrained(fresh, self.pretrained, new=(self.head,),
-                                        unused=PRETRAINING_HEADS)
+        return training.load_pretrained(
+            fresh, self.pretrained, new=(self.head,), unused=PRETRAINING_HEADS
+        )
 
     def logits(self, params, inputs, rng=None, deterministic=True):
-        return self.model.apply({'params': params}, inputs['tokens'], inputs['segment_ids'],
-                                deterministic=deterministic, method=self.method,
-                                rngs={} if rng is None else {'dropout': rng})
+        return self.model.apply(
+            {'params': params},
+            inputs['tokens'],
+            inputs['segment_ids'],
+            deterministic=deterministic,
+            method=self.method,
+            rngs={} if rng is None else {'dropout': rng},
+        )
 
     def loss_fn(self, params, batch, rng, deterministic, step):
         del step
@@ -93,11 +107,13 @@ class FinetuningTask:
     def eval_batches(self, process_index, process_count):
         if 'validation' not in self.data.splits:
             return iter(())
-        return self.data.eval_batches('validation', process_index, process_count,
-                                      self.config.num_eval_batches or None)
+        return self.data.eval_batches(
+            'validation', process_index, process_count, self.config.num_eval_batches or None
+        )
 
 
 def tokenizer_for(config, workdir: str, sentences):
     """The run's tokenizer (`transfer.tokenizer_for`) with BERT's special tokens."""
-    return transfer.tokenizer_for(config, workdir, sentences, bert_pretraining.SPECIAL_TOKENS,
-                                  'bert')
+    return transfer.tokenizer_for(
+        config, workdir, sentences, bert_pretraining.SPECIAL_TOKENS, 'bert'
+    )

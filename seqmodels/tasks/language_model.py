@@ -23,8 +23,7 @@ class LanguageModelTask:
     computed inside the jitted step from the step the engine hands in.
     """
 
-    def __init__(self, config, model, data, vocab, *, unit: str = 'token',
-                 sample_length: int = 0):
+    def __init__(self, config, model, data, vocab, *, unit: str = 'token', sample_length: int = 0):
         self.config, self.model, self.data, self.vocab = config, model, data, vocab
         self.unit, self.sample_length = unit, sample_length
         kind = config.get('scheduled_sampling', 'none')
@@ -35,8 +34,13 @@ class LanguageModelTask:
 
     def loss_fn(self, params, batch, rng, deterministic, step):
         kwargs = {} if self.epsilon is None else {'sampling_prob': self.epsilon(step)}
-        logits = self.model.apply({'params': params}, batch['inputs'],
-                                  deterministic=deterministic, rngs={'dropout': rng}, **kwargs)
+        logits = self.model.apply(
+            {'params': params},
+            batch['inputs'],
+            deterministic=deterministic,
+            rngs={'dropout': rng},
+            **kwargs,
+        )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
         return loss, {'num_tokens': batch['targets'].size}
 
@@ -51,17 +55,22 @@ class LanguageModelTask:
         return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
 
     def eval_batches(self, process_index, process_count):
-        return self.data.eval_batches(process_index, process_count,
-                                      self.config.num_eval_batches or None)
+        return self.data.eval_batches(
+            process_index, process_count, self.config.num_eval_batches or None
+        )
 
     def finalize_eval(self, metrics):
-        return dict(metrics, perplexity=math.exp(min(metrics['loss'], 700.0)),
-                    **{f'bits_per_{self.unit}': metrics['loss'] / math.log(2)})
+        return dict(
+            metrics,
+            perplexity=math.exp(min(metrics['loss'], 700.0)),
+            **{f'bits_per_{self.unit}': metrics['loss'] / math.log(2)},
+        )
 
     def on_eval(self, params, step):
         if not self.sample_length:
             return {}
         prompt = self.config.sample_prompt
         text = Sampler(self.model, params, self.vocab).generate(
-            prompt, self.sample_length, jax.random.key(step), self.config.sample_temperature)
+            prompt, self.sample_length, jax.random.key(step), self.config.sample_temperature
+        )
         return {'sample': text if self.unit == 'char' else prompt + text}

@@ -84,5 +84,7 @@ __all__ = [
     'restore_params',
     'train_and_evaluate',
     'validate_config',
-    'check_compatible', 'load_pretrained', 'restore_pretrained',
+    'check_compatible',
+    'load_pretrained',
+    'restore_pretrained',
 ]

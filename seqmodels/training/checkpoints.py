@@ -61,8 +61,9 @@ def _quiet_failed_reads():
 
     def hook(unraisable):
         origin = getattr(getattr(unraisable.object, 'cr_code', None), 'co_filename', '')
-        closed = (isinstance(unraisable.exc_value, RuntimeError)
-                  and 'Event loop is closed' in str(unraisable.exc_value))
+        closed = isinstance(unraisable.exc_value, RuntimeError) and 'Event loop is closed' in str(
+            unraisable.exc_value
+        )
         if not (closed or '/orbax/' in origin):
             previous(unraisable)
 
@@ -111,8 +112,10 @@ def _leaf_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
                 return str(getattr(key, attribute))
         return str(key)
 
-    return {tuple(name(k) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        tuple(name(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def _difference(saved, expected) -> str | None:
@@ -134,6 +137,7 @@ def _all_processes_max(value: int) -> int:
     if jax.process_count() == 1:
         return value
     from jax.experimental import multihost_utils
+
     return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
@@ -152,9 +156,14 @@ def _move_aside(path: str) -> str:
 def _manager(directory: str, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
     # Handlers named up front so that item_metadata can be read before any restore.
     return ocp.CheckpointManager(
-        directory, options=options, item_names=('params', 'train'),
-        item_handlers={'params': ocp.StandardCheckpointHandler(),
-                       'train': ocp.StandardCheckpointHandler()})
+        directory,
+        options=options,
+        item_names=('params', 'train'),
+        item_handlers={
+            'params': ocp.StandardCheckpointHandler(),
+            'train': ocp.StandardCheckpointHandler(),
+        },
+    )
 
 
 class Checkpointer:
@@ -163,8 +172,11 @@ class Checkpointer:
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save)
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        )
         self._manager = _manager(self.directory, options)
 
     def latest_step(self) -> int | None:
@@ -173,9 +185,13 @@ class Checkpointer:
     def save(self, state: TrainState) -> None:
         step = int(jax.device_get(state.step))
         train = {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
-        self._manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            train=ocp.args.StandardSave(train)), force=True)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(train)
+            ),
+            force=True,
+        )
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
         """The checkpoint at `step` (default: latest) laid out like `abstract_state`.
@@ -184,29 +200,46 @@ class Checkpointer:
         checkpoint written on any number of devices restores onto this mesh.
         """
         step = self.latest_step() if step is None else step
-        train = {'step': abstract_state.step, 'opt_state': abstract_state.opt_state,
-                 'rng': abstract_state.rng}
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_state.params),
-            train=ocp.args.StandardRestore(train)))
-        return TrainState(step=restored['train']['step'], params=restored['params'],
-                          opt_state=restored['train']['opt_state'],
-                          rng=restored['train']['rng'])
+        train = {
+            'step': abstract_state.step,
+            'opt_state': abstract_state.opt_state,
+            'rng': abstract_state.rng,
+        }
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_state.params),
+                train=ocp.args.StandardRestore(train),
+            ),
+        )
+        return TrainState(
+            step=restored['train']['step'],
+            params=restored['params'],
+            opt_state=restored['train']['opt_state'],
+            rng=restored['train']['rng'],
+        )
 
     def _mismatch(self, step: int, abstract_state: TrainState) -> str | None:
         """How a readable checkpoint differs from `abstract_state`; None if it does not
         or if its metadata is unreadable (then it is damaged, not different)."""
         try:
             metadata = self._manager.item_metadata(step)
-            saved = {'params': _item_tree(metadata, 'params'),
-                     'train': _item_tree(metadata, 'train')}
+            saved = {
+                'params': _item_tree(metadata, 'params'),
+                'train': _item_tree(metadata, 'train'),
+            }
         except Exception:  # unreadable metadata is damage
             return None
         if saved['params'] is None or saved['train'] is None:
             return None
-        expected = {'params': abstract_state.params,
-                    'train': {'step': abstract_state.step, 'opt_state': abstract_state.opt_state,
-                              'rng': abstract_state.rng}}
+        expected = {
+            'params': abstract_state.params,
+            'train': {
+                'step': abstract_state.step,
+                'opt_state': abstract_state.opt_state,
+                'rng': abstract_state.rng,
+            },
+        }
         return _difference(saved, expected)
 
     def restore_latest(self, abstract_state: TrainState) -> tuple[int, TrainState] | None:
@@ -236,7 +269,8 @@ class Checkpointer:
                             f'{difference or "it differs on another process"}; resume with '
                             f'the config it was saved with '
                             f'({os.path.join(os.path.dirname(self.directory), "config.json")})'
-                            f' or start in a new --workdir')
+                            f' or start in a new --workdir'
+                        )
                 damaged.append((step, problem or 'failed on another process'))
             else:
                 state = None
@@ -247,7 +281,8 @@ class Checkpointer:
                 f'no intact checkpoint in {self.directory}: steps '
                 f'{", ".join(str(step) for step, _ in damaged)} all fail to restore (step '
                 f'{damaged[0][0]}: {damaged[0][1]}); to start fresh use a new --workdir or '
-                f'move {self.directory} away')
+                f'move {self.directory} away'
+            )
         if damaged:
             resumed = int(jax.device_get(state.step))
             for step, reason in damaged:
@@ -256,9 +291,15 @@ class Checkpointer:
                     moved = _move_aside(path)
                     absl_logging.warning(
                         'checkpoint step %d is damaged (%s); moved it to %s and resuming '
-                        'from step %d', step, reason, moved, resumed)
+                        'from step %d',
+                        step,
+                        reason,
+                        moved,
+                        resumed,
+                    )
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
+
                 multihost_utils.sync_global_devices('seqmodels_checkpoints_moved_aside')
             self._manager.reload()  # its cached step list still names the moved steps
         return None if state is None else (int(jax.device_get(state.step)), state)
@@ -288,26 +329,32 @@ def restore_params(workdir: str, step: int | None = None):
         if step is not None and step not in saved:
             raise FileNotFoundError(
                 f'no checkpoint for step {step} in {directory}; saved steps: '
-                f'{", ".join(map(str, saved))}')
+                f'{", ".join(map(str, saved))}'
+            )
         damaged = []
         with _quiet_failed_reads():
-            for candidate in ([step] if step is not None else saved[::-1]):
+            for candidate in [step] if step is not None else saved[::-1]:
                 try:
                     params = _restore_params(manager, candidate)
                 except Exception as error:  # any failure to read is damage
                     damaged.append((candidate, _reason(error)))
                     continue
                 for bad, reason in damaged:
-                    absl_logging.warning('checkpoint step %d in %s is damaged (%s); using '
-                                         'step %d', bad, directory, reason, candidate)
+                    absl_logging.warning(
+                        'checkpoint step %d in %s is damaged (%s); using step %d',
+                        bad,
+                        directory,
+                        reason,
+                        candidate,
+                    )
                 return params
     if step is not None:
-        raise CheckpointError(f'checkpoint step {step} in {directory} is damaged: '
-                              f'{damaged[0][1]}')
+        raise CheckpointError(f'checkpoint step {step} in {directory} is damaged: {damaged[0][1]}')
     raise CheckpointError(
         f'no intact checkpoint in {directory}: steps '
         f'{", ".join(str(bad) for bad, _ in damaged)} all fail to restore (step '
-        f'{damaged[0][0]}: {damaged[0][1]})')
+        f'{damaged[0][0]}: {damaged[0][1]})'
+    )
 
 
 def _restore_params(manager: ocp.CheckpointManager, step: int):
@@ -316,6 +363,7 @@ def _restore_params(manager: ocp.CheckpointManager, step: int):
         raise FileNotFoundError(f'the metadata of params in step {step} is missing')
     # A numpy target restores on the host whatever mesh wrote the checkpoint.
     target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), tree)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(target)))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+    )
     return restored['params']

@@ -51,23 +51,23 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     'learning_rate': 1e-3,
     'schedule': 'constant',
     'warmup_steps': 0,
-    'min_lr_ratio': 0.0,       # warmup_cosine/_linear decay to min_lr_ratio * learning_rate
-    'momentum': 0.0,           # sgd
-    'nesterov': False,         # sgd
+    'min_lr_ratio': 0.0,  # warmup_cosine/_linear decay to min_lr_ratio * learning_rate
+    'momentum': 0.0,  # sgd
+    'nesterov': False,  # sgd
     'rmsprop_decay': 0.9,
     'rmsprop_eps': 1e-8,
     'adam_b1': 0.9,
     'adam_b2': 0.999,
     'adam_eps': 1e-8,
-    'weight_decay': 0.0,       # adamw only (decoupled, Loshchilov & Hutter 2019)
-    'grad_clip_norm': 0.0,     # 0 = off
+    'weight_decay': 0.0,  # adamw only (decoupled, Loshchilov & Hutter 2019)
+    'grad_clip_norm': 0.0,  # 0 = off
     'grad_accum_steps': 1,
-    'log_every_steps': 100,    # 0 = only at the end
+    'log_every_steps': 100,  # 0 = only at the end
     'eval_every_steps': 1000,  # 0 = only at the end
     'checkpoint_every_steps': 1000,  # 0 = only at the end
     'keep_checkpoints': 3,
     'async_checkpoints': True,
-    'prefetch': 2,             # training batches made ahead on a thread; 0 = between steps
+    'prefetch': 2,  # training batches made ahead on a thread; 0 = between steps
     # Device mesh: axis:size pairs over data (replicas) and fsdp (parameters and
     # optimizer state sharded); -1 = the devices the other axes leave.
     'mesh': 'data:-1',
@@ -106,8 +106,9 @@ def _shown_path(path: str) -> str:
     return path if relative.startswith('..') else relative
 
 
-def select_variant(variants: Mapping[str, Mapping[str, Any]], variant: str, config_file: str,
-                   also: str = '') -> Mapping[str, Any]:
+def select_variant(
+    variants: Mapping[str, Mapping[str, Any]], variant: str, config_file: str, also: str = ''
+) -> Mapping[str, Any]:
     """The overrides of `variant` in a config file's table of variants.
 
     Raises ConfigError naming the file and the choices (plus `also`, a description
@@ -115,13 +116,15 @@ def select_variant(variants: Mapping[str, Mapping[str, Any]], variant: str, conf
     """
     if variant not in variants:
         choices = ', '.join(variants) + (f', or {also}' if also else '')
-        raise ConfigError(f'unknown variant {variant!r} of {_shown_path(config_file)}; '
-                          f'choose one of: {choices}')
+        raise ConfigError(
+            f'unknown variant {variant!r} of {_shown_path(config_file)}; choose one of: {choices}'
+        )
     return variants[variant]
 
 
-def apply_overrides(config, overrides: Mapping[str, Any], *,
-                    new_keys: Collection[str] = ()) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config, overrides: Mapping[str, Any], *, new_keys: Collection[str] = ()
+) -> ml_collections.ConfigDict:
     """A copy of `config` with each (dotted) key of `overrides` set, in order.
 
     `{'model.cell': 'gru'}` sets one field; `{'model': gpt_model()}` replaces the
@@ -143,22 +146,29 @@ def apply_overrides(config, overrides: Mapping[str, Any], *,
         *parents, leaf = key.split('.')
         node = result
         for depth, parent in enumerate(parents):
-            path = '.'.join(parents[:depth + 1])
+            path = '.'.join(parents[: depth + 1])
             require(parent in node, path, f'no such sub-config (overriding {key})')
             node = node[parent]
-            require(isinstance(node, ml_collections.ConfigDict), path,
-                    f'is not a sub-config, so {key} cannot be set', node)
+            require(
+                isinstance(node, ml_collections.ConfigDict),
+                path,
+                f'is not a sub-config, so {key} cannot be set',
+                node,
+            )
         if leaf not in node:
-            require(key in new_keys, key,
-                    'no such key' + _did_you_mean(leaf, node, key[:-len(leaf)]))
+            require(
+                key in new_keys, key, 'no such key' + _did_you_mean(leaf, node, key[: -len(leaf)])
+            )
             with node.unlocked():
                 node[leaf] = copy.deepcopy(value)
             continue
         try:
             node[leaf] = copy.deepcopy(value)
         except TypeError:
-            raise ConfigError(f'config.{key}={value!r}: this {node.get_type(leaf).__name__} '
-                              f'field cannot hold a {type(value).__name__}') from None
+            raise ConfigError(
+                f'config.{key}={value!r}: this {node.get_type(leaf).__name__} '
+                f'field cannot hold a {type(value).__name__}'
+            ) from None
     return result
 
 
@@ -181,8 +191,11 @@ def _check_rates(node: ml_collections.ConfigDict, prefix: str) -> None:
         path = f'{prefix}{key}'
         if isinstance(value, ml_collections.ConfigDict):
             _check_rates(value, f'{path}.')
-        elif (_is_number(value) and key != 'learning_rate'
-              and ('dropout' in key or key.endswith('_rate') or key == 'label_smoothing')):
+        elif (
+            _is_number(value)
+            and key != 'learning_rate'
+            and ('dropout' in key or key.endswith('_rate') or key == 'label_smoothing')
+        ):
             require(0 <= value < 1, path, 'must lie in [0, 1)', value)
 
 
@@ -195,48 +208,110 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
     c = resolve_config(config)
     for key in REQUIRED_KEYS:
         require(key in c, key, 'is required')
-    require(_is_int(c.batch_size) and c.batch_size > 0, 'batch_size',
-            'must be a positive integer (the global batch size)', c.batch_size)
-    require(_is_int(c.num_train_steps) and c.num_train_steps > 0, 'num_train_steps',
-            'must be a positive integer', c.num_train_steps)
+    require(
+        _is_int(c.batch_size) and c.batch_size > 0,
+        'batch_size',
+        'must be a positive integer (the global batch size)',
+        c.batch_size,
+    )
+    require(
+        _is_int(c.num_train_steps) and c.num_train_steps > 0,
+        'num_train_steps',
+        'must be a positive integer',
+        c.num_train_steps,
+    )
     require(_is_int(c.seed), 'seed', 'must be an integer', c.seed)
-    require(c.optimizer in OPTIMIZERS, 'optimizer',
-            f'unknown optimizer; valid: {", ".join(OPTIMIZERS)}', c.optimizer)
-    require(c.schedule in SCHEDULES, 'schedule',
-            f'unknown schedule; valid: {", ".join(SCHEDULES)}', c.schedule)
-    require(_is_number(c.learning_rate) and c.learning_rate >= 0, 'learning_rate',
-            'must be a non-negative number', c.learning_rate)
-    require(_is_int(c.warmup_steps) and c.warmup_steps >= 0, 'warmup_steps',
-            'must be a non-negative integer', c.warmup_steps)
-    require(c.grad_clip_norm is None or (_is_number(c.grad_clip_norm) and c.grad_clip_norm >= 0),
-            'grad_clip_norm', 'must be a non-negative number (0 = off)', c.grad_clip_norm)
-    require(_is_number(c.weight_decay) and c.weight_decay >= 0, 'weight_decay',
-            'must be a non-negative number', c.weight_decay)
-    require(c.weight_decay == 0 or c.optimizer == 'adamw', 'weight_decay',
-            f'is only used by optimizer=adamw (got optimizer={c.optimizer!r}); set it to 0',
-            c.weight_decay)
-    require(_is_number(c.min_lr_ratio) and 0 <= c.min_lr_ratio <= 1, 'min_lr_ratio',
-            'must lie in [0, 1]', c.min_lr_ratio)
+    require(
+        c.optimizer in OPTIMIZERS,
+        'optimizer',
+        f'unknown optimizer; valid: {", ".join(OPTIMIZERS)}',
+        c.optimizer,
+    )
+    require(
+        c.schedule in SCHEDULES,
+        'schedule',
+        f'unknown schedule; valid: {", ".join(SCHEDULES)}',
+        c.schedule,
+    )
+    require(
+        _is_number(c.learning_rate) and c.learning_rate >= 0,
+        'learning_rate',
+        'must be a non-negative number',
+        c.learning_rate,
+    )
+    require(
+        _is_int(c.warmup_steps) and c.warmup_steps >= 0,
+        'warmup_steps',
+        'must be a non-negative integer',
+        c.warmup_steps,
+    )
+    require(
+        c.grad_clip_norm is None or (_is_number(c.grad_clip_norm) and c.grad_clip_norm >= 0),
+        'grad_clip_norm',
+        'must be a non-negative number (0 = off)',
+        c.grad_clip_norm,
+    )
+    require(
+        _is_number(c.weight_decay) and c.weight_decay >= 0,
+        'weight_decay',
+        'must be a non-negative number',
+        c.weight_decay,
+    )
+    require(
+        c.weight_decay == 0 or c.optimizer == 'adamw',
+        'weight_decay',
+        f'is only used by optimizer=adamw (got optimizer={c.optimizer!r}); set it to 0',
+        c.weight_decay,
+    )
+    require(
+        _is_number(c.min_lr_ratio) and 0 <= c.min_lr_ratio <= 1,
+        'min_lr_ratio',
+        'must lie in [0, 1]',
+        c.min_lr_ratio,
+    )
     for key in ('momentum', 'rmsprop_decay', 'adam_b1', 'adam_b2'):
         require(_is_number(c[key]) and 0 <= c[key] < 1, key, 'must lie in [0, 1)', c[key])
     for key in ('adam_eps', 'rmsprop_eps'):
         require(_is_number(c[key]) and c[key] > 0, key, 'must be positive', c[key])
-    require(_is_int(c.grad_accum_steps) and c.grad_accum_steps >= 1, 'grad_accum_steps',
-            'must be a positive integer', c.grad_accum_steps)
+    require(
+        _is_int(c.grad_accum_steps) and c.grad_accum_steps >= 1,
+        'grad_accum_steps',
+        'must be a positive integer',
+        c.grad_accum_steps,
+    )
     for key in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
-        require(_is_int(c[key]) and c[key] >= 0, key,
-                'must be a non-negative integer (0 = only at the end)', c[key])
-    require(_is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1, 'keep_checkpoints',
-            'must be a positive integer', c.keep_checkpoints)
-    require(_is_int(c.prefetch) and c.prefetch >= 0, 'prefetch',
-            'must be a non-negative integer (batches made ahead; 0 = none)', c.prefetch)
+        require(
+            _is_int(c[key]) and c[key] >= 0,
+            key,
+            'must be a non-negative integer (0 = only at the end)',
+            c[key],
+        )
+    require(
+        _is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1,
+        'keep_checkpoints',
+        'must be a positive integer',
+        c.keep_checkpoints,
+    )
+    require(
+        _is_int(c.prefetch) and c.prefetch >= 0,
+        'prefetch',
+        'must be a non-negative integer (batches made ahead; 0 = none)',
+        c.prefetch,
+    )
     if c.schedule == 'rsqrt':
         d_model = c.model.get('d_model') if 'model' in c else None
-        require(_is_int(d_model) and d_model > 0, 'model.d_model',
-                'schedule=rsqrt scales by d_model^-0.5 and needs a positive model.d_model',
-                d_model)
-        require(c.warmup_steps > 0, 'warmup_steps', 'schedule=rsqrt needs warmup_steps > 0',
-                c.warmup_steps)
+        require(
+            _is_int(d_model) and d_model > 0,
+            'model.d_model',
+            'schedule=rsqrt scales by d_model^-0.5 and needs a positive model.d_model',
+            d_model,
+        )
+        require(
+            c.warmup_steps > 0,
+            'warmup_steps',
+            'schedule=rsqrt needs warmup_steps > 0',
+            c.warmup_steps,
+        )
     _check_rates(c, '')
     from seqmodels.training.sharding import parse_mesh
 
@@ -246,9 +321,13 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
         raise ConfigError(f'config.mesh={error}') from None
     if num_devices is not None:
         per_step = num_devices * c.grad_accum_steps
-        require(c.batch_size % per_step == 0, 'batch_size',
-                f'must be divisible by the number of devices ({num_devices}) x '
-                f'grad_accum_steps ({c.grad_accum_steps}) = {per_step}', c.batch_size)
+        require(
+            c.batch_size % per_step == 0,
+            'batch_size',
+            f'must be divisible by the number of devices ({num_devices}) x '
+            f'grad_accum_steps ({c.grad_accum_steps}) = {per_step}',
+            c.batch_size,
+        )
     return c
 
 
@@ -283,8 +362,14 @@ def parse_flags(argv: list[str], flag_values=None) -> list[str]:
         text = str(error).replace('\\n', '\n').replace("\\'", "'")
         key = re.search(r"'([^'\n]+)'", text)
         hint = re.search(r'Did you mean "([^"]+)"', text)
-        flag = next((a.split('=')[0] for a in argv[1:]
-                     if key and a.split('=')[0].endswith('.' + key.group(1))), None)
+        flag = next(
+            (
+                a.split('=')[0]
+                for a in argv[1:]
+                if key and a.split('=')[0].endswith('.' + key.group(1))
+            ),
+            None,
+        )
         message = f'unknown config key {flag or (key and key.group(1)) or text}'
         if hint:
             message += f' (did you mean {hint.group(1)}?)'
@@ -308,7 +393,7 @@ def _missing_config_file(argv: list[str], flag_values) -> str | None:
     """The message for a config-file flag on `argv` whose file is absent, else None."""
     from ml_collections.config_flags import config_flags
 
-    args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+    args = argv[1 : argv.index('--')] if '--' in argv else argv[1:]
     for i, arg in enumerate(args):
         match = re.fullmatch(r'--?([\w-]+)(?:=(.*))?', arg, re.DOTALL)
         if not match or match.group(1) not in flag_values:
@@ -326,10 +411,14 @@ def _missing_config_file(argv: list[str], flag_values) -> str | None:
         problem = 'is a directory' if os.path.isdir(path) else 'does not exist'
         directory = os.path.dirname(path) or '.'
         if os.path.isdir(directory):
-            names = sorted(f for f in os.listdir(directory)
-                           if f.endswith('.py') and not f.startswith('_'))
-            fix = (f'the config files in {directory}/ are: {", ".join(names)}' if names
-                   else f'{directory}/ holds no config files')
+            names = sorted(
+                f for f in os.listdir(directory) if f.endswith('.py') and not f.startswith('_')
+            )
+            fix = (
+                f'the config files in {directory}/ are: {", ".join(names)}'
+                if names
+                else f'{directory}/ holds no config files'
+            )
         else:
             fix = f'paths are relative to the working directory {os.getcwd()}'
         return f'--{name}={value}: config file {path} {problem}; {fix}'

@@ -108,8 +108,9 @@ class Task(Protocol):
 
     def init_params(self, rng: jax.Array) -> Any: ...
 
-    def loss_fn(self, params: Any, batch: Batch, rng: jax.Array, deterministic: bool,
-                step: jax.Array) -> tuple[jax.Array, dict]: ...
+    def loss_fn(
+        self, params: Any, batch: Batch, rng: jax.Array, deterministic: bool, step: jax.Array
+    ) -> tuple[jax.Array, dict]: ...
 
     def train_batch(self, step: int, process_index: int, process_count: int) -> Batch: ...
 
@@ -125,14 +126,20 @@ class NonFiniteError(FloatingPointError):
 
     exit_code = EXIT_DIVERGED
 
-    def __init__(self, step: int, loss: float, grad_norm: float,
-                 last_checkpoint: int | None, directory: str):
+    def __init__(
+        self, step: int, loss: float, grad_norm: float, last_checkpoint: int | None, directory: str
+    ):
         self.step = step
         self.last_checkpoint = last_checkpoint
-        where = (f'the last good checkpoint is step {last_checkpoint} in {directory}'
-                 if last_checkpoint is not None else f'no checkpoint was saved in {directory}')
-        super().__init__(f'non-finite loss or gradient at step {step} '
-                         f'(loss={loss}, grad_norm={grad_norm}); {where}')
+        where = (
+            f'the last good checkpoint is step {last_checkpoint} in {directory}'
+            if last_checkpoint is not None
+            else f'no checkpoint was saved in {directory}'
+        )
+        super().__init__(
+            f'non-finite loss or gradient at step {step} '
+            f'(loss={loss}, grad_norm={grad_norm}); {where}'
+        )
 
 
 class Preempted(Exception):
@@ -156,8 +163,9 @@ class _PreemptionNotice:
     every process saves the same step.
     """
 
-    SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGUSR1')
-                    if hasattr(signal, name))
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ('SIGTERM', 'SIGUSR1') if hasattr(signal, name)
+    )
 
     def __init__(self):
         self.signal_name: str | None = None
@@ -183,6 +191,7 @@ class _PreemptionNotice:
         """Whether to save `step` and stop; called with every step by every process."""
         if self._shared:
             from jax.experimental import multihost_utils
+
             try:
                 if multihost_utils.reached_preemption_sync_point(step):
                     self.signal_name = 'SIGTERM (JAX preemption service)'
@@ -206,8 +215,14 @@ def _split_micro_batches(batch: Batch, k: int, mesh) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh,
-                    grad_accum_steps: int = 1, state_sharding=None):
+def make_train_step(
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule,
+    mesh,
+    grad_accum_steps: int = 1,
+    state_sharding=None,
+):
     """The jitted update (state, global batch) -> (state, metrics); donates state.
 
     `state_sharding` (a TrainState of NamedShardings, `sharding.state_shardings`)
@@ -216,16 +231,18 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
 
     def loss_and_grads(params, batch, rng, step):
         grad_fn = jax.value_and_grad(
-            lambda p: task.loss_fn(p, batch, rng, deterministic=False, step=step),
-            has_aux=True)
+            lambda p: task.loss_fn(p, batch, rng, deterministic=False, step=step), has_aux=True
+        )
         (loss, aux), grads = grad_fn(params)
         return loss, dict(aux), grads
 
     def accumulate(params, batch, rng, step):
         micro = _split_micro_batches(batch, grad_accum_steps, mesh)
         first = jax.tree.map(lambda x: x[0], micro)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(loss_and_grads, params, first, rng, step))
+        zeros = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype),
+            jax.eval_shape(loss_and_grads, params, first, rng, step),
+        )
 
         def add_micro_batch(total, inputs):
             index, batch_j = inputs
@@ -233,7 +250,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
             return jax.tree.map(jnp.add, total, out), None
 
         (loss, aux, grads), _ = jax.lax.scan(
-            add_micro_batch, zeros, (jnp.arange(grad_accum_steps), micro))
+            add_micro_batch, zeros, (jnp.arange(grad_accum_steps), micro)
+        )
         mean = lambda x: x / grad_accum_steps
         aux = {k: v if k in _COUNTS else mean(v) for k, v in aux.items()}
         return mean(loss), aux, jax.tree.map(mean, grads)
@@ -247,15 +265,23 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule, mesh
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**aux, 'loss': loss, 'grad_norm': grad_norm,
-                   'learning_rate': schedule(state.step)}
+        metrics = {
+            **aux,
+            'loss': loss,
+            'grad_norm': grad_norm,
+            'learning_rate': schedule(state.step),
+        }
         metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     replicated = sharding_lib.replicated(mesh)
     state_sharding = replicated if state_sharding is None else state_sharding
-    return jax.jit(train_step, in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
-                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+    return jax.jit(
+        train_step,
+        in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(task: Task, mesh, params_sharding=None):
@@ -263,15 +289,19 @@ def make_eval_step(task: Task, mesh, params_sharding=None):
     `params_sharding` says otherwise."""
     replicated = sharding_lib.replicated(mesh)
     params_sharding = replicated if params_sharding is None else params_sharding
-    return jax.jit(task.eval_metrics,
-                   in_shardings=(params_sharding, sharding_lib.batch_sharding(mesh)),
-                   out_shardings=replicated)
+    return jax.jit(
+        task.eval_metrics,
+        in_shardings=(params_sharding, sharding_lib.batch_sharding(mesh)),
+        out_shardings=replicated,
+    )
 
 
 def evaluate(task: Task, eval_step, params, mesh) -> dict[str, float]:
     """eval/<name> for every metric of task.eval_metrics, summed in float64."""
-    outputs = [eval_step(params, sharding_lib.global_batch(local, mesh, 'eval batch'))
-               for local in task.eval_batches(jax.process_index(), jax.process_count())]
+    outputs = [
+        eval_step(params, sharding_lib.global_batch(local, mesh, 'eval batch'))
+        for local in task.eval_batches(jax.process_index(), jax.process_count())
+    ]
     sums: dict[str, list[float]] = {}
     for output in jax.device_get(outputs):
         for name, (total, weight) in output.items():
@@ -313,8 +343,7 @@ class _Window:
 
     def scalars(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start - self.paused, 1e-9)
-        out = {f'train/{k}': v / self.steps for k, v in self.sums.items()
-               if k != 'learning_rate'}
+        out = {f'train/{k}': v / self.steps for k, v in self.sums.items() if k != 'learning_rate'}
         out['train/learning_rate'] = self.last['learning_rate']
         out['perf/steps_per_sec'] = self.steps / elapsed
         out['perf/data_wait_fraction'] = min(self.data_wait / elapsed, 1.0)
@@ -333,9 +362,11 @@ def _local_rows(task: Task, step: int, batch_size: int):
     expected = batch_size // jax.process_count()
     rows = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(local)}
     if rows != {expected}:
-        raise ValueError(f'train_batch({step}) returned row counts {sorted(rows, key=str)}; '
-                         f'this process must load batch_size / process_count = {expected} '
-                         f'rows of every array')
+        raise ValueError(
+            f'train_batch({step}) returned row counts {sorted(rows, key=str)}; '
+            f'this process must load batch_size / process_count = {expected} '
+            f'rows of every array'
+        )
     return local
 
 
@@ -359,25 +390,44 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     shardings = sharding_lib.state_shardings(shapes, mesh)
     init = jax.jit(init_fn, out_shardings=shardings)
 
-    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints,
-                                async_save=config.async_checkpoints)
+    checkpointer = Checkpointer(
+        workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints
+    )
     try:
         with _PreemptionNotice() as notice:
             # A checkpoint written on any mesh restores onto this one.
             abstract = jax.tree.map(
                 lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                shapes, shardings)
+                shapes,
+                shardings,
+            )
             restored = checkpointer.restore_latest(abstract)
             start, state = restored if restored is not None else (0, init())
             writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
             try:
                 writer.write_config(config)
                 if start >= num_steps:
-                    logging.info('%s holds a checkpoint at step %d >= num_train_steps=%d; '
-                                 'nothing to train', workdir, start, num_steps)
+                    logging.info(
+                        '%s holds a checkpoint at step %d >= num_train_steps=%d; nothing to train',
+                        workdir,
+                        start,
+                        num_steps,
+                    )
                     return state
-                state = _train(config, task, tx, schedule, mesh, shardings, state, start,
-                               checkpointer, writer, is_main, notice)
+                state = _train(
+                    config,
+                    task,
+                    tx,
+                    schedule,
+                    mesh,
+                    shardings,
+                    state,
+                    start,
+                    checkpointer,
+                    writer,
+                    is_main,
+                    notice,
+                )
             finally:
                 writer.close()
             checkpointer.wait()
@@ -397,8 +447,10 @@ def _flops_counter(config, task):
     counted: dict = {}
 
     def count_flops(batch):
-        key = tuple((jax.tree_util.keystr(path), np.shape(x))
-                    for path, x in jax.tree_util.tree_leaves_with_path(batch))
+        key = tuple(
+            (jax.tree_util.keystr(path), np.shape(x))
+            for path, x in jax.tree_util.tree_leaves_with_path(batch)
+        )
         if key not in counted:
             counted[key] = count(batch)
         return counted[key]
@@ -416,32 +468,69 @@ def _peak_flops(config, mesh, step_flops) -> float | None:
     if not step_flops:
         logging.info('model FLOPs of this task unknown: no perf/mfu')
         return None
-    per_device, source = flops_lib.peak_flops_per_sec(jax.local_devices()[0],
-                                                      _compute_dtype(config))
-    logging.info('MFU: %.4g model FLOPs per step against %d devices x %.4g FLOP/s (%s)',
-                 step_flops, mesh.size, per_device, source)
+    per_device, source = flops_lib.peak_flops_per_sec(
+        jax.local_devices()[0], _compute_dtype(config)
+    )
+    logging.info(
+        'MFU: %.4g model FLOPs per step against %d devices x %.4g FLOP/s (%s)',
+        step_flops,
+        mesh.size,
+        per_device,
+        source,
+    )
     return per_device * mesh.size
 
 
-def _train(config, task, tx, schedule, mesh, shardings, state, start, checkpointer, writer,
-           is_main, notice) -> TrainState:
+def _train(
+    config, task, tx, schedule, mesh, shardings, state, start, checkpointer, writer, is_main, notice
+) -> TrainState:
     num_steps = config.num_train_steps
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    logging.info('%s at step %d: %d parameters, %d devices in %d processes',
-                 'resuming' if start else 'starting', start, num_params, mesh.size,
-                 jax.process_count())
+    logging.info(
+        '%s at step %d: %d parameters, %d devices in %d processes',
+        'resuming' if start else 'starting',
+        start,
+        num_params,
+        mesh.size,
+        jax.process_count(),
+    )
 
     # Batches are made (and copied to the devices) ahead, on a thread: the first one
     # while nothing else runs, the next ones while the step compiles and runs.
-    make_batch = lambda s: sharding_lib.global_batch(
-        _local_rows(task, s, config.batch_size), mesh)
+    make_batch = lambda s: sharding_lib.global_batch(_local_rows(task, s, config.batch_size), mesh)
     with Prefetcher(make_batch, start, num_steps, config.prefetch) as prefetcher:
-        return _train_steps(config, task, tx, schedule, mesh, shardings, state, start,
-                            checkpointer, writer, is_main, notice, prefetcher)
+        return _train_steps(
+            config,
+            task,
+            tx,
+            schedule,
+            mesh,
+            shardings,
+            state,
+            start,
+            checkpointer,
+            writer,
+            is_main,
+            notice,
+            prefetcher,
+        )
 
 
-def _train_steps(config, task, tx, schedule, mesh, shardings, state, start, checkpointer,
-                 writer, is_main, notice, prefetcher) -> TrainState:
+def _train_steps(
+    config,
+    task,
+    tx,
+    schedule,
+    mesh,
+    shardings,
+    state,
+    start,
+    checkpointer,
+    writer,
+    is_main,
+    notice,
+    prefetcher,
+) -> TrainState:
     num_steps = config.num_train_steps
     batch = prefetcher.get(start)
     compile_start = time.perf_counter()
@@ -474,8 +563,13 @@ def _train_steps(config, task, tx, schedule, mesh, shardings, state, start, chec
             metrics = {k: float(v) for k, v in metrics.items()}
             if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
                 checkpointer.wait()
-                raise NonFiniteError(done, metrics['loss'], metrics['grad_norm'],
-                                     checkpointer.latest_step(), checkpointer.directory)
+                raise NonFiniteError(
+                    done,
+                    metrics['loss'],
+                    metrics['grad_norm'],
+                    checkpointer.latest_step(),
+                    checkpointer.directory,
+                )
             window.add(metrics, step_flops)
         pending.clear()
 
@@ -485,8 +579,10 @@ def _train_steps(config, task, tx, schedule, mesh, shardings, state, start, chec
         if checkpointer.latest_step() != step:
             checkpointer.save(state)
         checkpointer.wait()
-        message = (f'preempted by {notice.signal_name}: saved the state after step {step} '
-                   f'in {checkpointer.directory}; rerun the same command to resume')
+        message = (
+            f'preempted by {notice.signal_name}: saved the state after step {step} '
+            f'in {checkpointer.directory}; rerun the same command to resume'
+        )
         logging.warning('%s', message)
         raise Preempted(step, message)
 
@@ -520,13 +616,22 @@ def _train_steps(config, task, tx, schedule, mesh, shardings, state, start, chec
                 window.reset()
             paused = time.perf_counter()
             if eval_now:
-                record.update({f'eval/{k}': v for k, v in
-                               evaluate(task, eval_step, state.params, mesh).items()})
+                record.update(
+                    {
+                        f'eval/{k}': v
+                        for k, v in evaluate(task, eval_step, state.params, mesh).items()
+                    }
+                )
                 if hasattr(task, 'on_eval'):
                     outputs = dict(task.on_eval(state.params, done) or {})
                     texts = {k: v for k, v in outputs.items() if isinstance(v, str)}
-                    record.update({f'eval/{k}': float(v) for k, v in outputs.items()
-                                   if not isinstance(v, str)})
+                    record.update(
+                        {
+                            f'eval/{k}': float(v)
+                            for k, v in outputs.items()
+                            if not isinstance(v, str)
+                        }
+                    )
                     writer.write_texts(done, texts)
                     for name, text in texts.items():
                         progress.message(f'[step {done}] {name}:\n{text}')

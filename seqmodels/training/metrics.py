@@ -38,6 +38,7 @@ class MetricWriter:
         self._path = os.path.join(workdir, METRICS_FILE)
         self._drop_records_after(resume_step)
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(logdir=workdir)
 
     def _drop_records_after(self, step: int) -> None:
@@ -105,8 +106,10 @@ class Progress:
         self._start_time = time.time()
         if enabled and self._stream.isatty():
             from tqdm import tqdm
-            self._bar = tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True,
-                             file=self._stream)
+
+            self._bar = tqdm(
+                total=total, initial=initial, unit='step', dynamic_ncols=True, file=self._stream
+            )
 
     def update(self, step: int) -> None:
         if self._bar is not None:
@@ -119,8 +122,9 @@ class Progress:
         if self._bar is not None:
             if loss is not None:
                 self._bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
-            evals = ' '.join(f'{k}={_number(v)}' for k, v in scalars.items()
-                             if k.startswith('eval/'))
+            evals = ' '.join(
+                f'{k}={_number(v)}' for k, v in scalars.items() if k.startswith('eval/')
+            )
             if evals:
                 self._bar.write(f'step {step}: {evals}', file=self._stream)
             return

@@ -67,7 +67,7 @@ def make_schedule(config) -> optax.Schedule:
 
         def rsqrt(count):
             s = jnp.asarray(count, jnp.float32) + 1.0
-            return scale * jnp.minimum(s ** -0.5, s * warmup ** -1.5)
+            return scale * jnp.minimum(s**-0.5, s * warmup**-1.5)
 
         return rsqrt
     raise ValueError(f'unknown schedule {config.schedule!r}')
@@ -80,6 +80,7 @@ def decay_mask(params):
     with layers scanned (stacked on a leading axis) biases and LayerNorm scales are
     2-D too, and must still not be decayed.
     """
+
     def is_weight(path, _):
         name = str(getattr(path[-1], 'key', path[-1]))
         return name.endswith('kernel') or name.endswith('embedding')
@@ -92,17 +93,22 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule
     schedule = make_schedule(config)
     name = config.optimizer
     if name == 'sgd':
-        optimizer = optax.sgd(schedule, momentum=config.momentum or None,
-                              nesterov=bool(config.nesterov))
+        optimizer = optax.sgd(
+            schedule, momentum=config.momentum or None, nesterov=bool(config.nesterov)
+        )
     elif name == 'rmsprop':
         optimizer = optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
     elif name == 'adam':
-        optimizer = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2,
-                               eps=config.adam_eps)
+        optimizer = optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
     elif name == 'adamw':
-        optimizer = optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2,
-                                eps=config.adam_eps, weight_decay=config.weight_decay,
-                                mask=decay_mask)
+        optimizer = optax.adamw(
+            schedule,
+            b1=config.adam_b1,
+            b2=config.adam_b2,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+            mask=decay_mask,
+        )
     else:
         raise ValueError(f'unknown optimizer {name!r}')
     if config.grad_clip_norm:

@@ -30,8 +30,7 @@ class _Failure:
 class Prefetcher:
     """Batches of steps start, start + 1, ..., stop - 1, asked for in that order."""
 
-    def __init__(self, make_batch: Callable[[int], Any], start: int, stop: int,
-                 depth: int = 2):
+    def __init__(self, make_batch: Callable[[int], Any], start: int, stop: int, depth: int = 2):
         self._make_batch = make_batch
         self._next = start
         self._stop = stop
@@ -41,8 +40,9 @@ class Prefetcher:
         self._closing = threading.Event()
         self._thread = None
         if depth > 0:
-            self._thread = threading.Thread(target=self._fill, name='seqmodels-prefetch',
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._fill, name='seqmodels-prefetch', daemon=True
+            )
             self._thread.start()
 
     def _fill(self) -> None:
@@ -63,8 +63,10 @@ class Prefetcher:
     def get(self, step: int) -> Any:
         """The batch of `step`, which must be the next one; raises what making it raised."""
         if step != self._next:
-            raise ValueError(f'batches are prefetched in order: asked for step {step}, '
-                             f'the next one is {self._next}')
+            raise ValueError(
+                f'batches are prefetched in order: asked for step {step}, '
+                f'the next one is {self._next}'
+            )
         self._next += 1
         start = time.perf_counter()
         try:

@@ -31,9 +31,22 @@ from jax.sharding import PartitionSpec as P
 
 from seqmodels.data.rows import process_rows
 
-__all__ = ['DATA_AXIS', 'FSDP_AXIS', 'Cluster', 'batch_sharding', 'detect_cluster',
-           'fsdp_spec', 'global_batch', 'initialize_distributed', 'join_cluster', 'make_mesh',
-           'parse_mesh', 'process_rows', 'replicated', 'state_shardings']
+__all__ = [
+    'DATA_AXIS',
+    'FSDP_AXIS',
+    'Cluster',
+    'batch_sharding',
+    'detect_cluster',
+    'fsdp_spec',
+    'global_batch',
+    'initialize_distributed',
+    'join_cluster',
+    'make_mesh',
+    'parse_mesh',
+    'process_rows',
+    'replicated',
+    'state_shardings',
+]
 
 DATA_AXIS = 'data'
 FSDP_AXIS = 'fsdp'
@@ -41,9 +54,12 @@ MESH_AXES = (DATA_AXIS, FSDP_AXIS)  # outer to inner: fsdp groups are neighbouri
 DEFAULT_MESH = 'data:-1'
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None, **kwargs) -> None:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs,
+) -> None:
     """Joins a multi-process run; a no-op for a single process.
 
     Call it before any other JAX call. On CPU, cross-process collectives use gloo
@@ -53,8 +69,12 @@ def initialize_distributed(coordinator_address: str | None = None,
     if num_processes is not None and num_processes <= 1:
         return
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
 
 
 ENV_COORDINATOR_ADDRESS = 'JAX_COORDINATOR_ADDRESS'  # JAX itself reads this one too
@@ -101,12 +121,19 @@ def _scheduler(environ: Mapping[str, str]) -> tuple[str, int | None, int | None,
         # The tasks of this job step (srun), not of the allocation: a batch script run
         # by sbatch --ntasks=N is one task until it calls srun.
         count = _int_var(environ, 'SLURM_STEP_NUM_TASKS') or _int_var(environ, 'SLURM_NTASKS')
-        return 'SLURM', count, _int_var(environ, 'SLURM_PROCID'), (
-            'SLURM_STEP_NODELIST' in environ and 'SLURM_LOCALID' in environ)
+        return (
+            'SLURM',
+            count,
+            _int_var(environ, 'SLURM_PROCID'),
+            ('SLURM_STEP_NODELIST' in environ and 'SLURM_LOCALID' in environ),
+        )
     if 'OMPI_COMM_WORLD_SIZE' in environ:
-        return ('Open MPI', _int_var(environ, 'OMPI_COMM_WORLD_SIZE'),
-                _int_var(environ, 'OMPI_COMM_WORLD_RANK'),
-                'OMPI_MCA_orte_hnp_uri' in environ)
+        return (
+            'Open MPI',
+            _int_var(environ, 'OMPI_COMM_WORLD_SIZE'),
+            _int_var(environ, 'OMPI_COMM_WORLD_RANK'),
+            'OMPI_MCA_orte_hnp_uri' in environ,
+        )
     hosts = [h for h in environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h.strip()]
     if len(hosts) > 1 or environ.get('MEGASCALE_COORDINATOR_ADDRESS'):
         # Multislice counts slices x hosts: JAX reads both from the TPU environment.
@@ -114,9 +141,12 @@ def _scheduler(environ: Mapping[str, str]) -> tuple[str, int | None, int | None,
     return None
 
 
-def detect_cluster(coordinator_address: str | None = None, num_processes: int | None = None,
-                   process_id: int | None = None,
-                   environ: Mapping[str, str] | None = None) -> Cluster | None:
+def detect_cluster(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Cluster | None:
     """The multi-process run this process is in, or None for a run of one process.
 
     Arguments (a driver's flags) take precedence over the JAX_* variables, which
@@ -142,28 +172,39 @@ def detect_cluster(coordinator_address: str | None = None, num_processes: int | 
             return Cluster(source, None, None, coordinator_address)
     if num_processes is None:
         if coordinator_address or process_id is not None:
-            raise ValueError(f'--coordinator_address and --process_id join a multi-process run '
-                             f'and need --num_processes (or {ENV_NUM_PROCESSES})')
+            raise ValueError(
+                f'--coordinator_address and --process_id join a multi-process run '
+                f'and need --num_processes (or {ENV_NUM_PROCESSES})'
+            )
         return None
     if num_processes < 1:
         raise ValueError(f'--num_processes must be >= 1, got {num_processes}')
     if num_processes == 1:
         return None
     if process_id is None:
-        raise ValueError(f'a run of {num_processes} processes needs --process_id '
-                         f'(or {ENV_PROCESS_ID}) on each, from 0 to {num_processes - 1}')
+        raise ValueError(
+            f'a run of {num_processes} processes needs --process_id '
+            f'(or {ENV_PROCESS_ID}) on each, from 0 to {num_processes - 1}'
+        )
     if not 0 <= process_id < num_processes:
         raise ValueError(f'--process_id must lie in [0, {num_processes}), got {process_id}')
     if coordinator_address is None and not finds_coordinator:
-        raise ValueError(f'a run of {num_processes} processes needs --coordinator_address '
-                         f'(or {ENV_COORDINATOR_ADDRESS}): HOST:PORT of process 0, the same '
-                         f'on every process')
+        raise ValueError(
+            f'a run of {num_processes} processes needs --coordinator_address '
+            f'(or {ENV_COORDINATOR_ADDRESS}): HOST:PORT of process 0, the same '
+            f'on every process'
+        )
     return Cluster(source, num_processes, process_id, coordinator_address)
 
 
-def join_cluster(coordinator_address: str | None = None, num_processes: int | None = None,
-                 process_id: int | None = None, mode: str = 'auto',
-                 environ: Mapping[str, str] | None = None, **kwargs) -> Cluster | None:
+def join_cluster(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    mode: str = 'auto',
+    environ: Mapping[str, str] | None = None,
+    **kwargs,
+) -> Cluster | None:
     """Joins the run `detect_cluster` finds (mode 'auto'); 'on' also joins when nothing
     is detected, leaving everything to JAX's own detection (a TPU pod slice on GCE,
     whose hosts are known only to its metadata server); 'off' never joins.
@@ -172,8 +213,9 @@ def join_cluster(coordinator_address: str | None = None, num_processes: int | No
     `kwargs` go to `jax.distributed.initialize` (e.g. initialization_timeout).
     """
     if mode not in DISTRIBUTED_MODES:
-        raise ValueError(f'--distributed must be one of {", ".join(DISTRIBUTED_MODES)}, '
-                         f'got {mode!r}')
+        raise ValueError(
+            f'--distributed must be one of {", ".join(DISTRIBUTED_MODES)}, got {mode!r}'
+        )
     if mode == 'off':
         return None
     cluster = detect_cluster(coordinator_address, num_processes, process_id, environ)
@@ -181,8 +223,9 @@ def join_cluster(coordinator_address: str | None = None, num_processes: int | No
         cluster = Cluster('--distributed=on', num_processes, process_id, coordinator_address)
     if cluster is None or jax.distributed.is_initialized():
         return cluster
-    initialize_distributed(cluster.coordinator_address, cluster.num_processes,
-                           cluster.process_id, **kwargs)
+    initialize_distributed(
+        cluster.coordinator_address, cluster.num_processes, cluster.process_id, **kwargs
+    )
     return cluster
 
 
@@ -194,15 +237,19 @@ def parse_mesh(spec: str, num_devices: int | None = None) -> dict[str, int]:
     for item in str(spec).split(','):
         name, _, size = item.strip().partition(':')
         if name not in MESH_AXES:
-            raise ValueError(f'{spec!r}: unknown axis {name!r}; axes are '
-                             f'{", ".join(MESH_AXES)} (e.g. "data:-1,fsdp:2")')
+            raise ValueError(
+                f'{spec!r}: unknown axis {name!r}; axes are '
+                f'{", ".join(MESH_AXES)} (e.g. "data:-1,fsdp:2")'
+            )
         if name in sizes:
             raise ValueError(f'{spec!r}: axis {name!r} appears twice')
         try:
             sizes[name] = int(size)
         except ValueError:
-            raise ValueError(f'{spec!r}: the size of {name!r} must be an integer '
-                             f'(-1 for the devices left), got {size!r}') from None
+            raise ValueError(
+                f'{spec!r}: the size of {name!r} must be an integer '
+                f'(-1 for the devices left), got {size!r}'
+            ) from None
         if sizes[name] == 0 or sizes[name] < -1:
             raise ValueError(f'{spec!r}: the size of {name!r} must be positive or -1')
     if list(sizes.values()).count(-1) > 1:
@@ -212,12 +259,12 @@ def parse_mesh(spec: str, num_devices: int | None = None) -> dict[str, int]:
     known = int(np.prod([n for n in sizes.values() if n != -1]))
     if -1 in sizes.values():
         if num_devices % known:
-            raise ValueError(f'{spec!r}: {num_devices} devices do not split into axes of '
-                             f'{known}')
+            raise ValueError(f'{spec!r}: {num_devices} devices do not split into axes of {known}')
         sizes = {k: (num_devices // known if n == -1 else n) for k, n in sizes.items()}
     elif known != num_devices:
-        raise ValueError(f'{spec!r}: the axis sizes multiply to {known}, not to the '
-                         f'{num_devices} devices')
+        raise ValueError(
+            f'{spec!r}: the axis sizes multiply to {known}, not to the {num_devices} devices'
+        )
     return sizes
 
 
@@ -294,19 +341,24 @@ def global_batch(local_batch, mesh: Mesh, name: str = 'batch'):
     rows = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
     local_devices = mesh.local_mesh.size
     if len(rows) != 1 or None in rows:
-        raise ValueError(f'every array of {name} needs the batch as leading axis, with the '
-                         f'same number of rows; got shapes '
-                         f'{jax.tree.map(np.shape, local_batch)}')
+        raise ValueError(
+            f'every array of {name} needs the batch as leading axis, with the '
+            f'same number of rows; got shapes '
+            f'{jax.tree.map(np.shape, local_batch)}'
+        )
     (num_rows,) = rows
     if num_rows % local_devices:
-        raise ValueError(f'{name} has {num_rows} rows on this process, not divisible by its '
-                         f'{local_devices} local devices')
+        raise ValueError(
+            f'{name} has {num_rows} rows on this process, not divisible by its '
+            f'{local_devices} local devices'
+        )
     sharding = batch_sharding(mesh)
     process_count = jax.process_count()
 
     def to_global(x):
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(
-            sharding, x, (x.shape[0] * process_count,) + x.shape[1:])
+            sharding, x, (x.shape[0] * process_count,) + x.shape[1:]
+        )
 
     return jax.tree.map(to_global, local_batch)

@@ -32,5 +32,9 @@ def init_train_state(init_params, tx: optax.GradientTransformation, seed: int) -
     """Traceable: params from init_params(params_key); the rest derived from seed."""
     params_key, train_key = jax.random.split(jax.random.key(seed))
     params = init_params(params_key)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=jax.random.key_data(train_key))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(train_key),
+    )

@@ -31,21 +31,20 @@ MAY_DIFFER = ('num_classes', 'dropout', 'attention_dropout', 'scan_layers')
 
 
 def _path_name(path) -> str:
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                    for k in path)
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
 def _flatten(tree) -> dict[str, Any]:
-    return {_path_name(path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {_path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip('/') + '/') for p in prefixes)
 
 
-def load_pretrained(fresh_params, pretrained_params, *, new: Sequence[str] = ('head',),
-                    unused: Sequence[str] = ()):
+def load_pretrained(
+    fresh_params, pretrained_params, *, new: Sequence[str] = ('head',), unused: Sequence[str] = ()
+):
     """`fresh_params` with every pre-trained leaf copied in exactly.
 
     new: path prefixes of the parameters only the fine-tuning model has (its head);
@@ -62,36 +61,47 @@ def load_pretrained(fresh_params, pretrained_params, *, new: Sequence[str] = ('h
         raise ConfigError(
             f'the pre-trained model has no parameter {missing[0]}'
             + (f' (nor {len(missing) - 1} more)' if len(missing) > 1 else '')
-            + f'; only parameters under {list(new)} may be new in the fine-tuned model')
+            + f'; only parameters under {list(new)} may be new in the fine-tuned model'
+        )
     dropped = sorted(p for p in pretrained if p not in fresh)
     extra = [p for p in dropped if not _under(p, unused)]
     if extra:
         raise ConfigError(
             f'the pre-trained parameter {extra[0]} has no place in the fine-tuned model'
             + (f' (nor {len(extra) - 1} more)' if len(extra) > 1 else '')
-            + f'; only parameters under {list(unused)} may be left out')
+            + f'; only parameters under {list(unused)} may be left out'
+        )
     for path, leaf in pretrained.items():
         if path in fresh:
             want = fresh[path]
             if tuple(np.shape(leaf)) != tuple(want.shape) or jnp.dtype(leaf.dtype) != want.dtype:
                 raise ConfigError(
                     f'pre-trained parameter {path} is {leaf.dtype}{list(np.shape(leaf))} but '
-                    f'the fine-tuned model has {want.dtype}{list(want.shape)}')
+                    f'the fine-tuned model has {want.dtype}{list(want.shape)}'
+                )
     if dropped:
-        logging.info('warm start: %d pre-trained parameter arrays are not used: %s',
-                     len(dropped), ', '.join(dropped))
+        logging.info(
+            'warm start: %d pre-trained parameter arrays are not used: %s',
+            len(dropped),
+            ', '.join(dropped),
+        )
     leaves, treedef = jax.tree_util.tree_flatten_with_path(fresh_params)
-    return jax.tree_util.tree_unflatten(treedef, [
-        jnp.asarray(pretrained[_path_name(path)]) if _path_name(path) in pretrained else leaf
-        for path, leaf in leaves])
+    return jax.tree_util.tree_unflatten(
+        treedef,
+        [
+            jnp.asarray(pretrained[_path_name(path)]) if _path_name(path) in pretrained else leaf
+            for path, leaf in leaves
+        ],
+    )
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     """WORKDIR/config.json of a training run; FileNotFoundError naming it."""
     path = os.path.join(workdir, 'config.json')
     if not os.path.exists(path):
-        raise FileNotFoundError(f'{path} does not exist: is {workdir} the workdir of a '
-                                'finished training run?')
+        raise FileNotFoundError(
+            f'{path} does not exist: is {workdir} the workdir of a finished training run?'
+        )
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
@@ -103,8 +113,12 @@ def restore_pretrained(workdir: str, step: int | None = None):
     return restore_params(workdir, step), config
 
 
-def check_compatible(model_config: Mapping, pretrained_model_config: Mapping, source: str,
-                     may_differ: Sequence[str] = MAY_DIFFER) -> None:
+def check_compatible(
+    model_config: Mapping,
+    pretrained_model_config: Mapping,
+    source: str,
+    may_differ: Sequence[str] = MAY_DIFFER,
+) -> None:
     """ConfigError naming the first model key (outside `may_differ`) whose value differs
     from the pre-trained run's (`source`: where that config came from, for the message)."""
     mine, theirs = dict(model_config), dict(pretrained_model_config)
@@ -115,4 +129,5 @@ def check_compatible(model_config: Mapping, pretrained_model_config: Mapping, so
             raise ConfigError(
                 f'config.model.{key}={mine.get(key)!r} differs from the pre-trained model '
                 f'({theirs.get(key)!r} in {source}); fine-tuning keeps the pre-trained '
-                f'architecture, so set --config.model.{key}={theirs.get(key)!r}')
+                f'architecture, so set --config.model.{key}={theirs.get(key)!r}'
+            )

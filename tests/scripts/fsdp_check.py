@@ -16,8 +16,9 @@ import json
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
-                           + ' --xla_force_host_platform_device_count=8')
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -50,17 +51,21 @@ def _restored_equal(workdir, state, spec, devices) -> bool:
     mesh = sharding.make_mesh(devices, spec)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     shardings = sharding.state_shardings(shapes, mesh)
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            shapes, shardings)
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
     checkpointer = training.Checkpointer(workdir)
     try:
         restored = checkpointer.restore(abstract)
     finally:
         checkpointer.close()
-    same_layout = all(r.sharding == sh for r, sh in zip(jax.tree.leaves(restored),
-                                                        jax.tree.leaves(shardings)))
-    same_values = all(np.array_equal(np.asarray(a), np.asarray(b))
-                      for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
+    same_layout = all(
+        r.sharding == sh for r, sh in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings))
+    )
+    same_values = all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state))
+    )
     return bool(same_layout and same_values)
 
 
@@ -70,8 +75,13 @@ def main():
     parser.add_argument('--out', required=True)
     args = parser.parse_args()
     assert jax.device_count() == 8, jax.devices()
-    overrides = dict(num_train_steps=12, log_every_steps=1, eval_every_steps=6,
-                     checkpoint_every_steps=6, prefetch=2)
+    overrides = dict(
+        num_train_steps=12,
+        log_every_steps=1,
+        eval_every_steps=6,
+        checkpoint_every_steps=6,
+        prefetch=2,
+    )
     result = {}
     for name, spec in (('data', 'data:-1'), ('fsdp', 'data:2,fsdp:4')):
         config = toy_config(**overrides, mesh=spec)
@@ -81,10 +91,8 @@ def main():
     held, total = _device0_bytes((state.params, state.opt_state))
     result['fsdp_device0_bytes'], result['fsdp_total_bytes'] = held, total
     workdir = os.path.join(args.workdir, 'fsdp')
-    result['restore_data4_fsdp2'] = _restored_equal(workdir, state, 'data:4,fsdp:2',
-                                                    jax.devices())
-    result['restore_one_device'] = _restored_equal(workdir, state, 'data:-1',
-                                                   jax.devices()[:1])
+    result['restore_data4_fsdp2'] = _restored_equal(workdir, state, 'data:4,fsdp:2', jax.devices())
+    result['restore_one_device'] = _restored_equal(workdir, state, 'data:-1', jax.devices()[:1])
     with open(args.out, 'w') as f:
         json.dump(result, f)
 

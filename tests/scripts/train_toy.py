@@ -57,8 +57,14 @@ def toy_config(**overrides):
 
 
 class ToyTask:
-    def __init__(self, config, nan_at_step: int | None = None, print_steps: bool = False,
-                 eval_rows: int = 16, hold: tuple[int, str] | None = None):
+    def __init__(
+        self,
+        config,
+        nan_at_step: int | None = None,
+        print_steps: bool = False,
+        eval_rows: int = 16,
+        hold: tuple[int, str] | None = None,
+    ):
         import flax.linen as nn
         import numpy as np
 
@@ -129,8 +135,10 @@ class ToyTask:
         logits = self._logits(params, batch['x'])
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['y'])
         count = jnp.float32(batch['y'].shape[0])
-        return {'loss': (losses.sum(), count),
-                'accuracy': ((jnp.argmax(logits, -1) == batch['y']).sum(), count)}
+        return {
+            'loss': (losses.sum(), count),
+            'accuracy': ((jnp.argmax(logits, -1) == batch['y']).sum(), count),
+        }
 
     def eval_batches(self, process_index, process_count):
         for i in range(2):
@@ -171,21 +179,22 @@ def main():
     args = parser.parse_args()
 
     # Must precede the first `import jax`: the CPU backend reads it once.
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                               f' --xla_force_host_platform_device_count={args.devices}')
+    os.environ['XLA_FLAGS'] = (
+        os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={args.devices}'
+    )
     import jax
     import numpy as np
 
     from seqmodels import training
 
     if args.num_processes > 1:
-        training.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
-                                        initialization_timeout=60)
+        training.initialize_distributed(
+            args.coordinator, args.num_processes, args.process_id, initialization_timeout=60
+        )
     overrides = dict(item.split('=', 1) for item in args.config)
     config = toy_config(**{k: _parse_value(v) for k, v in overrides.items()})
     hold = None if args.hold_at_batch is None else (args.hold_at_batch, args.hold_until)
-    task = ToyTask(config, nan_at_step=args.nan_at_step, print_steps=args.print_steps,
-                   hold=hold)
+    task = ToyTask(config, nan_at_step=args.nan_at_step, print_steps=args.print_steps, hold=hold)
     try:
         state = training.train_and_evaluate(config, args.workdir, task)
     except (training.Preempted, training.NonFiniteError, training.CheckpointError) as error:
@@ -193,8 +202,10 @@ def main():
         sys.exit(error.exit_code)
     if args.out and jax.process_index() == 0:
         params = jax.tree.map(np.asarray, state.params)
-        flat = {jax.tree_util.keystr(path): leaf
-                for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+        flat = {
+            jax.tree_util.keystr(path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        }
         np.savez(args.out, **flat)
     print('DONE', jax.device_count(), jax.process_count(), flush=True)
     if args.num_processes > 1:

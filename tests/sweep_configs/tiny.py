@@ -7,8 +7,12 @@ from configs import char_lm
 from seqmodels import sweep as sw
 
 # Long enough (a few seconds) to be caught between two of its checkpoints.
-_LONG = {'num_train_steps': 800, 'checkpoint_every_steps': 50, 'log_every_steps': 50,
-         'eval_every_steps': 400}
+_LONG = {
+    'num_train_steps': 800,
+    'checkpoint_every_steps': 50,
+    'log_every_steps': 50,
+    'eval_every_steps': 400,
+}
 
 
 def get_config(variant='lstm'):
@@ -36,11 +40,10 @@ def get_sweep(name):
             {'model.cell': 'lstm', 'learning_rate': 0.003},
             {'model.cell': 'gru', 'learning_rate': 0.003, **_LONG},
             {'model.cell': 'bogus', 'learning_rate': 0.003},  # the driver refuses it
-            {'model.cell': 'lstm', 'learning_rate': 1e38},    # overflows at once
+            {'model.cell': 'lstm', 'learning_rate': 1e38},  # overflows at once
         ]
     if name == 'space':
         return {'learning_rate': sw.loguniform(1e-3, 1e-2), 'model.cell': ['lstm', 'gru']}
     if name == 'long_space':
-        return {'learning_rate': sw.loguniform(1e-3, 1e-2), 'model.cell': ['lstm', 'gru'],
-                **_LONG}
+        return {'learning_rate': sw.loguniform(1e-3, 1e-2), 'model.cell': ['lstm', 'gru'], **_LONG}
     raise ValueError(f'unknown sweep {name!r}; choose four, space or long_space')
