@@ -18,7 +18,6 @@ The modes read the run's own WORKDIR/config.json, tokenizer.model and class_name
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
@@ -27,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from experiments import common
-from seqmodels import evaluation, models, plots, training
+from seqmodels import evaluation, models, training
 from seqmodels.tasks import bert as bert_tasks
 from seqmodels.tasks import transfer
 from seqmodels.data import bert_finetuning, bert_pretraining, labeled, text_corpus, tokenizers
@@ -173,31 +172,8 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
     logits, labels = predict_logits(task.logits, params, _inputs(data.eval_batches(role)), 'inputs')
     with open(os.path.join(workdir, CLASS_NAMES)) as f:
         names = json.load(f)
-    predictions = logits.argmax(-1)
-    confusion = evaluation.confusion_matrix(labels, predictions, len(names))
-    accuracy = evaluation.accuracy(labels, predictions)
-    png, csv_path = (os.path.join(workdir, f'confusion_matrix.{e}') for e in ('png', 'csv'))
-    plots.plot_confusion_matrix(
-        confusion,
-        names,
-        png,
-        f'{config.dataset} ({role})\naccuracy {accuracy:.2%} on {len(labels)} examples',
-    )
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['true\\predicted', *names])
-        writer.writerows([name, *row.tolist()] for name, row in zip(names, confusion))
-    per_class = evaluation.per_class_accuracy(confusion)
-    return {
-        'split': role,
-        'accuracy': accuracy,
-        'loss': evaluation.mean_log_loss(logits, labels),
-        'per_class_accuracy': dict(zip(names, per_class.tolist())),
-        'confusion': confusion,
-        'predictions': predictions,
-        'png': png,
-        'csv': csv_path,
-    }
+    title = f'{config.dataset} ({role})'
+    return dict(evaluation.classification_report(logits, labels, names, workdir, title), split=role)
 
 
 def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>') -> list[str]:

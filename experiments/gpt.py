@@ -22,7 +22,6 @@ they need no --config.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments import common
-from seqmodels import evaluation, models, plots, training
+from seqmodels import evaluation, models, training
 from seqmodels.tasks import gpt as gpt_tasks
 from seqmodels.tasks import transfer
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
@@ -158,33 +157,11 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
     if split is None:
         raise common.UsageError(f'{data.name} has no test or validation split to evaluate')
     logits, labels = _logits(task, params, task.batches.eval_batches(split))
-    predictions = logits.argmax(-1)
-    confusion = evaluation.confusion_matrix(labels, predictions, data.num_classes)
-    accuracy = evaluation.accuracy(labels, predictions)
-    png, csv_path = (os.path.join(workdir, f'confusion_matrix.{e}') for e in ('png', 'csv'))
-    plots.plot_confusion_matrix(
-        confusion,
-        data.class_names,
-        png,
-        f'{data.name} ({split})\naccuracy {accuracy:.2%} on {len(labels)} examples',
+    title = f'{data.name} ({split})'
+    return dict(
+        evaluation.classification_report(logits, labels, data.class_names, workdir, title),
+        split=split,
     )
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['true\\predicted', *data.class_names])
-        writer.writerows([name, *row.tolist()] for name, row in zip(data.class_names, confusion))
-    per_class = evaluation.per_class_accuracy(confusion)
-    return {
-        'split': split,
-        'count': len(labels),
-        'accuracy': accuracy,
-        'loss': evaluation.mean_log_loss(logits, labels),
-        'confusion': confusion,
-        'per_class_accuracy': dict(zip(data.class_names, per_class.tolist())),
-        'predictions': predictions,
-        'labels': labels,
-        'png': png,
-        'csv': csv_path,
-    }
 
 
 def evaluate_mode(workdir):

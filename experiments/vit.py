@@ -23,20 +23,19 @@ no --config.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
-import optax
 from absl import flags, logging
 
 from experiments import common
 from seqmodels import analysis, evaluation, models, plots, training
 from seqmodels.data.images import DataError, ImageData, check_patch_size, make_image_data
 from seqmodels.inference import predict_logits
+from seqmodels.tasks.vit import ViTTask
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 4, 'attention: how many test images.')
 _ROLLOUT = flags.DEFINE_bool(
@@ -104,47 +103,6 @@ def check_against_data(config: ml_collections.ConfigDict, data: ImageData) -> No
 
 
 # --------------------------------------------------------------------------- #
-# The task the training engine runs.
-
-
-class ViTTask:
-    """Softmax classification; the training loss uses label smoothing, eval does not."""
-
-    def __init__(self, config, model: models.ViT, data: ImageData):
-        self.config, self.model, self.data = config, model, data
-
-    def init_params(self, rng):
-        return models.init_params(self.config.model, self.model, rng)
-
-    def loss_fn(self, params, batch, rng, deterministic, step):
-        del step  # no step-dependent term
-        logits = self.model.apply(
-            {'params': params}, batch['images'], deterministic=deterministic, rngs={'dropout': rng}
-        )
-        targets = optax.smooth_labels(
-            jax.nn.one_hot(batch['labels'], logits.shape[-1]), self.config.label_smoothing
-        )
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
-        accuracy = (logits.argmax(-1) == batch['labels']).mean()
-        return loss, {'accuracy': accuracy, 'num_examples': batch['labels'].shape[0]}
-
-    def train_batch(self, step, process_index, process_count):
-        return self.data.train_batch(step, process_index, process_count)
-
-    def eval_metrics(self, params, batch):
-        logits = self.model.apply({'params': params}, batch['images'], deterministic=True)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])
-        correct = logits.argmax(-1) == batch['labels']
-        w = batch['weights']
-        return {'loss': ((nll * w).sum(), w.sum()), 'accuracy': ((correct * w).sum(), w.sum())}
-
-    def eval_batches(self, process_index, process_count):
-        return self.data.eval_batches(
-            process_index, process_count, self.config.num_eval_batches or None
-        )
-
-
-# --------------------------------------------------------------------------- #
 # Modes.
 
 
@@ -200,33 +158,9 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
         data.eval_batches(0, 1),
         'images',
     )
-    predictions = logits.argmax(-1)
-    loss = evaluation.mean_log_loss(logits, labels)
-    accuracy = evaluation.accuracy(labels, predictions)
-    confusion = evaluation.confusion_matrix(labels, predictions, data.num_classes)
-    png = os.path.join(workdir, 'confusion_matrix.png')
-    plots.plot_confusion_matrix(
-        confusion,
-        data.class_names,
-        png,
-        f'{data.name}\ntop-1 accuracy {accuracy:.2%} on {len(labels)} test images',
+    return evaluation.classification_report(
+        logits, labels, data.class_names, workdir, f'{data.name} (test)'
     )
-    csv_path = os.path.join(workdir, 'confusion_matrix.csv')
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['true\\predicted', *data.class_names])
-        for name, row in zip(data.class_names, confusion):
-            writer.writerow([name, *row.tolist()])
-    return {
-        'accuracy': accuracy,
-        'loss': loss,
-        'confusion': confusion,
-        'predictions': predictions,
-        'labels': labels,
-        'class_names': data.class_names,
-        'png': png,
-        'csv': csv_path,
-    }
 
 
 def draw_attention(

@@ -53,3 +53,38 @@ def mean_log_loss(logits, labels) -> float:
     z = z - z.max(-1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))
     return float(-np.mean(np.take_along_axis(log_probs, np.asarray(labels)[:, None], 1)))
+
+
+def classification_report(logits, labels, class_names, directory: str, title: str) -> dict:
+    """Accuracy, per-class accuracy, mean log loss and the confusion matrix of a
+    classifier's logits, the matrix also written to DIRECTORY/confusion_matrix.png (with
+    `title`) and .csv (counts, true classes as rows)."""
+    import csv
+    import os
+
+    from seqmodels import plots
+
+    predictions = np.asarray(logits).argmax(-1)
+    confusion = confusion_matrix(labels, predictions, len(class_names))
+    correct = accuracy(labels, predictions)
+    png, csv_path = (os.path.join(directory, f'confusion_matrix.{e}') for e in ('png', 'csv'))
+    plots.plot_confusion_matrix(
+        confusion, class_names, png, f'{title}\naccuracy {correct:.2%} on {len(labels)} examples'
+    )
+    with open(csv_path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['true\\predicted', *class_names])
+        writer.writerows([name, *row.tolist()] for name, row in zip(class_names, confusion))
+    per_class = per_class_accuracy(confusion)
+    return {
+        'count': len(labels),
+        'accuracy': correct,
+        'loss': mean_log_loss(logits, labels),
+        'per_class_accuracy': dict(zip(class_names, per_class.tolist())),
+        'confusion': confusion,
+        'predictions': predictions,
+        'labels': np.asarray(labels),
+        'class_names': list(class_names),
+        'png': png,
+        'csv': csv_path,
+    }

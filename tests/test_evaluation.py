@@ -35,3 +35,17 @@ def test_mean_log_loss_is_the_softmax_nll():
 def test_corpus_bleu_rejects_misaligned_lists():
     with pytest.raises(ValueError, match='2 hypotheses for 1 references'):
         evaluation.corpus_bleu(['a', 'b'], ['a'])
+
+
+def test_classification_report_writes_what_it_returns(tmp_path):
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
+    labels = np.array([0, 1, 1, 1])
+    report = evaluation.classification_report(logits, labels, ['neg', 'pos'], str(tmp_path), 't')
+    np.testing.assert_array_equal(report['confusion'], [[1, 0], [1, 2]])
+    assert report['accuracy'] == 0.75 and report['per_class_accuracy'] == {'neg': 1.0, 'pos': 2 / 3}
+    assert (tmp_path / 'confusion_matrix.csv').read_text().splitlines() == [
+        'true\\predicted,neg,pos',
+        'neg,1,0',
+        'pos,1,2',
+    ]
+    assert (tmp_path / 'confusion_matrix.png').stat().st_size > 0
