@@ -30,6 +30,7 @@ from seqmodels import evaluation, models, training
 from seqmodels.tasks import bert as bert_tasks
 from seqmodels.tasks import transfer
 from seqmodels.data import bert_finetuning, bert_pretraining, labeled, text_corpus, tokenizers
+from seqmodels.data.split_batches import SplitBatches
 from seqmodels.inference import predict_logits
 from seqmodels.tasks.bert import FinetuningTask, PretrainingTask
 from seqmodels.tasks.transfer import TOKENIZER, is_finetuning
@@ -192,7 +193,7 @@ def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>
     split = bert_finetuning.encode_texts(
         [e.texts for e in examples], None, config.task_type, tokenizer, config.seq_len
     )
-    data = bert_finetuning.FinetuningData({'predict': split}, config.batch_size, config.seed)
+    data = SplitBatches({'predict': split}, config.batch_size, config.seed)
     task = FinetuningTask(config, models.build_model(config.model), data)
     params = training.restore_params(workdir, step)
     logits, _ = predict_logits(task.logits, params, _inputs(data.eval_batches('predict')), 'inputs')

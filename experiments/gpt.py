@@ -35,6 +35,7 @@ from seqmodels import evaluation, models, training
 from seqmodels.tasks import gpt as gpt_tasks
 from seqmodels.tasks import transfer
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
+from seqmodels.data.split_batches import SplitBatches
 from seqmodels.inference import Sampler, predict_logits
 
 _NUM_TOKENS = flags.DEFINE_integer('num_tokens', 200, 'sample: subword tokens to generate.')
@@ -200,7 +201,7 @@ def predict(workdir: str, lines: list[str], source: str, step: int | None = None
     if not examples:
         return []
     encoded = gpt_inputs.encode(examples, config.task_type, tokenizer, config.seq_len)
-    batches = gpt_inputs.TaskBatches({'input': encoded}, config.batch_size, 0)
+    batches = SplitBatches({'input': encoded}, config.batch_size, 0)
     logits, _ = _logits(task, params, batches.eval_batches('input'))
     if config.task_type == 'multiple_choice':  # the option index, however many options
         return [str(i) for i in logits.argmax(-1)]

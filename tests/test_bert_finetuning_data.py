@@ -5,7 +5,8 @@ across processes, padded evaluation batches)."""
 import numpy as np
 import pytest
 
-from seqmodels.data.bert_finetuning import EncodedSplit, FinetuningData, encode_example, fit_pair
+from seqmodels.data.bert_finetuning import EncodedSplit, encode_example, fit_pair
+from seqmodels.data.split_batches import SplitBatches
 
 PAD, CLS, SEP = 0, 4, 5
 
@@ -51,7 +52,7 @@ def data(n=10, batch_size=4):
     split = EncodedSplit.encode(
         texts, np.arange(n) % 3, 'classification', 6, encode_batch, CLS, SEP
     )
-    return FinetuningData({'train': split, 'validation': split}, batch_size, seed=1)
+    return SplitBatches({'train': split, 'validation': split}, batch_size, seed=1)
 
 
 def test_every_example_once_per_epoch_in_a_new_order_and_rows_split_by_process():

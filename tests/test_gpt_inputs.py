@@ -96,7 +96,7 @@ def test_task_batches_visit_every_example_once_per_epoch(tokenizer, tmp_path):
     np.testing.assert_array_equal(np.concatenate(halves), batches.train_batch(3)['tokens'])
     dev = list(batches.eval_batches('validation'))
     assert [b['weights'].tolist() for b in dev] == [[1, 1, 1, 0]]
-    assert dev[0]['tokens'].shape[-1] == batches.seq_len  # one shape for every split
+    assert dev[0]['tokens'].shape[-1] == batches.splits['train'].seq_len  # one shape everywhere
 
 
 # -- the task heads and the objective ---------------------------------------------------

@@ -12,27 +12,20 @@ Too long a pair loses one token at a time from its longer segment (b on a tie), 
 b's end, or from a's end, except for multiple choice, whose context loses its first
 tokens so that the words next to the option are kept. A single text loses its end.
 
-Training batches: global row i = step * batch_size + r is example perm_e[i mod N] of
-epoch e = i div N, with perm_e a permutation drawn from (seed, e): every epoch sees each
-example once, in its own order, and any step's batch is computed directly from
-(seed, step). Evaluation batches walk a split in order, the last one padded with
-rows of weight 0.
+Batches of the encoded splits by step: `split_batches.SplitBatches`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from seqmodels.data.bert_pretraining import pack_pair, special_ids
 from seqmodels.data.errors import DataError
 from seqmodels.data.labeled import TASK_TYPES, LabeledData, fit_pair
-from seqmodels.data.rows import process_rows
-
-_MASK64 = (1 << 64) - 1
+from seqmodels.data.split_batches import SplitBatches
 
 
 def encode_example(
@@ -106,66 +99,6 @@ class EncodedSplit:
         return batch
 
 
-@dataclasses.dataclass(eq=False)
-class FinetuningData:
-    """Training batches by step (shuffled per epoch) and evaluation batches per split."""
-
-    splits: dict[str, EncodedSplit]
-    batch_size: int
-    seed: int
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return _permutation(self.seed & _MASK64, epoch, len(self.splits['train']))
-
-    def train_batch(
-        self, step: int, process_index: int = 0, process_count: int = 1
-    ) -> dict[str, np.ndarray]:
-        """This process's rows of global batch `step`."""
-        if step < 0:
-            raise ValueError(f'step must be >= 0, got {step}')
-        rows = process_rows(self.batch_size, process_index, process_count)
-        n = len(self.splits['train'])
-        index = np.arange(step * self.batch_size + rows.start, step * self.batch_size + rows.stop)
-        order = np.empty(len(index), np.int64)
-        for epoch in np.unique(index // n):
-            here = index // n == epoch
-            order[here] = self._epoch_order(int(epoch))[index[here] % n]
-        return self.splits['train'].rows(order)
-
-    def num_batches(self, role: str) -> int:
-        return -(-len(self.splits[role]) // self.batch_size)
-
-    def eval_batches(
-        self,
-        role: str,
-        process_index: int = 0,
-        process_count: int = 1,
-        num_batches: int | None = None,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """This process's rows of each batch of split `role`, in order; the padding rows
-        of the last batch repeat example 0 with weight 0."""
-        split = self.splits[role]
-        rows = process_rows(self.batch_size, process_index, process_count)
-        total = (
-            self.num_batches(role)
-            if num_batches is None
-            else min(num_batches, self.num_batches(role))
-        )
-
-        def batch(k):
-            index = np.arange(k * self.batch_size + rows.start, k * self.batch_size + rows.stop)
-            weights = (index < len(split)).astype(np.float32)
-            return split.rows(np.where(index < len(split), index, 0), weights)
-
-        return (batch(k) for k in range(total))
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
-    return rng.permutation(n)
-
-
 def encode_texts(
     texts: Sequence[Sequence[str]], labels, task_type: str, tokenizer, seq_len: int
 ) -> EncodedSplit:
@@ -179,7 +112,7 @@ def encode_texts(
 
 def make_finetuning_data(
     labeled: LabeledData, tokenizer, *, seq_len: int, batch_size: int, seed: int
-) -> FinetuningData:
+) -> SplitBatches:
     """Every split of a labelled dataset, encoded, with its batches."""
     splits = {
         role: encode_texts(
@@ -191,4 +124,4 @@ def make_finetuning_data(
         )
         for role, examples in labeled.splits.items()
     }
-    return FinetuningData(splits, batch_size, seed)
+    return SplitBatches(splits, batch_size, seed)

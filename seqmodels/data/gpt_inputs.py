@@ -26,26 +26,22 @@ The auxiliary language-modelling loss L1 of §3.2 is taken on the same sequences
 `lm_weights[.., t]` is 1 where position t predicts a text token (not padding or a
 special token), the weights of the mean.
 
-Training batches (`TaskBatches`): global row i = step * batch_size + r is example
-perm_e[i mod N] of epoch e = i div N, perm_e a permutation drawn from (seed, e), so
-every epoch sees each example once and any step's batch follows from (seed, step).
-Evaluation batches walk a split in order, the last padded with rows of weight 0.
+Batches of the encoded splits by step: `split_batches.SplitBatches`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from seqmodels.data import labeled as labeled_lib
 from seqmodels.data import text_corpus
 from seqmodels.data.labeled import fit_pair
+from seqmodels.data.split_batches import SplitBatches
 from seqmodels.data.errors import DataError
 from seqmodels.data.lm_pipeline import CharLMData
-from seqmodels.data.rows import process_rows
 from seqmodels.data.tokenizers import (
     BOS_ID,
     EOS_ID,
@@ -206,59 +202,6 @@ def encode(
     )
 
 
-@dataclasses.dataclass(eq=False)
-class TaskBatches:
-    """Fine-tuning batches of the encoded splits (see the module docstring)."""
-
-    splits: dict[str, EncodedSplit]
-    batch_size: int
-    seed: int
-
-    @property
-    def seq_len(self) -> int:
-        return self.splits['train'].seq_len
-
-    def train_batch(
-        self, step: int, process_index: int = 0, process_count: int = 1
-    ) -> dict[str, np.ndarray]:
-        if step < 0:
-            raise ValueError(f'step must be >= 0, got {step}')
-        rows = process_rows(self.batch_size, process_index, process_count)
-        n = len(self.splits['train'])
-        index = np.arange(step * self.batch_size + rows.start, step * self.batch_size + rows.stop)
-        order = np.array([_permutation(self.seed, int(i // n), n)[i % n] for i in index])
-        return self.splits['train'].rows(order)
-
-    def num_batches(self, role: str) -> int:
-        return -(-len(self.splits[role]) // self.batch_size)
-
-    def eval_batches(
-        self,
-        role: str,
-        process_index: int = 0,
-        process_count: int = 1,
-        num_batches: int | None = None,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """This process's rows of each batch of split `role`, in order; the rows past the
-        end repeat example 0 with weight 0."""
-        split = self.splits[role]
-        rows = process_rows(self.batch_size, process_index, process_count)
-        total = self.num_batches(role)
-        total = total if num_batches is None else min(total, num_batches)
-
-        def batch(k):
-            index = np.arange(k * self.batch_size + rows.start, k * self.batch_size + rows.stop)
-            real = index < len(split)
-            return split.rows(np.where(real, index, 0), real.astype(np.float32))
-
-        return (batch(k) for k in range(total))
-
-
-@functools.lru_cache(maxsize=8)
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed & ((1 << 64) - 1), epoch]).permutation(n)
-
-
 def make_task_batches(
     data: labeled_lib.LabeledData,
     tokenizer: SentencePieceTokenizer,
@@ -266,7 +209,7 @@ def make_task_batches(
     max_len: int,
     batch_size: int,
     seed: int,
-) -> TaskBatches:
+) -> SplitBatches:
     """Every split encoded, padded to the longest training sequence (so that training
     and evaluation compile one shape each)."""
     train = encode(
@@ -283,4 +226,4 @@ def make_task_batches(
                 data.label_ids(role),
                 length=train.seq_len,
             )
-    return TaskBatches(splits, batch_size, seed)
+    return SplitBatches(splits, batch_size, seed)

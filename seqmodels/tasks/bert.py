@@ -11,7 +11,7 @@ import optax
 
 from seqmodels import models, training
 from seqmodels.data import bert_pretraining
-from seqmodels.data.bert_finetuning import FinetuningData
+from seqmodels.data.split_batches import SplitBatches
 from seqmodels.data.bert_pretraining import BertPretrainingData
 from seqmodels.tasks import transfer
 from seqmodels.models.bert import BERT, pretraining_loss, pretraining_sums
@@ -57,7 +57,7 @@ class FinetuningTask:
     """Softmax cross-entropy over the classes (or the options) from the [CLS] state; the
     encoder starts from the pre-trained run's parameters when there is one."""
 
-    def __init__(self, config, model: BERT, data: FinetuningData, pretrained=None):
+    def __init__(self, config, model: BERT, data: SplitBatches, pretrained=None):
         self.config, self.model, self.data, self.pretrained = config, model, data, pretrained
         multiple_choice = config.task_type == 'multiple_choice'
         self.method = BERT.score_options if multiple_choice else BERT.classify

@@ -18,7 +18,7 @@ import optax
 
 from seqmodels import models, training
 from seqmodels.data import gpt_inputs, labeled, text_corpus, tokenizers
-from seqmodels.data.gpt_inputs import TaskBatches
+from seqmodels.data.split_batches import SplitBatches
 from seqmodels.models.gpt import GPT, fine_tuning_loss
 from seqmodels.tasks import transfer
 from seqmodels.tasks.language_model import LanguageModelTask
@@ -34,7 +34,7 @@ def combine(task_type: str) -> str:
 class FinetuningTask:
     """L3 = L2 + lm_coef * L1 on the task's sequences; eval: task loss and accuracy."""
 
-    def __init__(self, config, model: GPT, batches: TaskBatches, pretrained=None):
+    def __init__(self, config, model: GPT, batches: SplitBatches, pretrained=None):
         self.config, self.model, self.batches = config, model, batches
         self.pretrained = pretrained
         self.combine = combine(config.task_type)
