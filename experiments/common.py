@@ -15,13 +15,11 @@ task (SLURM_NTASKS=1, as one array trial is) joins nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 
 import jax
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -213,14 +211,12 @@ def sampling_options(config, count: int, count_flag: str):
 
 
 def load_run_config(workdir: str, experiment: str):
-    """The resolved config a training run wrote to WORKDIR/config.json."""
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise UsageError(
-            f'{path} does not exist: is {workdir} the workdir of a {experiment} training run?'
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    """The resolved config a training run wrote to WORKDIR/config.json; a workdir without
+    one is a usage error (exit 2), not a missing checkpoint."""
+    try:
+        return training.read_run_config(workdir, f'a {experiment} training run')
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
 
 
 def read_lines(path: str | None) -> list[str]:

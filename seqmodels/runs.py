@@ -12,7 +12,6 @@ nothing here reads flags.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -42,25 +41,13 @@ class Run:
     target_tokenizer: Any = None
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a training run wrote to WORKDIR/config.json; FileNotFoundError
-    naming the file when there is none."""
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f'{path} does not exist: is {workdir} the workdir of a training run?'
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def restore(
     workdir: str, step: int | None = None, config: ml_collections.ConfigDict | None = None
 ) -> Run:
     """The run in `workdir` with the parameters of checkpoint `step` (default: the
     latest intact one). `config` saves reading WORKDIR/config.json again."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    config = read_config(workdir) if config is None else config
+    config = training.read_run_config(workdir) if config is None else config
     model = models.build_model(config.model)
     run = Run(workdir, config, model, training.restore_params(workdir, step))
     if os.path.exists(os.path.join(workdir, 'vocab.json')):

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Sequence
 from seqmodels import training
 from seqmodels.data import labeled, text_corpus, tokenizers
 from seqmodels.errors import require
-from seqmodels.training import warm_start
 
 TOKENIZER = 'tokenizer.model'  # in the workdir, with its record tokenizer.model.json
 
@@ -150,7 +149,7 @@ def pretrained_params(config, family: str):
     config checked against `config`; fills model.vocab_size from it when left at 0."""
     init_from = os.path.expanduser(config.init_from)
     source = os.path.join(config.init_from, 'config.json')
-    pretrained = warm_start.read_run_config(init_from)
+    pretrained = training.read_run_config(init_from, 'a finished training run')
     require(
         pretrained.model.name == family,
         'init_from',

@@ -37,6 +37,7 @@ from seqmodels.training.loop import (
     make_train_step,
     train_and_evaluate,
 )
+from seqmodels.training.metrics import read_run_config
 from seqmodels.training.optimizers import make_optimizer, make_schedule
 from seqmodels.training.sharding import (
     Cluster,
@@ -78,6 +79,7 @@ __all__ = [
     'make_train_step',
     'parse_flags',
     'process_rows',
+    'read_run_config',
     'require',
     'resolve_config',
     'select_variant',

@@ -17,6 +17,7 @@ import time
 from absl import logging
 
 METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = 'config.json'
 SAMPLES_FILE = 'samples.txt'
 
 
@@ -81,7 +82,7 @@ class MetricWriter:
     def write_config(self, config) -> None:
         if not self.enabled:
             return
-        with open(os.path.join(self.workdir, 'config.json'), 'w') as f:
+        with open(os.path.join(self.workdir, CONFIG_FILE), 'w') as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
 
     def close(self) -> None:
@@ -157,3 +158,15 @@ def _duration(seconds: float) -> str:
         return '?'
     seconds = int(seconds)
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def read_run_config(workdir: str, what: str = 'a training run'):
+    """The resolved config a run wrote to WORKDIR/config.json (`MetricWriter.write_config`);
+    FileNotFoundError naming the file when there is none."""
+    import ml_collections
+
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{path} does not exist: is {workdir} the workdir of {what}?')
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))

@@ -11,19 +11,18 @@ the pre-trained arrays become constants of the init computation). Paths in messa
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from seqmodels.errors import ConfigError
 from seqmodels.training.checkpoints import restore_params
+from seqmodels.training.metrics import read_run_config
 
 # Model keys a fine-tuning run may set differently from its pre-trained run: they change
 # no pre-trained parameter's shape or meaning.
@@ -95,21 +94,10 @@ def load_pretrained(
     )
 
 
-def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """WORKDIR/config.json of a training run; FileNotFoundError naming it."""
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f'{path} does not exist: is {workdir} the workdir of a finished training run?'
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def restore_pretrained(workdir: str, step: int | None = None):
     """(params as numpy, resolved config) of the latest (or `step`) checkpoint of a run."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    config = read_run_config(workdir)
+    config = read_run_config(workdir, 'a finished training run')
     return restore_params(workdir, step), config
 
 
