@@ -168,41 +168,25 @@ def log(line: str) -> None:
     print(line, file=stream, flush=True)
 
 
-def _slurm_parameters(name: str) -> dict:
-    params = {
-        'name': f'sweep_{name}',
-        'timeout_min': _SLURM_TIME_MIN.value,
-        'nodes': 1,
-        'tasks_per_node': 1,
-        'slurm_array_parallelism': _PARALLEL.value,
-        'slurm_signal_delay_s': _SLURM_SIGNAL_DELAY_S.value,
-    }
-    if _SLURM_PARTITION.value:
-        params['slurm_partition'] = _SLURM_PARTITION.value
-    if _SLURM_GPUS.value:
-        params['gpus_per_node'] = _SLURM_GPUS.value
-    if _SLURM_CPUS.value:
-        params['cpus_per_task'] = _SLURM_CPUS.value
-    extra = {}
-    for item in _SLURM_ARGS.value:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise SweepError(f'--slurm_args: {item!r} is not key=value')
-        extra[key] = value
-    if extra:
-        params['slurm_additional_parameters'] = extra
-    return params
-
-
 def _executor():
     if _EXECUTOR.value == 'local':
         from seqmodels.sweep.local import LocalExecutor
 
         return LocalExecutor(_PARALLEL.value, _DEVICES_PER_TRIAL.value, log=log)
-    from seqmodels.sweep.slurm import SubmititExecutor
+    from seqmodels.sweep.slurm import SubmititExecutor, job_parameters
 
+    parameters = job_parameters(
+        _SWEEP.value,
+        time_min=_SLURM_TIME_MIN.value,
+        parallel=_PARALLEL.value,
+        signal_delay_s=_SLURM_SIGNAL_DELAY_S.value,
+        partition=_SLURM_PARTITION.value,
+        gpus_per_trial=_SLURM_GPUS.value,
+        cpus_per_trial=_SLURM_CPUS.value,
+        extra_args=_SLURM_ARGS.value,
+    )
     cluster = 'slurm' if _EXECUTOR.value == 'slurm' else 'local'
-    return SubmititExecutor(cluster, _PARALLEL.value, _slurm_parameters(_SWEEP.value), log=log)
+    return SubmititExecutor(cluster, _PARALLEL.value, parameters, log=log)
 
 
 def _run(workdir: str) -> int:

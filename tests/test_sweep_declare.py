@@ -326,3 +326,31 @@ def test_declaration_helpers_import_without_jax():
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, '-c', code], cwd=root, check=True, timeout=60)
+
+
+def test_slurm_job_parameters_map_the_flags_onto_submitit():
+    from seqmodels.sweep.slurm import job_parameters
+
+    params = job_parameters(
+        'cells',
+        time_min=60,
+        parallel=4,
+        signal_delay_s=90,
+        partition='gpu',
+        gpus_per_trial=1,
+        extra_args=['account=abc', 'qos=high'],
+    )
+    assert params == {
+        'name': 'sweep_cells',
+        'timeout_min': 60,
+        'nodes': 1,
+        'tasks_per_node': 1,
+        'slurm_array_parallelism': 4,
+        'slurm_signal_delay_s': 90,
+        'slurm_partition': 'gpu',
+        'gpus_per_node': 1,
+        'slurm_additional_parameters': {'account': 'abc', 'qos': 'high'},
+    }
+    assert 'cpus_per_task' not in params  # 0: the cluster's default
+    with pytest.raises(sw.SweepError, match="--slurm_args: 'qos' is not key=value"):
+        job_parameters('x', time_min=1, parallel=1, signal_delay_s=1, extra_args=['qos'])

@@ -25,7 +25,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from seqmodels.sweep import records, runner
 from seqmodels.sweep.declare import SweepError
@@ -186,6 +186,44 @@ def _job_id() -> str | None:
     if array and task:
         return f'{array}_{task}'
     return os.environ.get('SLURM_JOB_ID') or os.environ.get('SUBMITIT_LOCAL_JOB_ID')
+
+
+def job_parameters(
+    name: str,
+    *,
+    time_min: int,
+    parallel: int,
+    signal_delay_s: int,
+    partition: str | None = None,
+    gpus_per_trial: int = 0,
+    cpus_per_trial: int = 0,
+    extra_args: Sequence[str] = (),
+) -> dict:
+    """submitit's parameters for one single-node trial per array task; `extra_args` are
+    more sbatch options as 'key=value' strings (SweepError naming a malformed one)."""
+    params = {
+        'name': f'sweep_{name}',
+        'timeout_min': time_min,
+        'nodes': 1,
+        'tasks_per_node': 1,
+        'slurm_array_parallelism': parallel,
+        'slurm_signal_delay_s': signal_delay_s,
+    }
+    if partition:
+        params['slurm_partition'] = partition
+    if gpus_per_trial:
+        params['gpus_per_node'] = gpus_per_trial
+    if cpus_per_trial:
+        params['cpus_per_task'] = cpus_per_trial
+    extra = {}
+    for item in extra_args:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise SweepError(f'--slurm_args: {item!r} is not key=value')
+        extra[key] = value
+    if extra:
+        params['slurm_additional_parameters'] = extra
+    return params
 
 
 class SubmititExecutor:
