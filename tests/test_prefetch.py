@@ -1,6 +1,5 @@
 """Batches made ahead on a thread: same data, errors in order, waits measured, resume bitwise."""
 
-import json
 import os
 import sys
 import threading
@@ -14,6 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'scripts'))
 from train_toy import ToyTask, toy_config
 
 from seqmodels import training
+from tests.conftest import read_metrics
 from seqmodels.training.prefetch import Prefetcher
 
 
@@ -78,30 +78,6 @@ def test_close_stops_a_thread_blocked_on_a_full_queue():
 # In the training loop.
 
 
-@pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-    """One compile per program across these runs (the directory the other engine tests
-    use: the programs are the same)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
-    previous = {name: getattr(jax.config, name) for name in names}
-    directory = tmp_path_factory.getbasetemp() / 'seqmodels_training_jax_cache'
-    directory.mkdir(exist_ok=True)
-    cc.reset_cache()
-    jax.config.update('jax_compilation_cache_dir', str(directory))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    yield directory
-    for name, value in previous.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
-
-
-def _records(workdir):
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
 def _strip(records):
     return [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in records]
 
@@ -124,7 +100,7 @@ class _StopsAtBatch(ToyTask):
         return super().train_batch(step, process_index, process_count)
 
 
-def test_prefetched_run_equals_the_unprefetched_one_and_resumes_bitwise(cache_dir, tmp_path):
+def test_prefetched_run_equals_the_unprefetched_one_and_resumes_bitwise(jax_cache_dir, tmp_path):
     base = dict(num_train_steps=12, checkpoint_every_steps=4, eval_every_steps=6)
     reference = training.train_and_evaluate(
         toy_config(**base, prefetch=0), str(tmp_path / 'plain'), ToyTask(toy_config())
@@ -135,14 +111,14 @@ def test_prefetched_run_equals_the_unprefetched_one_and_resumes_bitwise(cache_di
             config, str(tmp_path / 'run'), _StopsAtBatch(config, stop=9, delay=0.01)
         )
     # The error surfaced when the loop reached batch 9, not when the thread made it.
-    assert [r['step'] for r in _records(tmp_path / 'run')] == list(range(1, 10))
+    assert [r['step'] for r in read_metrics(tmp_path / 'run')] == list(range(1, 10))
     state = training.train_and_evaluate(config, str(tmp_path / 'run'), ToyTask(config))
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert _strip(_records(tmp_path / 'run')) == _strip(_records(tmp_path / 'plain'))
+    assert _strip(read_metrics(tmp_path / 'run')) == _strip(read_metrics(tmp_path / 'plain'))
 
 
-def test_the_wait_for_batches_is_logged(cache_dir, tmp_path):
+def test_the_wait_for_batches_is_logged(jax_cache_dir, tmp_path):
     config = toy_config(
         num_train_steps=6,
         log_every_steps=3,
@@ -151,7 +127,7 @@ def test_the_wait_for_batches_is_logged(cache_dir, tmp_path):
         prefetch=0,
     )
     training.train_and_evaluate(config, str(tmp_path), _StopsAtBatch(config, delay=0.05))
-    records = _records(tmp_path)
+    records = read_metrics(tmp_path)
     # A toy step takes milliseconds; each batch 50 ms made between steps.
     assert all(0.5 < r['perf/data_wait_fraction'] <= 1.0 for r in records)
 

@@ -1,7 +1,6 @@
 """Damaged checkpoints: resume skips them (moved aside), restore_params skips them."""
 
 import glob
-import json
 import logging
 import os
 import shutil
@@ -15,18 +14,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'scripts'))
 from train_toy import ToyTask, toy_config
 
 from seqmodels import training
+from tests.conftest import assert_params_equal, read_metrics
 
-
-def _records(workdir):
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
-def _assert_params_equal(a, b):
-    a, b = jax.tree.map(np.asarray, a), jax.tree.map(np.asarray, b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)
+# One compile per program across this module's runs.
+pytestmark = pytest.mark.usefixtures('jax_cache_dir')
 
 
 def _entries(workdir):
@@ -43,25 +34,6 @@ def _data_file(workdir, step, item):
     files = glob.glob(os.path.join(workdir, 'checkpoints', str(step), item, 'd', '*'))
     assert files, f'no array data of {item} in step {step}: orbax layout changed'
     return max(files, key=os.path.getsize)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-    """One compile per program across this module's runs (same directory as
-    test_training_loop.py, whose programs are the same)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
-    previous = {name: getattr(jax.config, name) for name in names}
-    directory = tmp_path_factory.getbasetemp() / 'seqmodels_training_jax_cache'
-    directory.mkdir(exist_ok=True)
-    cc.reset_cache()
-    jax.config.update('jax_compilation_cache_dir', str(directory))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    yield
-    for name, value in previous.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
 
 
 @pytest.fixture(scope='module')
@@ -107,12 +79,12 @@ def test_damaged_latest_checkpoint_is_moved_aside_and_resume_is_bitwise(
     assert 'checkpoint step 12 is damaged' in warnings[0]
     assert moved in warnings[0] and 'resuming from step 8' in warnings[0]
     assert '\n' not in warnings[0]
-    _assert_params_equal(state.params, params)
+    assert_params_equal(state.params, params)
     # Steps 9-12 were trained again and 12 saved anew beside the damaged one.
     assert moved in _entries(copy) and '12' in _entries(copy)
-    _assert_params_equal(training.restore_params(copy), params)
+    assert_params_equal(training.restore_params(copy), params)
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in rs]
-    assert strip(_records(copy)) == strip(_records(reference[0]))
+    assert strip(read_metrics(copy)) == strip(read_metrics(reference[0]))
 
 
 def test_two_damaged_steps_resume_from_the_third(reference, copy, caplog):
@@ -123,7 +95,7 @@ def test_two_damaged_steps_resume_from_the_third(reference, copy, caplog):
         state = training.train_and_evaluate(config, copy, ToyTask(config))
     warnings = _warnings(caplog)
     assert len(warnings) == 2 and all('resuming from step 4' in w for w in warnings)
-    _assert_params_equal(state.params, params)
+    assert_params_equal(state.params, params)
     assert _entries(copy) == ['12', '12.damaged', '4', '8', '8.damaged']
 
 
@@ -155,12 +127,12 @@ def test_restore_params_skips_a_damaged_latest_step_without_moving_it(reference,
     _truncate(_data_file(copy, 12, 'params'))
     with caplog.at_level(logging.WARNING):
         params = training.restore_params(copy)
-    _assert_params_equal(params, training.restore_params(workdir, step=8))
+    assert_params_equal(params, training.restore_params(workdir, step=8))
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and 'step 12' in warnings[0] and 'using step 8' in warnings[0]
     assert _entries(copy) == ['12', '4', '8']
     with pytest.raises(training.CheckpointError, match='step 12 .* is damaged'):
         training.restore_params(copy, step=12)
-    _assert_params_equal(
+    assert_params_equal(
         training.restore_params(copy, step=4), training.restore_params(workdir, step=4)
     )

@@ -16,18 +16,10 @@ from train_toy import ToyTask, toy_config
 
 from seqmodels import training
 from seqmodels.training.metrics import Progress
+from tests.conftest import assert_params_equal, read_metrics
 
-
-def _records(workdir):
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
-def _assert_params_equal(a, b):
-    a, b = jax.tree.map(np.asarray, a), jax.tree.map(np.asarray, b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(x, y)
+# One compile per program across this module's runs.
+pytestmark = pytest.mark.usefixtures('jax_cache_dir')
 
 
 def _numpy_eval(task, params):
@@ -44,25 +36,6 @@ def _numpy_eval(task, params):
     return np.mean(losses), np.mean(correct)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Compile each program once across the runs of this module (and the subprocess
-    runs of test_training_distributed.py, which use the same directory)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
-    previous = {name: getattr(jax.config, name) for name in names}
-    directory = tmp_path_factory.getbasetemp() / 'seqmodels_training_jax_cache'
-    directory.mkdir(exist_ok=True)
-    cc.reset_cache()
-    jax.config.update('jax_compilation_cache_dir', str(directory))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    yield
-    for name, value in previous.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
-
-
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
     """12 steps: log every step, eval at 6 and 12, checkpoints at 4, 8, 12 (keep 2)."""
@@ -75,7 +48,7 @@ def reference(tmp_path_factory):
 
 def test_outputs_of_a_run(reference):
     workdir, _, task, params = reference
-    records = _records(workdir)
+    records = read_metrics(workdir)
     assert [r['step'] for r in records] == list(range(1, 13))
     for r in records:
         assert {
@@ -107,8 +80,8 @@ def test_outputs_of_a_run(reference):
     assert '=== step 6 summary ===' in samples and '=== step 12 summary ===' in samples
     steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
     assert steps == [8, 12]
-    _assert_params_equal(training.restore_params(workdir), params)
-    _assert_params_equal(training.restore_params(workdir, step=12), params)
+    assert_params_equal(training.restore_params(workdir), params)
+    assert_params_equal(training.restore_params(workdir, step=12), params)
     earlier = training.restore_params(workdir, step=8)
     assert any(
         not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(earlier), jax.tree.leaves(params))
@@ -120,15 +93,15 @@ def test_outputs_of_a_run(reference):
 def test_same_config_same_run_bitwise(reference, tmp_path):
     _, config, task, params = reference
     state = training.train_and_evaluate(config, str(tmp_path), task)
-    _assert_params_equal(state.params, params)
+    assert_params_equal(state.params, params)
 
 
 def test_rerun_of_a_finished_workdir_changes_nothing(reference):
     workdir, config, task, params = reference
-    before = _records(workdir)
+    before = read_metrics(workdir)
     state = training.train_and_evaluate(config, workdir, task)
-    _assert_params_equal(state.params, params)
-    assert int(state.step) == 12 and _records(workdir) == before
+    assert_params_equal(state.params, params)
+    assert int(state.step) == 12 and read_metrics(workdir) == before
 
 
 class _Interrupt(Exception):
@@ -147,13 +120,13 @@ def test_interrupted_run_resumes_bitwise(reference, tmp_path):
     with pytest.raises(_Interrupt):
         training.train_and_evaluate(config, str(tmp_path), _InterruptedTask(config))
     # Steps 1..9 were logged but only 8 checkpointed: step 9 is logged again.
-    assert [r['step'] for r in _records(tmp_path)] == list(range(1, 10))
+    assert [r['step'] for r in read_metrics(tmp_path)] == list(range(1, 10))
     state = training.train_and_evaluate(config, str(tmp_path), task)
-    _assert_params_equal(state.params, params)
-    resumed = _records(tmp_path)
+    assert_params_equal(state.params, params)
+    resumed = read_metrics(tmp_path)
     assert [r['step'] for r in resumed] == list(range(1, 13))
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in rs]
-    assert strip(resumed) == strip(_records(workdir))
+    assert strip(resumed) == strip(read_metrics(workdir))
 
 
 def test_gradient_accumulation_equals_one_large_batch(tmp_path):
@@ -169,7 +142,7 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
         )
         config.model.dropout_rate = 0.0
         state = training.train_and_evaluate(config, str(tmp_path / f'k{k}'), ToyTask(config))
-        runs[k] = (jax.tree.map(np.asarray, state.params), _records(tmp_path / f'k{k}'))
+        runs[k] = (jax.tree.map(np.asarray, state.params), read_metrics(tmp_path / f'k{k}'))
     (p1, r1), (p4, r4) = runs[1], runs[4]
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -221,7 +194,7 @@ def test_loss_fn_is_handed_the_step_being_trained(tmp_path, grad_accum_steps):
         checkpoint_every_steps=0,
     )
     state = training.train_and_evaluate(config, str(tmp_path), _StepLossTask(config))
-    records = _records(tmp_path)
+    records = read_metrics(tmp_path)
     # Record N holds update N - 1 (0-based), the same index train_batch received;
     # under accumulation both micro-batches see it, so their mean is that index too.
     assert [r['step'] for r in records] == [1, 2, 3, 4, 5]
@@ -275,7 +248,7 @@ def test_a_run_on_a_terminal_shows_its_evaluations(tmp_path, monkeypatch):
         if line.startswith('step ') and 'eval/' in line:
             step, values = line.split(': ', 1)
             shown[int(step.split()[1])] = dict(v.split('=') for v in values.split())
-    records = {r['step']: r for r in _records(tmp_path) if 'eval/loss' in r}
+    records = {r['step']: r for r in read_metrics(tmp_path) if 'eval/loss' in r}
     assert sorted(shown) == sorted(records) == [6, 12]
     for step, values in shown.items():
         expected = {k: v for k, v in records[step].items() if k.startswith('eval/')}

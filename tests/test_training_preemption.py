@@ -24,26 +24,7 @@ TIMEOUT = 120
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-    """One compile per program across these runs, in process and in subprocesses (the
-    directory test_training_loop.py uses: the programs are the same)."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')
-    previous = {name: getattr(jax.config, name) for name in names}
-    directory = tmp_path_factory.getbasetemp() / 'seqmodels_training_jax_cache'
-    directory.mkdir(exist_ok=True)
-    cc.reset_cache()
-    jax.config.update('jax_compilation_cache_dir', str(directory))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    yield directory
-    for name, value in previous.items():
-        jax.config.update(name, value)
-    cc.reset_cache()
-
-
-@pytest.fixture(scope='module')
-def reference(cache_dir, tmp_path_factory):
+def reference(jax_cache_dir, tmp_path_factory):
     """The uninterrupted run, in process (1 device, as the subprocesses)."""
     config = toy_config(**OVERRIDES)
     workdir = tmp_path_factory.mktemp('reference')
@@ -58,12 +39,12 @@ def _flat(params):
     }
 
 
-def _run(cache_dir, workdir, *extra):
+def _run(jax_cache_dir, workdir, *extra):
     env = dict(
         os.environ,
         JAX_PLATFORMS='cpu',
         PYTHONPATH=REPO,
-        JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+        JAX_COMPILATION_CACHE_DIR=str(jax_cache_dir),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
     )
@@ -83,13 +64,19 @@ def _run(cache_dir, workdir, *extra):
 
 
 def test_sigterm_saves_the_step_in_flight_exits_75_and_rerun_resumes_bitwise(
-    reference, cache_dir, tmp_path
+    reference, jax_cache_dir, tmp_path
 ):
     workdir, release = tmp_path / 'run', tmp_path / 'release'
     # train_batch(5) waits for `release`: the signal lands while update 5 (0-based)
     # is being prepared, so the state after it, step 6, is the one to save.
     proc = _run(
-        cache_dir, workdir, '--print_steps', '--hold_at_batch', '5', '--hold_until', str(release)
+        jax_cache_dir,
+        workdir,
+        '--print_steps',
+        '--hold_at_batch',
+        '5',
+        '--hold_until',
+        str(release),
     )
     try:
         for line in proc.stdout:
@@ -114,7 +101,7 @@ def test_sigterm_saves_the_step_in_flight_exits_75_and_rerun_resumes_bitwise(
     assert sorted(int(d) for d in entries if d.isdigit()) == [6]  # 8 was never reached
     # Requeued: the same command, run to the end.
     out = tmp_path / 'params.npz'
-    proc = _run(cache_dir, workdir, '--out', str(out))
+    proc = _run(jax_cache_dir, workdir, '--out', str(out))
     _, stderr = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, stderr[-3000:]
     params = dict(np.load(out))
@@ -138,7 +125,7 @@ class _SignalAt(ToyTask):
 
 
 def test_sigusr1_in_process_raises_preempted_and_restores_the_handlers(
-    reference, cache_dir, tmp_path
+    reference, jax_cache_dir, tmp_path
 ):
     received = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
@@ -159,7 +146,7 @@ def test_sigusr1_in_process_raises_preempted_and_restores_the_handlers(
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
-def test_outside_the_main_thread_no_handler_is_installed(cache_dir, tmp_path):
+def test_outside_the_main_thread_no_handler_is_installed(jax_cache_dir, tmp_path):
     seen = {}
 
     class Probe(ToyTask):
