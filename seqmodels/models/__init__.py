@@ -10,11 +10,12 @@ arguments that `model.init` accepts, which `seqmodels.summary` traces with
 from types import ModuleType
 
 from seqmodels.errors import require
-from seqmodels.models import bert, gpt, rnn_lm, seq2seq, transformer, vit
+from seqmodels.models import bert, gpt, rnn_lm, seq2seq, sequence_rnn, transformer, vit
 from seqmodels.models.bert import BERT
 from seqmodels.models.gpt import GPT
 from seqmodels.models.rnn_lm import RNNLM
 from seqmodels.models.seq2seq import RNNSeq2Seq
+from seqmodels.models.sequence_rnn import SequenceRNN
 from seqmodels.models.transformer import Transformer
 from seqmodels.models.vit import ViT
 from seqmodels.nn.recurrent import CELLS, DROPOUT_KINDS
@@ -23,6 +24,7 @@ from seqmodels.nn.transformer import ACTIVATIONS, NORMS
 # model.name -> (module class, the file that defines its `example_inputs`).
 FAMILIES: dict[str, tuple[type, ModuleType]] = {
     'rnn_lm': (RNNLM, rnn_lm),
+    'sequence_rnn': (SequenceRNN, sequence_rnn),
     'seq2seq': (RNNSeq2Seq, seq2seq),
     'transformer': (Transformer, transformer),
     'gpt': (GPT, gpt),
@@ -106,6 +108,13 @@ def check_config(model_config) -> None:
             f'must be one of {", ".join(DROPOUT_KINDS)}',
             m['dropout_kind'],
         )
+    if 'readout' in m:
+        require(
+            m['readout'] in sequence_rnn.READOUTS,
+            'model.readout',
+            f'must be one of {", ".join(sequence_rnn.READOUTS)}',
+            m['readout'],
+        )
     if 'norm' in m:
         require(m['norm'] in NORMS, 'model.norm', f'must be one of {", ".join(NORMS)}', m['norm'])
     if 'activation' in m:
@@ -156,6 +165,7 @@ __all__ = [
     'GPT',
     'RNNLM',
     'RNNSeq2Seq',
+    'SequenceRNN',
     'Transformer',
     'ViT',
     'FAMILIES',

@@ -1,0 +1,72 @@
+"""Read a sequence of feature vectors with an RNN, predict from its state: the model of
+the long-time-lag tasks of Hochreiter & Schmidhuber (1997) (adding, temporal order) and
+of the copy-memory task.
+
+inputs [B, T, F] -> Dense(embed_dim) -> DeepRNN (any cell of CELLS) -> Dense(num_outputs),
+the head reading the last layer's h_T (readout='last': outputs [B, num_outputs]) or
+every h_t (readout='every_step': outputs [B, T, num_outputs], for tasks that answer at
+several steps). Dropout is RNNLM's: `dropout_kind` on the projected inputs, between
+layers and before the head, never on the recurrent state unless variational.
+"""
+
+from typing import Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqmodels.nn.recurrent import DeepRNN, SequenceDropout, cell_accepts
+
+READOUTS = ('last', 'every_step')
+
+
+class SequenceRNN(nn.Module):
+    num_outputs: int
+    input_features: int = 1  # the shape of `example_inputs`; flax infers it when applied
+    embed_dim: int = 32
+    hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = 'lstm'
+    dropout: float = 0.0
+    dropout_kind: str = 'standard'
+    forget_bias: float = 1.0
+    readout: str = 'last'
+
+    def setup(self):
+        if self.readout not in READOUTS:
+            raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}')
+        cell_kwargs = (
+            {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
+        )
+        self.project = nn.Dense(self.embed_dim)
+        self.rnn = DeepRNN(
+            features=self.hidden_size,
+            num_layers=self.num_layers,
+            cell=self.cell,
+            dropout=self.dropout,
+            dropout_kind=self.dropout_kind,
+            recurrent_dropout=self.dropout if self.dropout_kind == 'variational' else 0.0,
+            cell_kwargs=cell_kwargs,
+        )
+        self.drop = SequenceDropout(self.dropout, self.dropout_kind)
+        self.head = nn.Dense(self.num_outputs)
+
+    def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
+        """inputs [B, T, F] -> outputs [B, num_outputs] ('last') or [B, T, num_outputs]."""
+        h, _ = self.rnn(self.embed(inputs, deterministic), deterministic=deterministic)
+        if self.readout == 'last':
+            h = h[:, -1]
+        return self.head(self.drop(h, deterministic))
+
+    def embed(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
+        """The first layer's input sequence [B, T, embed_dim]."""
+        return self.drop(self.project(inputs), deterministic)
+
+    def output(self, h: jax.Array) -> jax.Array:
+        """The head on last-layer states h [..., hidden_size] (no dropout)."""
+        return self.head(h)
+
+
+def example_inputs(model: SequenceRNN, batch_size: int = 1) -> Tuple[jax.Array]:
+    """(inputs,) of two steps of the model's features for `model.init(rngs, *inputs)`."""
+    return (jnp.zeros((batch_size, 2, model.input_features), jnp.float32),)
