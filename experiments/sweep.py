@@ -73,7 +73,7 @@ from ml_collections import config_flags
 from experiments import common
 from seqmodels import training
 from seqmodels.sweep import SweepError
-from seqmodels.sweep import launcher, records, results
+from seqmodels.sweep import cli, launcher, records, results
 from seqmodels.sweep.search import SEARCHES
 
 _SWEEP = flags.DEFINE_string(
@@ -108,26 +108,6 @@ _DIRECTION = flags.DEFINE_enum(
     list(launcher.DIRECTIONS),
     'Whether the objective is minimised or maximised (default min).',
 )
-_PARALLEL = flags.DEFINE_integer(
-    'parallel',
-    1,
-    'Trials at a time: local, each gets its share of the cores; slurm, the job array parallelism.',
-)
-_EXECUTOR = flags.DEFINE_enum(
-    'executor',
-    'local',
-    ['local', 'slurm', 'submitit_local'],
-    'local: child processes here; slurm: a submitit job array; '
-    "submitit_local: the slurm code path through submitit's local "
-    'executor.',
-)
-_DEVICES_PER_TRIAL = flags.DEFINE_integer(
-    'devices_per_trial',
-    0,
-    'local: accelerators per '
-    'trial (GPUs, or 1 TPU chip); 0 leaves devices as '
-    'they are (CPU, or one trial with every device).',
-)
 _DRIVER = flags.DEFINE_string(
     'driver',
     None,
@@ -139,54 +119,12 @@ _AGGREGATE = flags.DEFINE_list(
     'Swept keys the table also averages '
     'over (mean ± standard deviation per setting of the others).',
 )
-_SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: the partition.')
-_SLURM_TIME_MIN = flags.DEFINE_integer(
-    'slurm_time_min',
-    240,
-    'slurm: the time limit of a job, in minutes (a trial past it is requeued and resumes).',
-)
-_SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_trial', 0, 'slurm: GPUs per trial.')
-_SLURM_CPUS = flags.DEFINE_integer(
-    'slurm_cpus_per_trial', 0, 'slurm: CPUs per trial (0: the cluster default).'
-)
-_SLURM_SIGNAL_DELAY_S = flags.DEFINE_integer(
-    'slurm_signal_delay_s',
-    120,
-    'slurm: how long before the time limit a trial is told to save and requeue.',
-)
-_SLURM_ARGS = flags.DEFINE_list(
-    'slurm_args',
-    [],
-    'slurm: more sbatch options as key=value, e.g. account=abc,qos=high,constraint=a100.',
-)
-
 _MODES = ('train', 'report')
 
 
 def log(line: str) -> None:
     stream = sys.stderr if line.startswith('error:') else sys.stdout
     print(line, file=stream, flush=True)
-
-
-def _executor():
-    if _EXECUTOR.value == 'local':
-        from seqmodels.sweep.local import LocalExecutor
-
-        return LocalExecutor(_PARALLEL.value, _DEVICES_PER_TRIAL.value, log=log)
-    from seqmodels.sweep.slurm import SubmititExecutor, job_parameters
-
-    parameters = job_parameters(
-        _SWEEP.value,
-        time_min=_SLURM_TIME_MIN.value,
-        parallel=_PARALLEL.value,
-        signal_delay_s=_SLURM_SIGNAL_DELAY_S.value,
-        partition=_SLURM_PARTITION.value,
-        gpus_per_trial=_SLURM_GPUS.value,
-        cpus_per_trial=_SLURM_CPUS.value,
-        extra_args=_SLURM_ARGS.value,
-    )
-    cluster = 'slurm' if _EXECUTOR.value == 'slurm' else 'local'
-    return SubmititExecutor(cluster, _PARALLEL.value, parameters, log=log)
 
 
 def _run(workdir: str) -> int:
@@ -210,7 +148,8 @@ def _run(workdir: str) -> int:
         objective=_OBJECTIVE.value or 'eval/loss',
         direction=_DIRECTION.value or 'min',
     )
-    return launcher.run(request, _executor(), log=log, aggregate=_AGGREGATE.value)
+    executor = cli.make_executor(_SWEEP.value, log)
+    return launcher.run(request, executor, log=log, aggregate=_AGGREGATE.value)
 
 
 def _report(workdir: str) -> int:

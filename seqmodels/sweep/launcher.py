@@ -47,6 +47,9 @@ class Request:
     objective: str = 'eval/loss'
     direction: str = 'min'
     cwd: str = dataclasses.field(default_factory=os.getcwd)
+    # The declared trials (or space) themselves, for callers that hold them (a claim of
+    # experiments.reproduce); None reads get_sweep(sweep) from the config module.
+    declared: Any = None
 
 
 @dataclasses.dataclass
@@ -61,13 +64,19 @@ def default_driver(config_path: str) -> str:
     return 'experiments.' + os.path.splitext(os.path.basename(config_path))[0]
 
 
-def declared_sweep(config_path: str, name: str) -> Any:
-    """`get_sweep(name)` of the config module at `config_path`."""
+def config_module(config_path: str):
+    """The config module at `config_path`, imported (SweepError when there is none)."""
     if not os.path.exists(config_path):
         raise SweepError(f'{config_path}: no such config file')
     spec = importlib.util.spec_from_file_location('_sweep_config', config_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def declared_sweep(config_path: str, name: str) -> Any:
+    """`get_sweep(name)` of the config module at `config_path`."""
+    module = config_module(config_path)
     if not hasattr(module, 'get_sweep'):
         raise SweepError(f'{config_path} declares no sweeps: it has no get_sweep(name)')
     try:
@@ -131,7 +140,9 @@ def open_sweep(request: Request, log: Callable = print) -> tuple[Sweep, Any]:
     if request.direction not in DIRECTIONS:
         raise SweepError(f'--direction={request.direction}: choose min or max')
     where = f'{request.config_path}: get_sweep({request.sweep!r})'
-    declared = declared_sweep(request.config_path, request.sweep)
+    declared = request.declared
+    if declared is None:
+        declared = declared_sweep(request.config_path, request.sweep)
     planned = search.planned_trials(
         declared, request.search, request.num_trials, request.search_seed, where
     )

@@ -1,0 +1,398 @@
+r"""The claims that `python -m experiments.reproduce` checks: one entry per claim.
+
+    python -m experiments.reproduce --list
+    python -m experiments.reproduce --claim=NAME --scale=ci|full
+
+Adding a claim is one `Claim(...)` in CLAIMS below: the citation and what the paper
+reports; the runs (a config of configs/, `trials` for several runs, `overrides` for
+every scale, `ci` / `full` on top); `extract`, the numbers read from the finished
+runs (`finals(name=(run, metric[, where]))` for final metrics, or a function of the
+`Results`); and numeric checks on those numbers: `Band` (an absolute number with a
+tolerance), `Above` / `Below` (a threshold), `Lower(a, b, margin)` (a direction with a
+margin), `Within(a, b, tolerance)` (about the same). `ci_checks` replace the checks at
+the ci scale, whose runs are too short for the paper's numbers.
+
+Full-scale budgets are for 2 CPU cores; each claim's `note` says what it costs and how
+our setting differs from the paper's.
+"""
+
+import math
+
+from seqmodels.reproduce import (
+    Above,
+    Band,
+    Below,
+    Claim,
+    Lower,
+    Run,
+    RunDir,
+    Within,
+    finals,
+)
+from seqmodels.reproduce import measures
+
+SHAKESPEARE = 'text:../shared/data/tinyshakespeare/input.txt'
+WAR_AND_PEACE = 'text:../shared/data/warpeace/war_and_peace.txt'
+MULTI30K = {
+    'dataset': 'parallel:../shared/data/multi30k',
+    'source_lang': 'de',
+    'target_lang': 'en',
+    'test_split': 'test_2016_flickr',
+}
+SST2 = {
+    'dataset': 'labeled:../shared/data/sst2',
+    'task_type': 'classification',
+    'train_split': 'stsa.binary.train',
+    'validation_split': 'stsa.binary.dev',
+    'test_split': 'stsa.binary.test',
+    'normalize': 'lower',
+}
+# ci runs: no text samples, few evaluation batches, no warmup.
+CHAR_CI = {'sample_chars': 0, 'num_eval_batches': 4, 'warmup_steps': 0, 'log_every_steps': 10}
+
+
+def _loss_or_inf(res, run, where):
+    """A diverged run's loss counts as infinitely bad."""
+    value = res.final(run, 'eval/loss', where)
+    return math.inf if math.isnan(value) else value
+
+
+def _clipping(res):
+    return {
+        'clipped_loss': _loss_or_inf(res, 'clip', {'grad_clip_norm': 1.0}),
+        'unclipped_loss': _loss_or_inf(res, 'clip', {'grad_clip_norm': 0.0}),
+    }
+
+
+def _layer_norm_lstm(res):
+    """Steps each cell needs to reach the plain LSTM's final validation loss."""
+    target = res.final('cells', 'eval/loss', {'model.cell': 'lstm'})
+    out = {
+        'lstm_loss': target,
+        'lnlstm_loss': res.final('cells', 'eval/loss', {'model.cell': 'lnlstm'}),
+    }
+    for cell in ('lstm', 'lnlstm'):
+        steps, values = res.curve('cells', 'eval/loss', {'model.cell': cell})
+        out[f'{cell}_steps'] = measures.steps_to_reach(steps, values, target)
+    return out
+
+
+def _dropout(res):
+    kinds = {
+        'none_loss': {'model.dropout': 0.0},
+        'standard_loss': {'model.dropout_kind': 'standard'},
+        'variational_loss': {'model.dropout_kind': 'variational'},
+    }
+    return {name: res.final('dropout', 'eval/loss', where) for name, where in kinds.items()}
+
+
+def _cells(res):
+    return measures.lstm_cells(res.trial('lstm').directory)
+
+
+def _sst2(res):
+    """Test accuracy (%) of each fine-tuning, from the driver's --mode=evaluate."""
+    out = {'pretrain_val_loss': res.final('pretrain', 'eval/loss')}
+    for name, where in (
+        ('pretrained', {'lm_coef': 0.5, 'load_weights': True}),
+        ('random_init', {'load_weights': False}),
+        ('no_aux_lm', {'lm_coef': 0.0}),
+    ):
+        out[f'{name}_accuracy'] = 100 * res.evaluation('finetune', where)['eval/accuracy']
+    return out
+
+
+CLAIMS = [
+    Claim(
+        name='gradient_clipping',
+        title='Gradient-norm clipping trains where unclipped SGD does not',
+        citation='Pascanu, Mikolov & Bengio 2013, "On the difficulty of training RNNs" §3.2',
+        paper='rescaling the gradient when its norm exceeds a threshold stops exploding '
+        'gradients from derailing SGD on RNNs (their Figure 6 and §4)',
+        runs=(
+            Run(
+                'clip',
+                'configs/char_lm.py:rnn',
+                trials=({'grad_clip_norm': 0.0}, {'grad_clip_norm': 1.0}),
+                overrides={
+                    'dataset': SHAKESPEARE,
+                    'optimizer': 'sgd',
+                    'learning_rate': 3.0,
+                    'schedule': 'constant',
+                    'warmup_steps': 0,
+                },
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 60,
+                    'eval_every_steps': 60,
+                    'model.hidden_size': 64,
+                },
+                full={'sample_chars': 0, 'num_train_steps': 800},
+            ),
+        ),
+        extract=_clipping,
+        checks=(Lower('clipped_loss', 'unclipped_loss', 0.1),),
+        note='a 2-layer Elman RNN (512 wide; 64 at ci) on Tiny Shakespeare with plain SGD at '
+        'a learning rate of 3 and no schedule, with and without clipping at global norm 1; '
+        'a diverged run counts as an infinite loss. Full: 2 runs of ~4 minutes.',
+    ),
+    Claim(
+        name='layer_norm_lstm',
+        title='The layer-normalised LSTM learns faster than the LSTM',
+        citation='Ba, Kiros & Hinton 2016, "Layer Normalization" §6.4-6.6',
+        paper='layer normalisation speeds up the convergence of recurrent networks '
+        "(e.g. their Figure 3/5: the LN model reaches the baseline's numbers in "
+        'fewer updates)',
+        runs=(
+            Run(
+                'cells',
+                'configs/char_lm.py:lstm',
+                trials=({'model.cell': 'lstm'}, {'model.cell': 'lnlstm'}),
+                overrides={'dataset': SHAKESPEARE, 'sample_chars': 0},
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 60,
+                    'eval_every_steps': 20,
+                    'model.hidden_size': 64,
+                },
+                full={'eval_every_steps': 50, 'num_eval_batches': 32},
+            ),
+        ),
+        extract=_layer_norm_lstm,
+        checks=(Below('lnlstm_steps', 0.75 * 800), Lower('lnlstm_loss', 'lstm_loss', 0.02)),
+        ci_checks=(Lower('lnlstm_loss', 'lstm_loss', 0.0),),
+        note='2-layer char-level LMs (256 wide) on Tiny Shakespeare, 800 steps of Adam: the '
+        "step at which the LN-LSTM first reaches the LSTM's final validation loss must "
+        'be within 75% of the steps. Full: 2 runs of ~5 minutes.',
+    ),
+    Claim(
+        name='variational_dropout',
+        title='Variational dropout beats standard dropout, which beats none, when overfitting',
+        citation='Gal & Ghahramani 2016, "A Theoretically Grounded Application of Dropout '
+        'in Recurrent Neural Networks" §5.2, Table 1',
+        paper='on the Penn Treebank LSTM LM (medium, 650 units) test perplexity 81.9 with '
+        'standard dropout (Zaremba et al.) vs 79.7 variational (untied); without dropout '
+        'the large model overfits badly',
+        runs=(
+            Run(
+                'dropout',
+                'configs/char_lm.py:lstm',
+                trials=(
+                    {'model.dropout': 0.0, 'model.dropout_kind': 'standard'},
+                    {'model.dropout': 0.25, 'model.dropout_kind': 'standard'},
+                    {'model.dropout': 0.25, 'model.dropout_kind': 'variational'},
+                ),
+                # Too big a model for too little text: 100k characters for ~2M parameters.
+                overrides={
+                    'dataset': SHAKESPEARE,
+                    'max_chars': 100_000,
+                    'model.hidden_size': 512,
+                    'sample_chars': 0,
+                },
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 40,
+                    'eval_every_steps': 40,
+                    'model.hidden_size': 64,
+                },
+                full={'num_train_steps': 1500, 'eval_every_steps': 250},
+            ),
+        ),
+        extract=_dropout,
+        checks=(
+            Lower('variational_loss', 'standard_loss', 0.0),
+            Lower('standard_loss', 'none_loss', 0.05),
+        ),
+        ci_checks=(Below('variational_loss', 4.0),),
+        note='a 2-layer, 512-wide char-level LSTM on the first 100,000 characters of Tiny '
+        'Shakespeare (90% train), 1,500 steps: final validation loss with dropout 0 / '
+        'standard 0.25 / variational 0.25. Full: 3 runs of ~12 minutes.',
+    ),
+    Claim(
+        name='scheduled_sampling',
+        title='Scheduled sampling against teacher forcing',
+        citation='Bengio, Vinyals, Jaitly & Shazeer 2015, "Scheduled Sampling for Sequence '
+        'Prediction with Recurrent Neural Networks" §4',
+        paper='training with an inverse-sigmoid decay from teacher forcing to sampling '
+        'improves the sequence models of their three tasks (e.g. image captioning '
+        'BLEU-4 28.8 -> 30.6)',
+        runs=(
+            Run(
+                'ss',
+                'configs/char_lm.py:lstm',
+                trials=(
+                    {'scheduled_sampling': 'none'},
+                    {'scheduled_sampling': 'inverse_sigmoid', 'ss_k': 100.0},
+                ),
+                overrides={'dataset': SHAKESPEARE, 'sample_chars': 0},
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 40,
+                    'eval_every_steps': 40,
+                    'model.hidden_size': 64,
+                },
+                full={},
+            ),
+        ),
+        extract=finals(
+            teacher_forcing_loss=('ss', 'eval/loss', {'scheduled_sampling': 'none'}),
+            scheduled_sampling_loss=('ss', 'eval/loss', {'scheduled_sampling': 'inverse_sigmoid'}),
+        ),
+        checks=(Lower('scheduled_sampling_loss', 'teacher_forcing_loss', 0.0),),
+        ci_checks=(Below('scheduled_sampling_loss', 4.0),),
+        note='a char-level LSTM LM on Tiny Shakespeare (800 steps) with inverse-sigmoid '
+        'decay k = 100 (the model feeds itself half the time by step ~460); measured by '
+        'the teacher-forced validation loss, the metric the paper does not use: this '
+        'reports whether the gain reproduces here, and it may not. Full: 2 runs of ~5 '
+        'minutes.',
+    ),
+    Claim(
+        name='post_norm_depth',
+        title='At 12 layers without warmup, post-norm fails to train where pre-norm trains',
+        citation='Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture" '
+        '§3-4; GPT-2 (Radford et al. 2019) §2.3',
+        paper='the Post-LN Transformer needs learning-rate warmup (without it, it reaches a '
+        'far worse loss); Pre-LN trains without warmup',
+        runs=(
+            Run(
+                'norm',
+                'configs/char_lm.py:shakespeare_gpt',
+                trials=({'model.norm': 'pre'}, {'model.norm': 'post'}),
+                overrides={
+                    'model.num_layers': 12,
+                    'warmup_steps': 0,
+                    'learning_rate': 1e-3,
+                    'sample_chars': 0,
+                },
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 60,
+                    'eval_every_steps': 60,
+                    'model.d_model': 32,
+                    'model.num_heads': 2,
+                },
+                full={'num_train_steps': 1000, 'eval_every_steps': 250, 'num_eval_batches': 100},
+            ),
+        ),
+        extract=finals(
+            pre_norm_loss=('norm', 'eval/loss', {'model.norm': 'pre'}),
+            post_norm_loss=('norm', 'eval/loss', {'model.norm': 'post'}),
+        ),
+        checks=(Lower('pre_norm_loss', 'post_norm_loss', 0.1),),
+        note="nanoGPT's Tiny Shakespeare recipe with 12 layers (128 wide), Adam at 1e-3 "
+        'from step 0 (cosine decay), 1,000 steps. Full: 2 runs of ~6 minutes.',
+    ),
+    Claim(
+        name='nanogpt_shakespeare',
+        title="nanoGPT's CPU recipe on Tiny Shakespeare",
+        citation='Karpathy, nanoGPT README ("I only have a macbook")',
+        paper='validation loss ~1.88 after 2,000 iterations of a 4-layer, 128-wide GPT '
+        '(context 64, batch 12)',
+        runs=(
+            Run(
+                'gpt',
+                'configs/char_lm.py:shakespeare_gpt',
+                ci={**CHAR_CI, 'num_train_steps': 100, 'eval_every_steps': 100},
+            ),
+        ),
+        extract=finals(val_loss=('gpt', 'eval/loss')),
+        checks=(Band('val_loss', 1.85, 1.91),),
+        ci_checks=(Below('val_loss', 3.0),),
+        note='the same recipe (configs/char_lm.py:shakespeare_gpt). Full: 1 run of ~3 minutes.',
+    ),
+    Claim(
+        name='interpretable_cells',
+        title='Interpretable LSTM cells exist; forget gates saturate',
+        citation='Karpathy, Johnson & Fei-Fei 2015, "Visualizing and Understanding '
+        'Recurrent Networks" §4.2-4.3, Figures 2-3',
+        paper='in char-level LSTMs some cells track quotes, line length or indentation '
+        '(Figure 2); many forget gates are right-saturated (> 0.9) a large fraction of the '
+        'time (Figure 3)',
+        runs=(
+            Run(
+                'lstm',
+                'configs/char_lm.py:lstm',
+                overrides={'sample_chars': 0},
+                ci={
+                    **CHAR_CI,
+                    'num_train_steps': 60,
+                    'eval_every_steps': 60,
+                    'model.hidden_size': 64,
+                },
+            ),
+        ),
+        extract=_cells,
+        checks=(
+            Above('best_corr_quotes', 0.5),
+            Above('best_corr_line_position', 0.5),
+            Above('forget_right_saturated', 0.1),
+        ),
+        ci_checks=(Above('best_corr_line_position', 0.2),),
+        note='the default char-LM (2-layer LSTM, 256 wide) on the Python standard library '
+        'source, 800 steps; correlations of tanh(c) of the best unit with each indicator '
+        'over 20,000 validation characters. Full: 1 run of ~5 minutes.',
+    ),
+    Claim(
+        name='multi30k_bleu',
+        title='Multi30k de-en: the small Transformer reaches 36 BLEU, the RNN with attention less',
+        citation='bentrevett/pytorch-seq2seq, tutorial 6 ("Attention is All You Need")',
+        paper='test BLEU 36.5 for a 3-layer, 256-wide Transformer on Multi30k de-en',
+        runs=(
+            Run(
+                'transformer',
+                'configs/translation.py:multi30k_small',
+                ci={'num_train_steps': 20},
+                evaluate=('--split=test_2016_flickr', '--beam_size=4'),
+            ),
+            Run(
+                'rnn',
+                'configs/translation.py:multi30k_rnn_attention',
+                ci={'num_train_steps': 20},
+                evaluate=('--split=test_2016_flickr', '--beam_size=4'),
+            ),
+        ),
+        extract=lambda res: {
+            'transformer_bleu': res.evaluation('transformer')['bleu'],
+            'rnn_bleu': res.evaluation('rnn')['bleu'],
+        },
+        checks=(Above('transformer_bleu', 36.0), Lower('rnn_bleu', 'transformer_bleu', 0.0)),
+        ci_checks=(Above('transformer_bleu', -1.0),),
+        note='final checkpoints, sacreBLEU on test_2016_flickr with beam 4. Full: 2 runs of '
+        '~50 minutes.',
+    ),
+    Claim(
+        name='gpt_sst2_pretraining',
+        title='Generative pre-training helps SST-2; the auxiliary LM loss',
+        citation='Radford et al. 2018, "Improving Language Understanding by Generative '
+        'Pre-Training" Table 5',
+        paper='SST-2 accuracy 91.3 with pre-training vs 84.0 without (117M parameters, '
+        'BooksCorpus); without the auxiliary LM objective 90.9 (Table 5, "w/o aux LM")',
+        runs=(
+            Run(
+                'pretrain',
+                'configs/gpt.py:cpu',
+                overrides={'dataset': WAR_AND_PEACE, 'normalize': 'lower'},
+                ci={'num_train_steps': 20, 'eval_every_steps': 20, 'model.num_layers': 1},
+            ),
+            Run(
+                'finetune',
+                'configs/gpt.py:cpu_finetune',
+                trials=(
+                    {'lm_coef': 0.5, 'load_weights': True},
+                    {'lm_coef': 0.5, 'load_weights': False},
+                    {'lm_coef': 0.0, 'load_weights': True},
+                ),
+                overrides={**SST2, 'init_from': RunDir('pretrain')},
+                ci={'num_epochs': 0.0, 'num_train_steps': 20, 'eval_every_steps': 20},
+                evaluate=(),
+            ),
+        ),
+        extract=_sst2,
+        checks=(Lower('random_init_accuracy', 'pretrained_accuracy', 3.0),),
+        ci_checks=(Above('pretrained_accuracy', 40.0),),
+        note='a 4-layer GPT (5.2M parameters) pre-trained on War and Peace (lower-cased, '
+        '2,000 steps, ~50 minutes), then fine-tuned on SST-2 for 3 epochs (~10 minutes '
+        'each) from the pre-trained weights, from random weights, and with lambda = 0; '
+        'test accuracy (1,821 sentences).',
+    ),
+]

@@ -1,0 +1,75 @@
+"""The executor flags shared by the commands that launch many runs (experiments.sweep
+and experiments.reproduce): where the runs go (here, SLURM, or SLURM's code path
+through submitit's local executor) and how many at a time.
+
+Importing this module defines the flags; only launchers import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from absl import flags
+
+PARALLEL = flags.DEFINE_integer(
+    'parallel',
+    1,
+    'Runs at a time: local, each gets its share of the cores; slurm, the job array parallelism.',
+)
+EXECUTOR = flags.DEFINE_enum(
+    'executor',
+    'local',
+    ['local', 'slurm', 'submitit_local'],
+    'local: child processes here; slurm: a submitit job array; '
+    "submitit_local: the slurm code path through submitit's local "
+    'executor.',
+)
+DEVICES_PER_TRIAL = flags.DEFINE_integer(
+    'devices_per_trial',
+    0,
+    'local: accelerators per '
+    'run (GPUs, or 1 TPU chip); 0 leaves devices as '
+    'they are (CPU, or one run with every device).',
+)
+SLURM_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: the partition.')
+SLURM_TIME_MIN = flags.DEFINE_integer(
+    'slurm_time_min',
+    240,
+    'slurm: the time limit of a job, in minutes (a run past it is requeued and resumes).',
+)
+SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_trial', 0, 'slurm: GPUs per run.')
+SLURM_CPUS = flags.DEFINE_integer(
+    'slurm_cpus_per_trial', 0, 'slurm: CPUs per run (0: the cluster default).'
+)
+SLURM_SIGNAL_DELAY_S = flags.DEFINE_integer(
+    'slurm_signal_delay_s',
+    120,
+    'slurm: how long before the time limit a run is told to save and requeue.',
+)
+SLURM_ARGS = flags.DEFINE_list(
+    'slurm_args',
+    [],
+    'slurm: more sbatch options as key=value, e.g. account=abc,qos=high,constraint=a100.',
+)
+
+
+def make_executor(job_name: str, log: Callable[[str], None]):
+    """The executor the flags ask for; `job_name` names the SLURM jobs."""
+    if EXECUTOR.value == 'local':
+        from seqmodels.sweep.local import LocalExecutor
+
+        return LocalExecutor(PARALLEL.value, DEVICES_PER_TRIAL.value, log=log)
+    from seqmodels.sweep.slurm import SubmititExecutor, job_parameters
+
+    parameters = job_parameters(
+        job_name,
+        time_min=SLURM_TIME_MIN.value,
+        parallel=PARALLEL.value,
+        signal_delay_s=SLURM_SIGNAL_DELAY_S.value,
+        partition=SLURM_PARTITION.value,
+        gpus_per_trial=SLURM_GPUS.value,
+        cpus_per_trial=SLURM_CPUS.value,
+        extra_args=SLURM_ARGS.value,
+    )
+    cluster = 'slurm' if EXECUTOR.value == 'slurm' else 'local'
+    return SubmititExecutor(cluster, PARALLEL.value, parameters, log=log)
