@@ -26,7 +26,6 @@ from seqmodels.reproduce import (
     Lower,
     Run,
     RunDir,
-    Within,
     finals,
 )
 from seqmodels.reproduce import measures
@@ -80,8 +79,8 @@ def _layer_norm_lstm(res):
 def _dropout(res):
     kinds = {
         'none_loss': {'model.dropout': 0.0},
-        'standard_loss': {'model.dropout_kind': 'standard'},
-        'variational_loss': {'model.dropout_kind': 'variational'},
+        'standard_loss': {'model.dropout': 0.25, 'model.dropout_kind': 'standard'},
+        'variational_loss': {'model.dropout': 0.25, 'model.dropout_kind': 'variational'},
     }
     return {name: res.final('dropout', 'eval/loss', where) for name, where in kinds.items()}
 

@@ -83,23 +83,31 @@ def load_claims(path: str) -> list:
 
 def selected(claims: list, spec: str | None) -> list:
     if not spec:
-        raise app.UsageError('--claim=NAME|NAME,NAME|all is required (see --list)')
+        raise common.UsageError('--claim=NAME|NAME,NAME|all is required (see --list)')
     if spec == 'all':
         return claims
     by_name = {c.name: c for c in claims}
     unknown = [n for n in spec.split(',') if n not in by_name]
     if unknown:
-        raise app.UsageError(
+        raise common.UsageError(
             f'--claim: no claim {", ".join(unknown)}; the claims are {", ".join(by_name)}'
         )
     return [by_name[n] for n in spec.split(',')]
 
 
 def main(argv):
+    try:
+        _main(argv)
+    except common.UsageError as e:
+        log(f'error: {e}')
+        sys.exit(2)
+
+
+def _main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+        raise common.UsageError(f'unexpected arguments: {argv[1:]}')
     if common.MODE.value not in _MODES:
-        raise app.UsageError(
+        raise common.UsageError(
             f'--mode={common.MODE.value}: choose train (run the claims, the '
             'default) or report (regenerate RESULTS.md)'
         )

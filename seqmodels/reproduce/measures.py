@@ -8,7 +8,6 @@ import math
 from collections.abc import Sequence
 
 
-
 def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float) -> float:
     """The first logged step whose value is at or below `target` (inf if none is)."""
     for step, value in zip(steps, values, strict=True):

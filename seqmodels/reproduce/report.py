@@ -40,7 +40,10 @@ def _cell(outcome: dict | None) -> str:
 
 def _machine(m: dict) -> str:
     where = m.get('accelerator') or f'{m.get("cpu")}, {m.get("cores")} cores'
-    return f'{where}; jax {m.get("jax")}'
+    load = ''
+    if m.get('load_before') is not None:
+        load = f' (load average {m["load_before"]:.1f} before, {m["load_after"]:.1f} after)'
+    return f'{where}; jax {m.get("jax")}{load}'
 
 
 def _measured(outcome: dict) -> str:

@@ -181,6 +181,7 @@ def run_claim(
     if scale not in SCALES:
         raise SweepError(f'--scale={scale}: choose one of {", ".join(SCALES)}')
     root = root or project_root()
+    load_before = os.getloadavg()[0]
     claim_dir = os.path.join(workdir, claim.name, scale)
     folders: dict[str, str] = {}
     errors: list[str] = []
@@ -250,7 +251,8 @@ def run_claim(
         'command': f'python -m experiments.reproduce --claim={claim.name} --scale={scale}',
         'runs': runs,
         'wall_time_s': sum(r['wall_time_s'] for r in runs) + extract_s,
-        'machine': machine(),
+        # Wall times on a shared machine are only comparable at the same load.
+        'machine': {**machine(), 'load_before': load_before, 'load_after': os.getloadavg()[0]},
         'code': code_version(root),
         'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),
     }
