@@ -374,3 +374,25 @@ def plot_sampling_distributions(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- #
+# Gradient flow through time.
+
+
+def plot_gradient_flow(norms_by_name: dict, path: str, title: str = '') -> str:
+    """||dL/dh_t|| against the distance T - t from the loss, log y-axis, one line per
+    entry of `norms_by_name` (name -> norms [T], t = 1..T; seqmodels.gradient_flow)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, norms in norms_by_name.items():
+        norms = np.asarray(norms)
+        ax.plot(np.arange(len(norms))[::-1], norms, label=name)
+    ax.set_yscale('log')
+    ax.set_xlabel('steps back from the loss, T - t')
+    ax.set_ylabel('||dL / dh_t||')
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

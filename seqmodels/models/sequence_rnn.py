@@ -9,7 +9,7 @@ several steps). Dropout is RNNLM's: `dropout_kind` on the projected inputs, betw
 layers and before the head, never on the recurrent state unless variational.
 """
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax
@@ -31,6 +31,9 @@ class SequenceRNN(nn.Module):
     dropout_kind: str = 'standard'
     forget_bias: float = 1.0
     readout: str = 'last'
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the outputs are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.readout not in READOUTS:
@@ -38,7 +41,7 @@ class SequenceRNN(nn.Module):
         cell_kwargs = (
             {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
         )
-        self.project = nn.Dense(self.embed_dim)
+        self.project = nn.Dense(self.embed_dim, dtype=self.dtype)
         self.rnn = DeepRNN(
             features=self.hidden_size,
             num_layers=self.num_layers,
@@ -47,24 +50,34 @@ class SequenceRNN(nn.Module):
             dropout_kind=self.dropout_kind,
             recurrent_dropout=self.dropout if self.dropout_kind == 'variational' else 0.0,
             cell_kwargs=cell_kwargs,
+            dtype=self.dtype,
         )
         self.drop = SequenceDropout(self.dropout, self.dropout_kind)
-        self.head = nn.Dense(self.num_outputs)
+        self.head = nn.Dense(self.num_outputs, dtype=self.dtype)
 
     def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
         """inputs [B, T, F] -> outputs [B, num_outputs] ('last') or [B, T, num_outputs]."""
         h, _ = self.rnn(self.embed(inputs, deterministic), deterministic=deterministic)
         if self.readout == 'last':
             h = h[:, -1]
-        return self.head(self.drop(h, deterministic))
+        return self.output(self.drop(h, deterministic))
 
     def embed(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
         """The first layer's input sequence [B, T, embed_dim]."""
         return self.drop(self.project(inputs), deterministic)
 
+    def top_layer_inputs(self, inputs: jax.Array) -> jax.Array:
+        """What the last RNN layer reads [B, T, F] (no dropout): the projected inputs,
+        through the layers below it (`seqmodels.gradient_flow` unrolls the last one)."""
+        xs = self.embed(inputs)
+        for layer in self.rnn.layers[:-1]:
+            xs, _ = layer(xs)
+        return xs
+
     def output(self, h: jax.Array) -> jax.Array:
-        """The head on last-layer states h [..., hidden_size] (no dropout)."""
-        return self.head(h)
+        """The head on last-layer states h [..., hidden_size] (no dropout), in float32
+        for the losses."""
+        return self.head(h).astype(jnp.float32)
 
 
 def example_inputs(model: SequenceRNN, batch_size: int = 1) -> Tuple[jax.Array]:
