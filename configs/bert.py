@@ -86,6 +86,7 @@ def bert_model(
             attention_dropout=0.1,
             layer_norm_epsilon=1e-12,
             scan_layers=False,
+            remat='none',
             num_classes=0,
         )
     )

@@ -75,6 +75,7 @@ def gpt_model(
             norm='pre',
             layer_norm_epsilon=1e-5,
             scan_layers=True,
+            remat='none',
             num_classes=0,
         )
     )

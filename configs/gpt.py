@@ -117,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.norm = 'pre'
     config.model.layer_norm_epsilon = 1e-5
     config.model.scan_layers = False
+    config.model.remat = 'none'  # or 'block' / 'dots': recompute in the backward pass
     config.model.num_classes = 0  # fine-tuning: 0 = from the data
     return config
 

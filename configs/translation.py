@@ -86,6 +86,7 @@ def transformer_model(size: str, vocab_size: int, max_len: int = 256) -> ml_coll
             attention_dropout=0.0,
             max_len=max_len,
             scan_layers=False,
+            remat='none',
             share_embeddings=True,
         )
     )

@@ -88,6 +88,7 @@ def vit_model(
             head_zero_init=True,
             layer_norm_epsilon=1e-6,
             scan_layers=False,
+            remat='none',
         )
     )
 

@@ -108,7 +108,7 @@ def build(config, workdir: str, train: bool = True):
     with config.unlocked():
         m.vocab_size = m.vocab_size or tokenizer.vocab_size
         m.num_classes = num_classes
-    model = models.build_model(m)
+    model = models.from_config(config)
     if not is_finetuning(config):
         batches = bert_pretraining.make_pretraining_data(
             data.train,
@@ -194,7 +194,7 @@ def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>
         [e.texts for e in examples], None, config.task_type, tokenizer, config.seq_len
     )
     data = SplitBatches({'predict': split}, config.batch_size, config.seed)
-    task = FinetuningTask(config, models.build_model(config.model), data)
+    task = FinetuningTask(config, models.from_config(config), data)
     params = training.restore_params(workdir, step)
     logits, _ = predict_logits(task.logits, params, _inputs(data.eval_batches('predict')), 'inputs')
     return [names[i] for i in logits.argmax(-1)]

@@ -127,7 +127,7 @@ def build(config, workdir):
     data = load_data(config, workdir)
     with config.unlocked():
         config.model.vocab_size = data.vocab_size
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     return (
         data,
         model,
@@ -166,7 +166,7 @@ def sample(workdir):
             'the prompt has characters this run never saw in training, fed as unknown: %s',
             ' '.join(repr(c) for c in unknown),
         )
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     params = training.restore_params(workdir, common.STEP.value)
     sys.stdout.write(prompt)
     Sampler(model, params, vocab).generate(
@@ -201,7 +201,7 @@ def cells_mode(workdir):
     if _NUM_CHARS.value <= 0:
         raise common.UsageError(f'--num_chars must be > 0, got {_NUM_CHARS.value}')
     try:
-        cells.check_request(models.build_model(config.model), _CELLS.value, _FIND.value)
+        cells.check_request(models.from_config(config), _CELLS.value, _FIND.value)
     except ValueError as e:
         raise common.UsageError(f'--{e}') from None
     run = runs.restore(workdir, common.STEP.value, config)

@@ -218,7 +218,7 @@ def sample_mode(workdir):
     config = common.load_run_config(workdir, 'gpt')
     temperature, top_k, top_p = common.sampling_options(config, _NUM_TOKENS.value, 'num_tokens')
     tokenizer = tokenizers.SentencePieceTokenizer.load(os.path.join(workdir, transfer.TOKENIZER))
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     params = training.restore_params(workdir, common.STEP.value)
     prompt = config.sample_prompt if common.PROMPT.value is None else common.PROMPT.value
     prompt = text_corpus.normalize_text(prompt, config.normalize)

@@ -103,7 +103,7 @@ def build(config, workdir):
     with config.unlocked():
         config.model.src_vocab_size = data.source_tokenizer.vocab_size
         config.model.tgt_vocab_size = data.target_tokenizer.vocab_size
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     return data, model, TranslationTask(config, model, data)
 
 
@@ -172,7 +172,7 @@ def attention(workdir, input_path=None, layer=None, head=None, step=None) -> lis
     """WORKDIR/attention/<i>.png: the cross-attention of line i's greedy translation."""
     config = common.load_run_config(workdir, 'translation')
     try:
-        analysis.check_layer_and_head(models.build_model(config.model), layer, head)
+        analysis.check_layer_and_head(models.from_config(config), layer, head)
     except analysis.ChoiceError as e:
         raise common.UsageError(f'--attention_{e}') from None
     maps = analysis.translation_attention(

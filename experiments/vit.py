@@ -118,7 +118,7 @@ def build(config):
         random_flip=config.random_flip,
     )
     check_against_data(config, data)
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     return data, model, ViTTask(config, model, data)
 
 

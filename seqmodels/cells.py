@@ -127,7 +127,10 @@ def recurrent_states(model: models.RNNLM, params, tokens) -> RecurrentStates:
     if not isinstance(model, models.RNNLM):
         raise TypeError(f'recurrent_states needs an RNNLM, got {type(model).__name__}')
     tokens = jnp.asarray(tokens, jnp.int32).reshape(-1)
-    logits, carries, gates = jax.device_get(_run(model, params, tokens))
+    # float32 on the host whatever the model computed in (a bf16 run's states too).
+    logits, carries, gates = jax.tree.map(
+        lambda x: np.asarray(x, np.float32), jax.device_get(_run(model, params, tokens))
+    )
     # A layer's carry is (c, h) for the LSTMs, h otherwise; each leaf is [T, 1, H].
     has_memory = isinstance(carries[0], tuple)
     hidden = np.stack([(c[1] if has_memory else c)[:, 0] for c in carries])

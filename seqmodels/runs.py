@@ -48,7 +48,7 @@ def restore(
     latest intact one). `config` saves reading WORKDIR/config.json again."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config = training.read_run_config(workdir) if config is None else config
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     run = Run(workdir, config, model, training.restore_params(workdir, step))
     if os.path.exists(os.path.join(workdir, 'vocab.json')):
         run.vocab = CharVocab.load(os.path.join(workdir, 'vocab.json'))

@@ -71,6 +71,8 @@ def test_every_registered_cell_is_accepted(cell):
         (rnn_lm(dropout_kind='spatial'), r'config\.model\.dropout_kind'),
         (rnn_lm(hidden_size=0), r'config\.model\.hidden_size=0: must be a positive integer'),
         (gpt(norm='sandwich'), r"config\.model\.norm='sandwich': must be one of post, pre"),
+        (gpt(remat='all'), r"config\.model\.remat='all': must be one of none, block, dots"),
+        (gpt(dtype='bfloat16'), r'config\.model\.dtype: is set by config\.precision'),
         (vit(pool='max'), r"config\.model\.pool='max'"),
         (
             vit(d_model=18, num_heads=2, position_embedding='sincos2d'),

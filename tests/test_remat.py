@@ -5,9 +5,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax._src import ad_checkpoint
 
+from seqmodels.models import BERT, GPT, Transformer, ViT
 from seqmodels.nn.masks import key_padding_mask
 from seqmodels.nn.transformer import Decoder, Encoder
 
@@ -82,3 +84,78 @@ def test_an_unknown_remat_is_rejected():
     x, _, mask = _inputs()
     with pytest.raises(ValueError, match='remat must be one of'):
         Encoder(**HYPER, remat='all').init(jax.random.key(0), x, mask)
+
+
+# The families' `remat` field, passed to their stacks (both of the Transformer's):
+# (class, fields, blocks in all stacks).
+FAMILY_REMAT = {
+    'gpt': (GPT, dict(vocab_size=11, max_len=T, num_layers=2), 2),
+    'bert': (BERT, dict(vocab_size=11, max_len=T, num_layers=2), 2),
+    'vit': (ViT, dict(image_size=8, num_channels=1, patch_size=4, num_classes=3, num_layers=2), 2),
+    'transformer': (
+        Transformer,
+        dict(
+            src_vocab_size=11,
+            tgt_vocab_size=11,
+            max_len=T,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+        ),
+        3,
+    ),
+}
+
+
+def _family(name, remat='none'):
+    cls, fields, _ = FAMILY_REMAT[name]
+    sizes = dict(d_model=D, num_heads=2, d_ff=16, dropout=0.2, attention_dropout=0.1)
+    return cls(**sizes, **fields, remat=remat)
+
+
+def _remat_calls(jaxpr) -> int:
+    """How many jax.checkpoint calls a jaxpr makes, nested ones included."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive is ad_checkpoint.remat_p
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, 'jaxpr', sub)
+                if hasattr(inner, 'eqns'):
+                    count += _remat_calls(inner)
+    return count
+
+
+@pytest.mark.parametrize('name', sorted(FAMILY_REMAT))
+def test_each_family_rematerialises_every_block(name):
+    model = _family(name)
+    inputs = {
+        'vit': (jnp.zeros((B, 8, 8, 1)),),
+        'transformer': (jnp.ones((B, T), jnp.int32),) * 2,
+    }.get(name, (jnp.ones((B, T), jnp.int32),))
+    params = jax.eval_shape(model.init, jax.random.key(0), *inputs)['params']
+    for remat, calls in (('none', 0), ('block', FAMILY_REMAT[name][2])):
+        jaxpr = jax.make_jaxpr(model.clone(remat=remat).apply)({'params': params}, *inputs)
+        assert _remat_calls(jaxpr.jaxpr) == calls, remat
+
+
+def test_gpt_remat_gives_the_gradients_of_no_remat():
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, (B, T)), jnp.int32)
+    params = jax.jit(_family('gpt').init)(jax.random.key(0), tokens)['params']
+
+    def loss(model, params):
+        logits = model.apply(
+            {'params': params}, tokens, deterministic=False, rngs={'dropout': jax.random.key(7)}
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+    grads, residuals = {}, {}
+    for remat in ('none', 'block'):
+        model_loss = functools.partial(loss, _family('gpt', remat))
+        grads[remat] = _run_compiled(jax.value_and_grad(model_loss), params)
+        residuals[remat] = _num_residuals(model_loss, params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        grads['block'],
+        grads['none'],
+    )
+    assert residuals['block'] < residuals['none']

@@ -1,7 +1,8 @@
 """Model families, each a composition of the blocks in `seqmodels.nn`.
 
 A config's `model` sub-config names its family in `model.name`; the other keys are the
-family's constructor fields, so `build_model(config.model)` is all a driver needs.
+family's constructor fields but `dtype`, which the experiment config's `precision`
+sets (`seqmodels.precision`), so `from_config(config)` is all a driver needs.
 Every family module also defines `example_inputs(model, batch_size)`, the smallest
 arguments that `model.init` accepts, which `seqmodels.summary` traces with
 `jax.eval_shape`.
@@ -10,6 +11,7 @@ arguments that `model.init` accepts, which `seqmodels.summary` traces with
 from types import ModuleType
 
 from seqmodels.errors import require
+from seqmodels.precision import DEFAULT_PRECISION, compute_dtype
 from seqmodels.models import bert, gpt, rnn_lm, seq2seq, sequence_rnn, transformer, vit
 from seqmodels.models.bert import BERT
 from seqmodels.models.gpt import GPT
@@ -19,7 +21,7 @@ from seqmodels.models.sequence_rnn import SequenceRNN
 from seqmodels.models.transformer import Transformer
 from seqmodels.models.vit import ViT
 from seqmodels.nn.recurrent import CELLS, DROPOUT_KINDS
-from seqmodels.nn.transformer import ACTIVATIONS, NORMS
+from seqmodels.nn.transformer import ACTIVATIONS, NORMS, REMAT_POLICIES
 
 # model.name -> (module class, the file that defines its `example_inputs`).
 FAMILIES: dict[str, tuple[type, ModuleType]] = {
@@ -33,8 +35,20 @@ FAMILIES: dict[str, tuple[type, ModuleType]] = {
 }
 
 
-def build_model(model_config):
-    """Returns the flax module described by a `model` sub-config (a ConfigDict or dict)."""
+# Fields a model sub-config does not set: `dtype` comes from config.precision.
+_NOT_KEYS = {'parent', 'name', 'dtype'}
+
+
+def from_config(config):
+    """The model of an experiment config: `config.model` computing in `config.precision`
+    (float32 for a run's config.json written before the key existed)."""
+    return build_model(config.model, config.get('precision', DEFAULT_PRECISION))
+
+
+def build_model(model_config, precision: str = DEFAULT_PRECISION):
+    """Returns the flax module described by a `model` sub-config (a ConfigDict or dict),
+    computing in `precision` ('f32' or 'bf16', `seqmodels.precision`)."""
+    dtype = compute_dtype(precision)
     fields = dict(model_config)
     name = fields.pop('name', None)
     if name not in FAMILIES:
@@ -43,14 +57,14 @@ def build_model(model_config):
             f'choose one of {sorted(FAMILIES)}'
         )
     cls, _ = FAMILIES[name]
-    known = set(cls.__dataclass_fields__) - {'parent', 'name'}
+    known = set(cls.__dataclass_fields__) - _NOT_KEYS
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(
             f'config keys {", ".join("model." + k for k in unknown)} are not fields of '
             f'{cls.__name__}; its fields are {sorted(known)}'
         )
-    return cls(**fields)
+    return cls(**fields, dtype=dtype)
 
 
 def check_config(model_config) -> None:
@@ -65,8 +79,9 @@ def check_config(model_config) -> None:
         f'is not a model family; choose one of {", ".join(sorted(FAMILIES))}',
         name,
     )
+    require('dtype' not in m, 'model.dtype', 'is set by config.precision (f32 or bf16)')
     cls, _ = FAMILIES[name]
-    unknown = sorted(set(m) - {'name'} - (set(cls.__dataclass_fields__) - {'parent', 'name'}))
+    unknown = sorted(set(m) - {'name'} - (set(cls.__dataclass_fields__) - _NOT_KEYS))
     require(
         not unknown,
         'model',
@@ -114,6 +129,13 @@ def check_config(model_config) -> None:
             'model.readout',
             f'must be one of {", ".join(sequence_rnn.READOUTS)}',
             m['readout'],
+        )
+    if 'remat' in m:
+        require(
+            m['remat'] in REMAT_POLICIES,
+            'model.remat',
+            f'must be one of {", ".join(REMAT_POLICIES)}',
+            m['remat'],
         )
     if 'norm' in m:
         require(m['norm'] in NORMS, 'model.norm', f'must be one of {", ".join(NORMS)}', m['norm'])
@@ -171,6 +193,7 @@ __all__ = [
     'FAMILIES',
     'build_model',
     'check_config',
+    'from_config',
     'example_inputs',
     'init_params',
 ]

@@ -21,6 +21,8 @@ Token id 0 is padding ([PAD] in the released vocabularies): padded keys are mask
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,16 +42,17 @@ class MLMHead(nn.Module):
 
     vocab_size: int
     layer_norm_epsilon: float = 1e-12
+    dtype: Any = jnp.float32  # of the computation; the logits are float32
 
     @nn.compact
     def __call__(self, h, embedding: nn.Embed):
         init = nn.initializers.truncated_normal(INIT_STD)
-        h = nn.Dense(h.shape[-1], kernel_init=init, name='transform')(h)
-        h = nn.LayerNorm(epsilon=self.layer_norm_epsilon, name='transform_norm')(
+        h = nn.Dense(h.shape[-1], kernel_init=init, dtype=self.dtype, name='transform')(h)
+        h = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype, name='transform_norm')(
             ACTIVATIONS['gelu'](h)
         )
         bias = self.param('output_bias', nn.initializers.zeros, (self.vocab_size,))
-        return embedding.attend(h) + bias
+        return embedding.attend(h).astype(jnp.float32) + bias
 
 
 class BERT(nn.Module):
@@ -64,16 +67,25 @@ class BERT(nn.Module):
     attention_dropout: float = 0.1
     layer_norm_epsilon: float = 1e-12
     scan_layers: bool = False
+    remat: str = 'none'  # 'none' | 'block' | 'dots' (seqmodels.nn.transformer)
     num_classes: int = 0  # outputs of the fine-tuning classifier (0: pre-training only)
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and every head's logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         init = nn.initializers.truncated_normal(INIT_STD)
-        self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
-        self.segment_embed = nn.Embed(self.type_vocab_size, self.d_model, embedding_init=init)
+        dense = lambda features, **kw: nn.Dense(features, kernel_init=init, dtype=self.dtype, **kw)
+        self.token_embed = nn.Embed(
+            self.vocab_size, self.d_model, embedding_init=init, dtype=self.dtype
+        )
+        self.segment_embed = nn.Embed(
+            self.type_vocab_size, self.d_model, embedding_init=init, dtype=self.dtype
+        )
         self.position_embed = LearnedPositionEmbedding(
             self.max_len, self.d_model, embedding_init=init
         )
-        self.embed_norm = nn.LayerNorm(epsilon=self.layer_norm_epsilon)
+        self.embed_norm = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype)
         self.embed_dropout = nn.Dropout(self.dropout)
         self.encoder = Encoder(
             num_heads=self.num_heads,
@@ -87,15 +99,17 @@ class BERT(nn.Module):
             layer_norm_epsilon=self.layer_norm_epsilon,
             kernel_init=init,
             scan_layers=self.scan_layers,
+            remat=self.remat,
+            dtype=self.dtype,
         )
-        self.pooler = nn.Dense(self.d_model, kernel_init=init)
-        self.mlm_head = MLMHead(self.vocab_size, self.layer_norm_epsilon)
-        self.nsp_head = nn.Dense(2, kernel_init=init)
+        self.pooler = dense(self.d_model)
+        self.mlm_head = MLMHead(self.vocab_size, self.layer_norm_epsilon, self.dtype)
+        self.nsp_head = dense(2)
         self.head_dropout = nn.Dropout(self.dropout)
-        self.classifier = nn.Dense(max(self.num_classes, 1), kernel_init=init)
+        self.classifier = dense(max(self.num_classes, 1))
         # §4.4: "a vector whose dot product with the [CLS] token representation C
         # denotes a score for each choice"; a bias would cancel in the softmax.
-        self.option_scorer = nn.Dense(1, use_bias=False, kernel_init=init)
+        self.option_scorer = dense(1, use_bias=False)
 
     def __call__(self, tokens, segment_ids=None, masked_positions=None, deterministic: bool = True):
         """tokens [B, T] -> (mlm_logits, nsp_logits [B, 2]).
@@ -107,7 +121,7 @@ class BERT(nn.Module):
         h, pooled = self.encode(tokens, segment_ids, deterministic)
         if masked_positions is not None:
             h = jnp.take_along_axis(h, masked_positions[..., None], axis=1)
-        return self.mlm_head(h, self.token_embed), self.nsp_head(pooled)
+        return self.mlm_head(h, self.token_embed), self.nsp_head(pooled).astype(jnp.float32)
 
     def encode(self, tokens, segment_ids=None, deterministic: bool = True):
         """-> (final states [B, T, d_model], pooled [CLS] state [B, d_model])."""
@@ -130,7 +144,8 @@ class BERT(nn.Module):
         if self.num_classes < 1:
             raise ValueError('classify needs num_classes >= 1')
         _, pooled = self.encode(tokens, segment_ids, deterministic)
-        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+        logits = self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+        return logits.astype(jnp.float32)
 
     def score_options(self, tokens, segment_ids=None, deterministic: bool = True):
         """tokens [B, K, T] (K options, each `[CLS] context [SEP] option [SEP]`) ->
@@ -139,7 +154,7 @@ class BERT(nn.Module):
         flat = lambda x: None if x is None else x.reshape(batch * options, length)
         _, pooled = self.encode(flat(tokens), flat(segment_ids), deterministic)
         pooled = self.head_dropout(pooled, deterministic=deterministic)
-        return self.option_scorer(pooled).reshape(batch, options)
+        return self.option_scorer(pooled).reshape(batch, options).astype(jnp.float32)
 
 
 def pretraining_loss(mlm_logits, nsp_logits, batch) -> tuple[jax.Array, dict]:

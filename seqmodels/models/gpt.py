@@ -25,6 +25,7 @@ Decoding (see `seqmodels.nn.attention` for the cache layout)::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -49,14 +50,20 @@ class GPT(nn.Module):
     norm: str = 'pre'  # 'post' (GPT-1) | 'pre' (GPT-2)
     layer_norm_epsilon: float = 1e-5
     scan_layers: bool = False
+    remat: str = 'none'  # 'none' | 'block' | 'dots' (seqmodels.nn.transformer)
     num_classes: int = 0  # > 0 adds the fine-tuning classification head
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         init = nn.initializers.normal(stddev=INIT_STD)
         residual_init = init
         if self.norm == 'pre':
             residual_init = nn.initializers.normal(stddev=INIT_STD / math.sqrt(2 * self.num_layers))
-        self.token_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
+        self.token_embed = nn.Embed(
+            self.vocab_size, self.d_model, embedding_init=init, dtype=self.dtype
+        )
         self.position_embed = LearnedPositionEmbedding(self.max_len, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
         self.decoder = Decoder(
@@ -72,18 +79,20 @@ class GPT(nn.Module):
             kernel_init=init,
             out_kernel_init=residual_init,
             scan_layers=self.scan_layers,
+            remat=self.remat,
             cross_attention=False,
+            dtype=self.dtype,
         )
         if self.num_classes:
             self.classifier_dropout = nn.Dropout(self.dropout)
-            self.classifier = nn.Dense(self.num_classes, kernel_init=init)
+            self.classifier = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype)
 
     def __call__(self, tokens, deterministic: bool = True):
         """tokens [B, T] -> next-token logits [B, T, vocab_size]."""
         h = self.hidden_states(tokens, deterministic)
         if self.num_classes and self.is_initializing():
             self.class_logits(h, None, deterministic)  # so that init creates the head
-        return self.token_embed.attend(h)
+        return self.lm_logits(h)
 
     def classify(self, tokens, last_positions=None, deterministic: bool = True):
         """-> (lm_logits [B, T, vocab_size], class_logits [B, num_classes]).
@@ -94,7 +103,7 @@ class GPT(nn.Module):
         if not self.num_classes:
             raise ValueError('classify needs num_classes > 0')
         h = self.hidden_states(tokens, deterministic)
-        return self.token_embed.attend(h), self.class_logits(h, last_positions, deterministic)
+        return self.lm_logits(h), self.class_logits(h, last_positions, deterministic)
 
     def task_logits(
         self,
@@ -127,20 +136,19 @@ class GPT(nn.Module):
         last = last.reshape(batch, num_sequences, -1)
         lm_logits = None
         if with_lm:
-            lm_logits = self.token_embed.attend(h).reshape(batch, num_sequences, length, -1)
+            lm_logits = self.lm_logits(h).reshape(batch, num_sequences, length, -1)
         if combine == 'sum':
-            return lm_logits, self.classifier(
-                self.classifier_dropout(last.sum(axis=1), deterministic=deterministic)
-            )
+            last = self.classifier_dropout(last.sum(axis=1), deterministic=deterministic)
+            return lm_logits, self.classifier(last).astype(jnp.float32)
         scores = self.classifier(self.classifier_dropout(last, deterministic=deterministic))
-        return lm_logits, scores[..., 0]
+        return lm_logits, scores[..., 0].astype(jnp.float32)
 
     def decode_step(self, tokens, cache, cache_index):
         """Positions cache_index .. cache_index + S - 1 (tokens [B, S]) ->
         (logits [B, S, vocab_size], updated cache)."""
         x = self.embed(tokens, cache_index, deterministic=True)
         h, cache = self.decoder.decode(x, cache, cache_index)
-        return self.token_embed.attend(h), cache
+        return self.lm_logits(h), cache
 
     def init_cache(self, batch_size: int, max_len: int | None = None, dtype=jnp.float32):
         """Zero cache for up to max_len positions (default the context size)."""
@@ -154,6 +162,10 @@ class GPT(nn.Module):
             dtype,
         )
 
+    def lm_logits(self, h):
+        """Next-token logits from final states: the tied head, in float32 for the loss."""
+        return self.token_embed.attend(h).astype(jnp.float32)
+
     def hidden_states(self, tokens, deterministic: bool):
         x = self.embed(tokens, 0, deterministic)
         return self.decoder(x, deterministic=deterministic)
@@ -163,7 +175,7 @@ class GPT(nn.Module):
             raise ValueError(f'sequence length {tokens.shape[1]} > max_len={self.max_len}')
         positions = first_position + jnp.arange(tokens.shape[1])
         x = self.token_embed(tokens) + self.position_embed(positions)[None]
-        return self.embed_dropout(x, deterministic=deterministic)
+        return self.embed_dropout(x.astype(self.dtype), deterministic=deterministic)
 
     def class_logits(self, h, last_positions, deterministic: bool):
         if last_positions is None:
@@ -171,7 +183,7 @@ class GPT(nn.Module):
         else:
             last = jnp.take_along_axis(h, last_positions[:, None, None], axis=1)[:, 0]
         last = self.classifier_dropout(last, deterministic=deterministic)
-        return self.classifier(last)
+        return self.classifier(last).astype(jnp.float32)
 
 
 def fine_tuning_loss(logits, labels, lm_logits, tokens, lm_weights, lm_coef: float, weights=None):

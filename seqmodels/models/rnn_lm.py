@@ -33,6 +33,9 @@ class RNNLM(nn.Module):
     dropout_kind: str = 'standard'
     forget_bias: float = 1.0
     tie_embeddings: bool = False
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.tie_embeddings and self.hidden_size != self.embed_dim:
@@ -43,7 +46,7 @@ class RNNLM(nn.Module):
         cell_kwargs = (
             {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
         )
-        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
         self.rnn = DeepRNN(
             features=self.hidden_size,
             num_layers=self.num_layers,
@@ -52,18 +55,20 @@ class RNNLM(nn.Module):
             dropout_kind=self.dropout_kind,
             recurrent_dropout=self.dropout if self.dropout_kind == 'variational' else 0.0,
             cell_kwargs=cell_kwargs,
+            dtype=self.dtype,
         )
         self.drop = SequenceDropout(self.dropout, self.dropout_kind)
         if self.tie_embeddings:
             # Tied output layer (Press & Wolf 2017; Inan et al. 2017): logits = E h + b.
             self.output_bias = self.param('output_bias', nn.initializers.zeros, (self.vocab_size,))
         else:
-            self.output = nn.Dense(self.vocab_size)
+            self.output = nn.Dense(self.vocab_size, dtype=self.dtype)
 
     def _logits(self, h: jax.Array) -> jax.Array:
+        """In float32, for the loss and for sampling."""
         if self.tie_embeddings:
-            return self.embed.attend(h) + self.output_bias
-        return self.output(h)
+            return self.embed.attend(h).astype(jnp.float32) + self.output_bias
+        return self.output(h).astype(jnp.float32)
 
     def __call__(
         self, tokens: jax.Array, deterministic: bool = True, sampling_prob: Any | None = None

@@ -29,10 +29,14 @@ Memory = Dict[str, Any]
 class CarryBridge(nn.Module):
     """Maps the encoder summary to every leaf of the decoder's initial carry: tanh(W x)."""
 
+    dtype: Any = jnp.float32
+
     @nn.compact
     def __call__(self, summary: jax.Array, template: Any) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(template)
-        return treedef.unflatten([jnp.tanh(nn.Dense(leaf.shape[-1])(summary)) for leaf in leaves])
+        return treedef.unflatten(
+            [jnp.tanh(nn.Dense(leaf.shape[-1], dtype=self.dtype)(summary)) for leaf in leaves]
+        )
 
 
 class Maxout(nn.Module):
@@ -40,10 +44,11 @@ class Maxout(nn.Module):
 
     features: int
     pool_size: int = 2
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        t = nn.Dense(self.features * self.pool_size)(x)
+        t = nn.Dense(self.features * self.pool_size, dtype=self.dtype)(x)
         return t.reshape(t.shape[:-1] + (self.features, self.pool_size)).max(axis=-1)
 
 
@@ -58,13 +63,16 @@ class RNNSeq2Seq(nn.Module):
     dropout: float = 0.0
     forget_bias: float = 1.0
     attention_dim: int | None = None  # n' of the alignment MLP; hidden_size if None
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         cell_kwargs = (
             {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
         )
-        self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim)
-        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
+        self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim, dtype=self.dtype)
+        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim, dtype=self.dtype)
         self.encoder = DeepRNN(
             self.hidden_size,
             self.encoder_layers,
@@ -72,6 +80,7 @@ class RNNSeq2Seq(nn.Module):
             bidirectional=True,
             dropout=self.dropout,
             cell_kwargs=cell_kwargs,
+            dtype=self.dtype,
         )
         self.decoder = DeepRNN(
             self.hidden_size,
@@ -79,11 +88,12 @@ class RNNSeq2Seq(nn.Module):
             self.cell,
             dropout=self.dropout,
             cell_kwargs=cell_kwargs,
+            dtype=self.dtype,
         )
-        self.attention = AdditiveAttention(self.attention_dim or self.hidden_size)
-        self.bridge = CarryBridge()
-        self.readout = Maxout(self.hidden_size)
-        self.output = nn.Dense(self.tgt_vocab_size)
+        self.attention = AdditiveAttention(self.attention_dim or self.hidden_size, self.dtype)
+        self.bridge = CarryBridge(self.dtype)
+        self.readout = Maxout(self.hidden_size, dtype=self.dtype)
+        self.output = nn.Dense(self.tgt_vocab_size, dtype=self.dtype)
         self.drop = SequenceDropout(self.dropout)
 
     def encode(
@@ -122,7 +132,7 @@ class RNNSeq2Seq(nn.Module):
         e = self.drop(self.tgt_embed(token), deterministic)
         carry, s = self.decoder.step(carry, jnp.concatenate([e, context], axis=-1), deterministic)
         t = self.readout(jnp.concatenate([s, context, e], axis=-1))
-        return self.output(self.drop(t, deterministic)), carry
+        return self.output(self.drop(t, deterministic)).astype(jnp.float32), carry
 
     def __call__(
         self,

@@ -23,6 +23,7 @@ beam search can expand or re-index all of them with one `jax.tree.map`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -47,7 +48,11 @@ class Transformer(nn.Module):
     attention_dropout: float = 0.0
     max_len: int = 256  # longest source or target sequence (size of the PE table)
     scan_layers: bool = False
+    remat: str = 'none'  # 'none' | 'block' | 'dots', both stacks (seqmodels.nn.transformer)
     share_embeddings: bool = True
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
@@ -57,14 +62,16 @@ class Transformer(nn.Module):
             )
         # σ = d_model^-0.5, so that the embeddings scaled by √d_model have unit variance.
         embed_init = nn.initializers.normal(stddev=self.d_model**-0.5)
+
+        def embed(vocab_size):
+            return nn.Embed(vocab_size, self.d_model, embedding_init=embed_init, dtype=self.dtype)
+
         if self.share_embeddings:
-            self.shared_embed = nn.Embed(
-                self.tgt_vocab_size, self.d_model, embedding_init=embed_init
-            )
+            self.shared_embed = embed(self.tgt_vocab_size)
         else:
-            self.src_embed = nn.Embed(self.src_vocab_size, self.d_model, embedding_init=embed_init)
-            self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.d_model, embedding_init=embed_init)
-            self.output_projection = nn.Dense(self.tgt_vocab_size, use_bias=False)
+            self.src_embed = embed(self.src_vocab_size)
+            self.tgt_embed = embed(self.tgt_vocab_size)
+            self.output_projection = nn.Dense(self.tgt_vocab_size, use_bias=False, dtype=self.dtype)
         self.position_encoding = SinusoidalPositionEncoding(self.max_len, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
         stack = {
@@ -76,6 +83,8 @@ class Transformer(nn.Module):
             'activation': 'relu',
             'norm': 'post',
             'scan_layers': self.scan_layers,
+            'remat': self.remat,
+            'dtype': self.dtype,
         }
         self.encoder = Encoder(num_layers=self.num_encoder_layers, **stack)
         self.decoder = Decoder(num_layers=self.num_decoder_layers, **stack)
@@ -134,12 +143,13 @@ class Transformer(nn.Module):
             raise ValueError(f'sequence length {tokens.shape[1]} > max_len={self.max_len}')
         positions = first_position + jnp.arange(tokens.shape[1])
         x = table(tokens) * math.sqrt(self.d_model) + self.position_encoding(positions)[None]
-        return self.embed_dropout(x, deterministic=deterministic)
+        return self.embed_dropout(x.astype(self.dtype), deterministic=deterministic)
 
     def logits(self, y):
+        """Output logits from decoder states, in float32 for the loss."""
         if self.share_embeddings:
-            return self.shared_embed.attend(y)
-        return self.output_projection(y)
+            return self.shared_embed.attend(y).astype(jnp.float32)
+        return self.output_projection(y).astype(jnp.float32)
 
 
 def example_inputs(model: Transformer, batch_size: int = 1) -> tuple:

@@ -11,6 +11,8 @@ floats.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -64,6 +66,10 @@ class ViT(nn.Module):
     head_zero_init: bool = True  # the fine-tuning head starts at zero (§3.2)
     layer_norm_epsilon: float = 1e-6
     scan_layers: bool = False
+    remat: str = 'none'  # 'none' | 'block' | 'dots' (seqmodels.nn.transformer)
+    # Of the computation (seqmodels.precision; set from config.precision, not a model
+    # key); parameters stay float32 and the logits are returned in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.pool not in POOLS:
@@ -78,7 +84,9 @@ class ViT(nn.Module):
                 f'image_size={self.image_size} is not divisible by patch_size={self.patch_size}'
             )
         p = self.patch_size
-        self.patch_embed = nn.Conv(self.d_model, (p, p), strides=(p, p), padding='VALID')
+        self.patch_embed = nn.Conv(
+            self.d_model, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype
+        )
         if self.pool == 'cls':
             self.cls_token = self.param('cls_token', nn.initializers.zeros, (1, 1, self.d_model))
         if self.use_position_embeddings and self.position_embedding == 'learned':
@@ -95,11 +103,13 @@ class ViT(nn.Module):
             norm='pre',
             layer_norm_epsilon=self.layer_norm_epsilon,
             scan_layers=self.scan_layers,
+            remat=self.remat,
+            dtype=self.dtype,
         )
         if self.representation_size:
-            self.pre_logits = nn.Dense(self.representation_size)
+            self.pre_logits = nn.Dense(self.representation_size, dtype=self.dtype)
         head_init = nn.initializers.zeros if self.head_zero_init else nn.initializers.lecun_normal()
-        self.head = nn.Dense(self.num_classes, kernel_init=head_init)
+        self.head = nn.Dense(self.num_classes, kernel_init=head_init, dtype=self.dtype)
 
     @property
     def grid_size(self) -> int:
@@ -110,8 +120,8 @@ class ViT(nn.Module):
         return self.grid_size**2 + (1 if self.pool == 'cls' else 0)
 
     def __call__(self, images, deterministic: bool = True):
-        """images [B, image_size, image_size, C] -> logits [B, num_classes]."""
-        return self.head(self.features(images, deterministic))
+        """images [B, image_size, image_size, C] -> logits [B, num_classes] (float32)."""
+        return self.head(self.features(images, deterministic)).astype(jnp.float32)
 
     def features(self, images, deterministic: bool = True):
         """The representation the head reads: [B, d_model] (or representation_size)."""
@@ -124,7 +134,7 @@ class ViT(nn.Module):
         if self.pool == 'cls':
             cls = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, self.d_model))
             x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)
-        x = x + self.position_encoding()
+        x = (x + self.position_encoding()).astype(self.dtype)
         x = self.embed_dropout(x, deterministic=deterministic)
         x = self.encoder(x, deterministic=deterministic)
         x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)

@@ -1,6 +1,6 @@
 """Additive attention (Bahdanau, Cho & Bengio 2015, appendix A.1.2)."""
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +16,12 @@ class AdditiveAttention(nn.Module):
     """
 
     features: int
+    dtype: Any = jnp.float32  # of the MLP (parameters float32); the softmax is float32
 
     def setup(self):
-        self.W = nn.Dense(self.features, use_bias=False)
-        self.U = nn.Dense(self.features, use_bias=False)
-        self.v = nn.Dense(1, use_bias=False)
+        self.W = nn.Dense(self.features, use_bias=False, dtype=self.dtype)
+        self.U = nn.Dense(self.features, use_bias=False, dtype=self.dtype)
+        self.v = nn.Dense(1, use_bias=False, dtype=self.dtype)
 
     def precompute_keys(self, memory: jax.Array) -> jax.Array:
         """U h_j for memory [B, S, D] -> [B, S, features]."""
@@ -35,16 +36,18 @@ class AdditiveAttention(nn.Module):
     ) -> Tuple[jax.Array, jax.Array]:
         """query s_{i-1} [B, Dq], memory h [B, S, D], mask [B, S] (True = attend).
 
-        Returns (context [B, D], weights [B, S]); masked positions get exactly zero
-        weight, and a row with no valid position gets a zero context.
+        Returns (context [B, D] in memory's dtype, weights [B, S] in float32); masked
+        positions get exactly zero weight, and a row with no valid position gets a zero
+        context.
         """
         if keys is None:
             keys = self.precompute_keys(memory)
         energies = self.v(jnp.tanh(self.W(query)[:, None, :] + keys))[..., 0]
+        energies = energies.astype(jnp.float32)
         if mask is not None:
             energies = jnp.where(mask, energies, jnp.finfo(energies.dtype).min)
         weights = jax.nn.softmax(energies, axis=-1)
         if mask is not None:
             weights = jnp.where(mask, weights, 0.0)
-        context = jnp.einsum('bs,bsd->bd', weights, memory)
+        context = jnp.einsum('bs,bsd->bd', weights.astype(memory.dtype), memory)
         return context, weights

@@ -151,6 +151,8 @@ class MultiHeadAttention(nn.Module):
     # W^O separately: GPT-2 scales the init of projections that write to the residual.
     out_kernel_init: Initializer | None = None
     implementation: str = 'auto'  # one of IMPLEMENTATIONS
+    # Of the projections (parameters stay float32); the softmax runs in float32.
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.implementation not in IMPLEMENTATIONS:
@@ -165,7 +167,10 @@ class MultiHeadAttention(nn.Module):
 
         def projection():
             return nn.DenseGeneral(
-                (self.num_heads, d_k), use_bias=self.use_bias, kernel_init=self.kernel_init
+                (self.num_heads, d_k),
+                use_bias=self.use_bias,
+                kernel_init=self.kernel_init,
+                dtype=self.dtype,
             )
 
         self.query, self.key, self.value = projection(), projection(), projection()
@@ -174,6 +179,7 @@ class MultiHeadAttention(nn.Module):
             axis=(-2, -1),
             use_bias=self.use_bias,
             kernel_init=self.out_kernel_init or self.kernel_init,
+            dtype=self.dtype,
         )
         self.weight_dropout = nn.Dropout(self.dropout)
 

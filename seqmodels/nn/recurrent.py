@@ -13,6 +13,9 @@ time steps at once, outside the scan, as one large matmul) and a recurrent kerne
 
 `recurrent_mask` is the variational-dropout mask of Gal & Ghahramani (2016): it
 multiplies h_{t-1} where it enters the recurrent kernel, never the carried state.
+
+Every cell takes a compute `dtype` (`seqmodels.precision`): its matmuls, gates and
+carry are in that dtype, its parameters float32.
 """
 
 from typing import Any, Mapping, Sequence, Tuple
@@ -52,11 +55,15 @@ class ElmanCell(nn.Module):
     """Elman (1990) simple recurrent cell: h_t = tanh(W h_{t-1} + U x_t + b)."""
 
     features: int
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.input = nn.Dense(self.features, use_bias=True)  # U, b
+        self.input = nn.Dense(self.features, use_bias=True, dtype=self.dtype)  # U, b
         self.recurrent = nn.Dense(
-            self.features, use_bias=False, kernel_init=nn.initializers.orthogonal()
+            self.features,
+            use_bias=False,
+            kernel_init=nn.initializers.orthogonal(),
+            dtype=self.dtype,
         )  # W
 
     def project_inputs(self, xs: Array) -> Array:
@@ -67,7 +74,7 @@ class ElmanCell(nn.Module):
         return h, h
 
     def initial_carry(self, batch_size: int) -> Carry:
-        return jnp.zeros((batch_size, self.features), jnp.float32)
+        return jnp.zeros((batch_size, self.features), self.dtype)
 
     def hidden(self, carry: Carry) -> Array:
         return carry
@@ -168,15 +175,20 @@ class LSTMCell(nn.Module):
 
     features: int
     forget_bias: float = 1.0
+    dtype: Any = jnp.float32
 
     def setup(self):
         self.input = nn.Dense(
             4 * self.features,
             use_bias=True,
             bias_init=_gate_bias_init(4, {LSTM_GATES.index('f'): self.forget_bias}),
+            dtype=self.dtype,
         )
         self.recurrent = nn.Dense(
-            4 * self.features, use_bias=False, kernel_init=nn.initializers.orthogonal()
+            4 * self.features,
+            use_bias=False,
+            kernel_init=nn.initializers.orthogonal(),
+            dtype=self.dtype,
         )
 
     def project_inputs(self, xs: Array) -> Array:
@@ -190,7 +202,7 @@ class LSTMCell(nn.Module):
         return (new_c, new_h), new_h
 
     def initial_carry(self, batch_size: int) -> Carry:
-        zeros = jnp.zeros((batch_size, self.features), jnp.float32)
+        zeros = jnp.zeros((batch_size, self.features), self.dtype)
         return (zeros, zeros)
 
     def hidden(self, carry: Carry) -> Array:
@@ -201,9 +213,11 @@ class LSTMCell(nn.Module):
         `lstm_sequence` (the same values as scanning `step`, a faster backward)."""
         if self.is_initializing():
             self.recurrent(carry[1])  # creates the kernel
-        kernel = self.recurrent.variables['params']['kernel']
-        dtype = jnp.result_type(xp, kernel)  # scan needs a carry of the step's dtype
-        c, h = (x.astype(dtype) for x in carry)
+        # In the compute dtype, as the Dense of `step` would cast it (the gradient
+        # flows back through the cast to the float32 parameter).
+        kernel = self.recurrent.variables['params']['kernel'].astype(self.dtype)
+        xp = xp.astype(self.dtype)
+        c, h = (x.astype(self.dtype) for x in carry)  # scan needs the step's dtype
         hs, carry = lstm_sequence(kernel, xp.swapaxes(0, 1), c, h, unroll)
         return carry, hs.swapaxes(0, 1)
 
@@ -227,23 +241,27 @@ class LayerNormLSTMCell(nn.Module):
     features: int
     forget_bias: float = 1.0
     epsilon: float = 1e-5
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.input = nn.Dense(4 * self.features, use_bias=False)  # W_x
+        self.input = nn.Dense(4 * self.features, use_bias=False, dtype=self.dtype)  # W_x
         self.recurrent = nn.Dense(
-            4 * self.features, use_bias=False, kernel_init=nn.initializers.orthogonal()
+            4 * self.features,
+            use_bias=False,
+            kernel_init=nn.initializers.orthogonal(),
+            dtype=self.dtype,
         )  # W_h
         self.bias = self.param(
             'bias',
             _gate_bias_init(4, {LSTM_GATES.index('f'): self.forget_bias}),
             (4 * self.features,),
         )
-        self.ln_input = nn.LayerNorm(epsilon=self.epsilon, use_bias=False)
-        self.ln_recurrent = nn.LayerNorm(epsilon=self.epsilon, use_bias=False)
-        self.ln_cell = nn.LayerNorm(epsilon=self.epsilon)
+        self.ln_input = nn.LayerNorm(epsilon=self.epsilon, use_bias=False, dtype=self.dtype)
+        self.ln_recurrent = nn.LayerNorm(epsilon=self.epsilon, use_bias=False, dtype=self.dtype)
+        self.ln_cell = nn.LayerNorm(epsilon=self.epsilon, dtype=self.dtype)
 
     def project_inputs(self, xs: Array) -> Array:
-        return self.ln_input(self.input(xs)) + self.bias
+        return self.ln_input(self.input(xs)) + self.bias.astype(self.dtype)
 
     def step(self, carry, xp_t, recurrent_mask=None):
         c, h = carry
@@ -253,7 +271,7 @@ class LayerNormLSTMCell(nn.Module):
         return (new_c, new_h), new_h
 
     def initial_carry(self, batch_size: int) -> Carry:
-        zeros = jnp.zeros((batch_size, self.features), jnp.float32)
+        zeros = jnp.zeros((batch_size, self.features), self.dtype)
         return (zeros, zeros)
 
     def hidden(self, carry: Carry) -> Array:
@@ -281,19 +299,18 @@ class GRUCell(nn.Module):
 
     features: int
     reset_after: bool = False
+    dtype: Any = jnp.float32
 
     def setup(self):
-        orthogonal = nn.initializers.orthogonal()
-        self.input = nn.Dense(3 * self.features, use_bias=True)
+        dense = functools.partial(
+            nn.Dense, kernel_init=nn.initializers.orthogonal(), dtype=self.dtype
+        )
+        self.input = nn.Dense(3 * self.features, use_bias=True, dtype=self.dtype)
         if self.reset_after:
-            self.recurrent = nn.Dense(3 * self.features, use_bias=True, kernel_init=orthogonal)
+            self.recurrent = dense(3 * self.features, use_bias=True)
         else:
-            self.recurrent_gates = nn.Dense(
-                2 * self.features, use_bias=False, kernel_init=orthogonal
-            )
-            self.recurrent_candidate = nn.Dense(
-                self.features, use_bias=False, kernel_init=orthogonal
-            )
+            self.recurrent_gates = dense(2 * self.features, use_bias=False)
+            self.recurrent_candidate = dense(self.features, use_bias=False)
 
     def project_inputs(self, xs: Array) -> Array:
         return self.input(xs)
@@ -316,7 +333,7 @@ class GRUCell(nn.Module):
         return new_h, new_h
 
     def initial_carry(self, batch_size: int) -> Carry:
-        return jnp.zeros((batch_size, self.features), jnp.float32)
+        return jnp.zeros((batch_size, self.features), self.dtype)
 
     def hidden(self, carry: Carry) -> Array:
         return carry
@@ -448,12 +465,14 @@ class RNN(nn.Module):
     output_dropout: float = 0.0
     unroll: int = 1
 
-    def _masks(self, batch_size: int, input_features: int, deterministic: bool):
+    def _masks(self, batch_size: int, input_features: int, deterministic: bool, dtype):
+        """Masks in the inputs' dtype, so that dropout does not promote bfloat16."""
+
         def mask(rate, name, features):
             _check_rate(rate, name)
             if deterministic or rate == 0.0:
                 return None
-            return _keep_mask(self.make_rng('dropout'), rate, (batch_size, features))
+            return _keep_mask(self.make_rng('dropout'), rate, (batch_size, features), dtype)
 
         hidden = self.cell.features
         return (
@@ -478,7 +497,7 @@ class RNN(nn.Module):
         lengths = jnp.asarray(lengths, jnp.int32)
         valid = jnp.arange(length)[None, :] < lengths[:, None]
 
-        in_mask, rec_mask, out_mask = self._masks(batch_size, features, deterministic)
+        in_mask, rec_mask, out_mask = self._masks(batch_size, features, deterministic, xs.dtype)
         if self.reverse:
             xs = reverse_within_lengths(xs, lengths)
         if in_mask is not None:
@@ -515,7 +534,9 @@ class RNN(nn.Module):
         """
         if self.reverse:
             raise ValueError('A reverse RNN needs the whole sequence; it cannot be stepped.')
-        in_mask, rec_mask, out_mask = self._masks(x_t.shape[0], x_t.shape[-1], deterministic)
+        in_mask, rec_mask, out_mask = self._masks(
+            x_t.shape[0], x_t.shape[-1], deterministic, x_t.dtype
+        )
         if in_mask is not None:
             x_t = x_t * in_mask
         carry, h = self.cell.step(carry, self.cell.project_inputs(x_t), rec_mask)
@@ -577,6 +598,7 @@ class DeepRNN(nn.Module):
     recurrent_dropout: float = 0.0
     cell_kwargs: Mapping[str, Any] | None = None
     unroll: int = 1
+    dtype: Any = jnp.float32  # every cell's compute dtype
 
     def setup(self):
         if self.num_layers < 1:
@@ -585,7 +607,7 @@ class DeepRNN(nn.Module):
 
         def rnn(reverse):
             return RNN(
-                make_cell(self.cell, self.features, **cell_kwargs),
+                make_cell(self.cell, self.features, dtype=self.dtype, **cell_kwargs),
                 reverse=reverse,
                 recurrent_dropout=self.recurrent_dropout,
                 unroll=self.unroll,

@@ -52,6 +52,7 @@ class FeedForward(nn.Module):
     activation: str = 'relu'
     kernel_init: Initializer = nn.initializers.xavier_uniform()
     out_kernel_init: Initializer | None = None
+    dtype: Any = jnp.float32  # of the computation; parameters stay float32
 
     @nn.compact
     def __call__(self, x):
@@ -59,10 +60,13 @@ class FeedForward(nn.Module):
             raise ValueError(
                 f'activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}'
             )
-        h = nn.Dense(self.d_ff, kernel_init=self.kernel_init, name='wi')(x)
+        h = nn.Dense(self.d_ff, kernel_init=self.kernel_init, dtype=self.dtype, name='wi')(x)
         h = ACTIVATIONS[self.activation](h)
         return nn.Dense(
-            x.shape[-1], kernel_init=self.out_kernel_init or self.kernel_init, name='wo'
+            x.shape[-1],
+            kernel_init=self.out_kernel_init or self.kernel_init,
+            dtype=self.dtype,
+            name='wo',
         )(h)
 
 
@@ -82,6 +86,9 @@ class LayerHyperparams(nn.Module):
     out_kernel_init: Initializer | None = None
     # seqmodels.nn.attention.IMPLEMENTATIONS: 'auto' fuses wherever no weights are needed.
     attention_implementation: str = 'auto'
+    # Of the matmuls and activations (seqmodels.precision); parameters stay float32 and
+    # LayerNorm computes its statistics in float32 whatever this is.
+    dtype: Any = jnp.float32
 
     def block_kwargs(self) -> dict:
         return {
@@ -98,13 +105,16 @@ class LayerHyperparams(nn.Module):
             kernel_init=self.kernel_init,
             out_kernel_init=self.out_kernel_init,
             implementation=self.attention_implementation,
+            dtype=self.dtype,
         )
 
     def make_feed_forward(self) -> FeedForward:
-        return FeedForward(self.d_ff, self.activation, self.kernel_init, self.out_kernel_init)
+        return FeedForward(
+            self.d_ff, self.activation, self.kernel_init, self.out_kernel_init, self.dtype
+        )
 
     def make_layer_norm(self) -> nn.LayerNorm:
-        return nn.LayerNorm(epsilon=self.layer_norm_epsilon)
+        return nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype)
 
 
 class _ResidualBlock(LayerHyperparams):

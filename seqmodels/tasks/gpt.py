@@ -133,7 +133,7 @@ def build_pretraining(config, workdir: str):
         corpus, tokenizer, seq_len=config.seq_len, batch_size=config.batch_size, seed=config.seed
     )
     fill_vocab_size(config, tokenizer)
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     return model, LanguageModelTask(
         config, model, data, data.vocab, sample_length=config.sample_tokens
     )
@@ -181,5 +181,5 @@ def build_finetuning(config, workdir: str, restore: bool = True):
             config.num_train_steps = math.ceil(
                 config.num_epochs * len(batches.splits['train']) / config.batch_size
             )
-    model = models.build_model(config.model)
+    model = models.from_config(config)
     return model, FinetuningTask(config, model, batches, pretrained), data, tokenizer

@@ -35,6 +35,7 @@ from typing import Any
 import ml_collections
 
 from seqmodels.errors import ConfigError, require
+from seqmodels.precision import DEFAULT_PRECISION, compute_dtype
 
 OPTIMIZERS = ('sgd', 'rmsprop', 'adam', 'adamw')
 SCHEDULES = ('constant', 'warmup_cosine', 'warmup_linear', 'rsqrt')
@@ -71,6 +72,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # Device mesh: axis:size pairs over data (replicas) and fsdp (parameters and
     # optimizer state sharded); -1 = the devices the other axes leave.
     'mesh': 'data:-1',
+    # The models' compute dtype (seqmodels.precision): 'f32', or 'bf16' for bfloat16
+    # matmuls and activations with float32 parameters and optimizer state.
+    'precision': DEFAULT_PRECISION,
 }
 
 
@@ -312,6 +316,7 @@ def validate_config(config, num_devices: int | None = None) -> ml_collections.Co
             'schedule=rsqrt needs warmup_steps > 0',
             c.warmup_steps,
         )
+    compute_dtype(c.precision)  # raises ConfigError naming the choices
     _check_rates(c, '')
     from seqmodels.training.sharding import parse_mesh
 

@@ -45,6 +45,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seqmodels import flops as flops_lib
+from seqmodels.errors import require
+from seqmodels.precision import compute_dtype
 from seqmodels.training import sharding as sharding_lib
 from seqmodels.training.checkpoints import Checkpointer
 from seqmodels.training.config import validate_config
@@ -104,6 +106,10 @@ class Task(Protocol):
         with shapes). Without it the engine counts them with
         `seqmodels.flops.train_step_flops(config.model, batch)`; either gives
         perf/model_flops_per_sec and perf/mfu.
+    model                                                             (optional)
+        The flax module the task applies. One with a `dtype` must compute in the
+        dtype config.precision names (`seqmodels.models.from_config` builds it so),
+        else ConfigError before anything compiles.
     """
 
     def init_params(self, rng: jax.Array) -> Any: ...
@@ -381,6 +387,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> TrainState:
     Preempted after saving the state when SIGTERM or SIGUSR1 arrives.
     """
     config = validate_config(config, num_devices=jax.device_count())
+    _check_model_precision(config, task)
     mesh = sharding_lib.make_mesh(spec=config.mesh)
     is_main = jax.process_index() == 0
     num_steps = config.num_train_steps
@@ -459,8 +466,23 @@ def _flops_counter(config, task):
 
 
 def _compute_dtype(config) -> str:
-    """The dtype the model's matmuls run in, which picks the peak rate MFU divides by."""
-    return config.get('compute_dtype') or 'float32'
+    """The dtype the model's matmuls run in (config.precision), which picks the peak
+    rate MFU divides by."""
+    return jnp.dtype(compute_dtype(config.precision)).name
+
+
+def _check_model_precision(config, task) -> None:
+    """A task whose model computes in another dtype than config.precision says was
+    built without it (`models.from_config` builds it with it): an error, not a run
+    whose MFU divides by the wrong peak."""
+    dtype = getattr(getattr(task, 'model', None), 'dtype', None)
+    require(
+        dtype is None or jnp.dtype(dtype).name == _compute_dtype(config),
+        'precision',
+        f"is not what the task's model computes in ({dtype and jnp.dtype(dtype).name}); "
+        'build it with seqmodels.models.from_config(config)',
+        config.precision,
+    )
 
 
 def _peak_flops(config, mesh, step_flops) -> float | None:
