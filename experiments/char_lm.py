@@ -191,7 +191,8 @@ def evaluate(workdir):
 
 
 def cells_mode(workdir):
-    """Writes WORKDIR/cells.html: text coloured by units of a recurrent model."""
+    """Writes WORKDIR/cells.html (text coloured by units of a recurrent model) and prints
+    the units found and, as one JSON line, cells.measures of the analysed text."""
     config = common.load_run_config(workdir, 'char_lm')
     if config.model.name != 'rnn_lm':
         raise common.UsageError(
@@ -210,7 +211,7 @@ def cells_mode(workdir):
         if _CELLS_TEXT.value
         else runs.validation_text(run, cells.ANALYSED_CHARS)
     )
-    page, shown = cells.report(
+    page, shown, numbers = cells.report(
         run.model, run.params, run.vocab, text, _CELLS.value, _FIND.value, _NUM_CHARS.value
     )
     for entry in shown:
@@ -219,6 +220,7 @@ def cells_mode(workdir):
     with open(path, 'w', encoding='utf-8') as f:
         f.write(page)
     print(path)
+    print(json.dumps({f'cells/{k}': v for k, v in numbers.items()}, sort_keys=True))
 
 
 if __name__ == '__main__':

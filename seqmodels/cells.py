@@ -396,7 +396,8 @@ def report(
     find: Sequence[str] | None = None,
     shown_chars: int = 500,
 ) -> tuple[str, list[Shown]]:
-    """The cells page of a character RNN: (HTML, the units shown).
+    """The cells page of a character RNN: (HTML, the units shown, `measures` of the
+    analysed text).
 
     The model reads the first `ANALYSED_CHARS` characters of `text`; the page shows the
     first `shown_chars`, coloured by the units named in `units` ('3,17' or '0:3', see
@@ -421,7 +422,21 @@ def report(
                 )
             )
     title = f'Cells of a {model.num_layers}-layer {model.cell} character model'
-    return cells_html(text[:shown_chars], shown, title), shown
+    return cells_html(text[:shown_chars], shown, title), shown, measures(states, indicators)
+
+
+def measures(states: RecurrentStates, indicators: dict[str, np.ndarray]) -> dict[str, float]:
+    """The paper's numbers for one text: the largest |r| of any unit with each indicator
+    (`best_abs_r/<indicator>`) and, per gate, the mean over units of the fraction of
+    steps it is left- and right-saturated (`<gate>_left_saturated`, Figure 3)."""
+    out = {
+        f'best_abs_r/{f.indicator}': abs(f.r) for f in find_cells(states.activations, indicators)
+    }
+    for gate, values in states.gates.items():
+        left, right = gate_saturation(values)
+        out[f'{gate}_left_saturated'] = float(left.mean())
+        out[f'{gate}_right_saturated'] = float(right.mean())
+    return out
 
 
 _PAGE = """<!DOCTYPE html>

@@ -246,6 +246,10 @@ def test_cells_mode_finds_the_planted_cells_and_shows_the_chosen_ones(
     ):
         char_lm.cells_mode(workdir)
     lines = capsys.readouterr().out.strip().splitlines()
+    numbers = json.loads(lines.pop())  # cells.measures, for experiments.reproduce
+    assert numbers['cells/best_abs_r/brackets'] == pytest.approx(1.0, abs=1e-4)
+    assert numbers['cells/best_abs_r/line_position'] == pytest.approx(1.0, abs=1e-3)
+    assert 0 <= numbers['cells/f_right_saturated'] <= 1
     assert lines[-1] == os.path.join(workdir, 'cells.html')
     assert lines[0].startswith('layer 0, unit 2: tanh(c) quotes=')
     assert lines[1].startswith('layer 0, unit 5: tanh(c) quotes=')  # one layer: 5 is layer 0's

@@ -168,7 +168,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
         (
             ['--config=configs/nope.py'],
             '--config=configs/nope.py: config file configs/nope.py does not exist; the config '
-            'files in configs/ are: bert.py, char_lm.py, gpt.py, translation.py, vit.py',
+            'files in configs/ are: bert.py, char_lm.py, gpt.py, synthetic.py, translation.py, '
+            'vit.py',
         ),
         # With an override config_flags fails while parsing instead of on first use.
         (

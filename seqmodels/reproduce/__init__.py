@@ -14,6 +14,7 @@ from seqmodels.reproduce.claim import (
     RunDir,
     Within,
     finals,
+    steps_to_reach,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     'RunDir',
     'Within',
     'finals',
+    'steps_to_reach',
 ]

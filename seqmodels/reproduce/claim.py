@@ -52,9 +52,11 @@ class Run:
     ci: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     full: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     driver: str | None = None  # default: experiments.<name of the config file>
-    # Flags of the driver's --mode=evaluate, run on each finished trial (its JSON line
-    # is kept in the trial folder as EVALUATION_FILE); () = no evaluation.
+    # The flags of a driver mode run on each finished trial (`evaluate_mode`, by default
+    # --mode=evaluate); the last JSON object it prints is kept in the trial folder as
+    # EVALUATION_FILE. None: no such step.
     evaluate: Sequence[str] | None = None
+    evaluate_mode: str = 'evaluate'
 
     def scale_overrides(self, scale: str) -> dict[str, Any]:
         return {**self.overrides, **(self.ci if scale == 'ci' else self.full)}
@@ -263,7 +265,7 @@ class Results:
         return float(value)
 
     def evaluation(self, run: str, where: Mapping[str, Any] | None = None) -> dict:
-        """What the driver's --mode=evaluate printed for the trial (Run.evaluate)."""
+        """What the driver's evaluation mode printed for the trial (Run.evaluate)."""
         t = self.trial(run, where)
         found = records.read_json(os.path.join(t.directory, EVALUATION_FILE))
         if found is None:
@@ -281,3 +283,11 @@ def finals(**named: tuple) -> Callable[[Results], dict[str, float]]:
         return {name: res.final(*spec) for name, spec in named.items()}
 
     return extract
+
+
+def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float) -> float:
+    """The first logged step whose value is at or below `target` (inf if none is)."""
+    for step, value in zip(steps, values, strict=True):
+        if value <= target:
+            return float(step)
+    return math.inf

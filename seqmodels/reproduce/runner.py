@@ -41,8 +41,11 @@ def outcome_path(results_dir: str, claim: str, scale: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on (without starting JAX here: this process goes on
+    to launch the runs, and forking a process with JAX's threads running is unsafe)."""
     import jax
+
+    from seqmodels.sweep.local import detect_accelerators
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -51,13 +54,11 @@ def machine() -> dict[str, Any]:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    device = jax.devices()[0]
+    kind, devices = detect_accelerators()
     return {
         'cpu': cpu,
         'cores': os.cpu_count(),
-        'accelerator': None
-        if device.platform == 'cpu'
-        else f'{jax.device_count()} x {device.device_kind}',
+        'accelerator': f'{len(devices)} {kind.upper()}(s)' if kind else None,
         'jax': jax.__version__,
     }
 
@@ -133,7 +134,7 @@ def _last_json_line(text: str) -> dict | None:
 
 
 def evaluate_trials(run, driver: str, folder: str, root: str, log) -> list[str]:
-    """Runs the driver's --mode=evaluate on each finished trial of `run` that has no
+    """Runs the driver's evaluation mode on each finished trial of `run` that has no
     evaluation of its latest checkpoint yet; returns the errors."""
     errors = []
     for trial in records.load_trials(folder):
@@ -148,14 +149,15 @@ def evaluate_trials(run, driver: str, folder: str, root: str, log) -> list[str]:
             sys.executable,
             '-m',
             driver,
-            '--mode=evaluate',
+            f'--mode={run.evaluate_mode}',
             f'--workdir={trial.directory}',
             *run.evaluate,
         ]
         log(f'evaluating {os.path.relpath(trial.directory, folder)}: {shlex.join(command[1:])}')
         started = time.time()
         done = subprocess.run(command, cwd=root, capture_output=True, text=True)
-        found = _last_json_line(done.stdout) if done.returncode == 0 else None
+        # A mode that writes its results to files prints no JSON: its exit status counts.
+        found = (_last_json_line(done.stdout) or {}) if done.returncode == 0 else None
         if found is None:
             tail = (done.stderr.strip().splitlines() or ['no output'])[-1]
             errors.append(f'evaluating {trial.name} (exit {done.returncode}): {tail}')

@@ -394,6 +394,15 @@ def _original_error(error: BaseException) -> BaseException:
     return error
 
 
+def _defines_get_config(directory: str, name: str) -> bool:
+    """Whether configs/<name> is an experiment config (configs/claims.py, say, is not)."""
+    try:
+        with open(os.path.join(directory, name), encoding='utf-8') as f:
+            return 'def get_config(' in f.read()
+    except OSError:
+        return False
+
+
 def _missing_config_file(argv: list[str], flag_values) -> str | None:
     """The message for a config-file flag on `argv` whose file is absent, else None."""
     from ml_collections.config_flags import config_flags
@@ -417,7 +426,9 @@ def _missing_config_file(argv: list[str], flag_values) -> str | None:
         directory = os.path.dirname(path) or '.'
         if os.path.isdir(directory):
             names = sorted(
-                f for f in os.listdir(directory) if f.endswith('.py') and not f.startswith('_')
+                f
+                for f in os.listdir(directory)
+                if f.endswith('.py') and not f.startswith('_') and _defines_get_config(directory, f)
             )
             fix = (
                 f'the config files in {directory}/ are: {", ".join(names)}'
