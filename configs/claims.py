@@ -49,8 +49,25 @@ SST2 = {
     'test_split': 'stsa.binary.test',
     'normalize': 'lower',
 }
-# ci runs: no text samples, few evaluation batches, no warmup.
-CHAR_CI = {'sample_chars': 0, 'num_eval_batches': 4, 'warmup_steps': 0, 'log_every_steps': 10}
+
+
+def char_ci(steps: int, *overrides: dict, **more) -> dict:
+    """A char-LM run at ci scale: `steps` steps, one evaluation at the end on 4 batches,
+    no warmup, no text samples; then `overrides` and `more`."""
+    base = {
+        'sample_chars': 0,
+        'num_eval_batches': 4,
+        'warmup_steps': 0,
+        'log_every_steps': 10,
+        'num_train_steps': steps,
+        'eval_every_steps': steps,
+    }
+    for extra in overrides:
+        base.update(extra)
+    return {**base, **more}
+
+
+SMALL_RNN = {'model.hidden_size': 64}
 
 
 def _loss_or_inf(res, run, where):
@@ -248,12 +265,7 @@ CLAIMS = [
                     'schedule': 'constant',
                     'warmup_steps': 0,
                 },
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 60,
-                    'eval_every_steps': 60,
-                    'model.hidden_size': 64,
-                },
+                ci=char_ci(60, SMALL_RNN),
                 full={'sample_chars': 0, 'num_train_steps': 800},
             ),
         ),
@@ -277,12 +289,7 @@ CLAIMS = [
                 'configs/char_lm.py:lstm',
                 trials=({'model.cell': 'lstm'}, {'model.cell': 'lnlstm'}),
                 overrides={'dataset': SHAKESPEARE, 'sample_chars': 0},
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 60,
-                    'eval_every_steps': 20,
-                    'model.hidden_size': 64,
-                },
+                ci=char_ci(60, SMALL_RNN, eval_every_steps=20),
                 full={'eval_every_steps': 50, 'num_eval_batches': 32},
             ),
         ),
@@ -317,12 +324,7 @@ CLAIMS = [
                     'model.hidden_size': 512,
                     'sample_chars': 0,
                 },
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 40,
-                    'eval_every_steps': 40,
-                    'model.hidden_size': 64,
-                },
+                ci=char_ci(40, SMALL_RNN),
                 full={'num_train_steps': 1500, 'eval_every_steps': 250},
             ),
         ),
@@ -353,12 +355,7 @@ CLAIMS = [
                     {'scheduled_sampling': 'inverse_sigmoid', 'ss_k': 100.0},
                 ),
                 overrides={'dataset': SHAKESPEARE, 'sample_chars': 0},
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 40,
-                    'eval_every_steps': 40,
-                    'model.hidden_size': 64,
-                },
+                ci=char_ci(40, SMALL_RNN),
                 full={},
             ),
         ),
@@ -392,13 +389,7 @@ CLAIMS = [
                     'learning_rate': 1e-3,
                     'sample_chars': 0,
                 },
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 60,
-                    'eval_every_steps': 60,
-                    'model.d_model': 32,
-                    'model.num_heads': 2,
-                },
+                ci=char_ci(60, {'model.d_model': 32, 'model.num_heads': 2}),
                 full={'num_train_steps': 1000, 'eval_every_steps': 250, 'num_eval_batches': 100},
             ),
         ),
@@ -420,7 +411,7 @@ CLAIMS = [
             Run(
                 'gpt',
                 'configs/char_lm.py:shakespeare_gpt',
-                ci={**CHAR_CI, 'num_train_steps': 100, 'eval_every_steps': 100},
+                ci=char_ci(100),
             ),
         ),
         extract=finals(val_loss=('gpt', 'eval/loss')),
@@ -441,13 +432,7 @@ CLAIMS = [
                 'lstm',
                 'configs/char_lm.py:lstm',
                 overrides={'sample_chars': 0},
-                ci={
-                    **CHAR_CI,
-                    'num_train_steps': 300,
-                    'eval_every_steps': 300,
-                    'model.hidden_size': 64,
-                    'batch_size': 16,
-                },
+                ci=char_ci(300, SMALL_RNN, batch_size=16),
                 evaluate=(),
                 evaluate_mode='cells',
             ),

@@ -45,6 +45,7 @@ from seqmodels.reproduce import report
 from seqmodels.reproduce.claim import SCALES
 from seqmodels.reproduce.runner import PASS, project_root, run_claim
 from seqmodels.sweep import cli, launcher, runner
+from seqmodels.sweep.cli import log
 from seqmodels.sweep.declare import SweepError
 
 _CLAIM = flags.DEFINE_string(
@@ -63,11 +64,6 @@ _RESULTS_MD = flags.DEFINE_string(
 )
 
 _MODES = ('train', 'report')
-
-
-def log(line: str) -> None:
-    stream = sys.stderr if line.startswith('error:') else sys.stdout
-    print(line, file=stream, flush=True)
 
 
 def load_claims(path: str) -> list:

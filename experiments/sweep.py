@@ -74,6 +74,7 @@ from experiments import common
 from seqmodels import training
 from seqmodels.sweep import SweepError
 from seqmodels.sweep import cli, launcher, records, results
+from seqmodels.sweep.cli import log
 from seqmodels.sweep.search import SEARCHES
 
 _SWEEP = flags.DEFINE_string(
@@ -120,11 +121,6 @@ _AGGREGATE = flags.DEFINE_list(
     'over (mean ± standard deviation per setting of the others).',
 )
 _MODES = ('train', 'report')
-
-
-def log(line: str) -> None:
-    stream = sys.stderr if line.startswith('error:') else sys.stdout
-    print(line, file=stream, flush=True)
 
 
 def _run(workdir: str) -> int:

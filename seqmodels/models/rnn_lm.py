@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from seqmodels.nn.recurrent import DeepRNN, SequenceDropout, cell_accepts
+from seqmodels.nn.recurrent import SequenceDropout, deep_rnn_of
 from seqmodels.models import scheduled_sampling
 
 
@@ -43,20 +43,8 @@ class RNNLM(nn.Module):
                 'tie_embeddings needs hidden_size == embed_dim, got '
                 f'{self.hidden_size} and {self.embed_dim}'
             )
-        cell_kwargs = (
-            {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
-        )
         self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
-        self.rnn = DeepRNN(
-            features=self.hidden_size,
-            num_layers=self.num_layers,
-            cell=self.cell,
-            dropout=self.dropout,
-            dropout_kind=self.dropout_kind,
-            recurrent_dropout=self.dropout if self.dropout_kind == 'variational' else 0.0,
-            cell_kwargs=cell_kwargs,
-            dtype=self.dtype,
-        )
+        self.rnn = deep_rnn_of(self)
         self.drop = SequenceDropout(self.dropout, self.dropout_kind)
         if self.tie_embeddings:
             # Tied output layer (Press & Wolf 2017; Inan et al. 2017): logits = E h + b.

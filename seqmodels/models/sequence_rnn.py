@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqmodels.nn.recurrent import DeepRNN, SequenceDropout, cell_accepts
+from seqmodels.nn.recurrent import SequenceDropout, deep_rnn_of
 
 READOUTS = ('last', 'every_step')
 
@@ -38,20 +38,8 @@ class SequenceRNN(nn.Module):
     def setup(self):
         if self.readout not in READOUTS:
             raise ValueError(f'readout must be one of {READOUTS}, got {self.readout!r}')
-        cell_kwargs = (
-            {'forget_bias': self.forget_bias} if cell_accepts(self.cell, 'forget_bias') else {}
-        )
         self.project = nn.Dense(self.embed_dim, dtype=self.dtype)
-        self.rnn = DeepRNN(
-            features=self.hidden_size,
-            num_layers=self.num_layers,
-            cell=self.cell,
-            dropout=self.dropout,
-            dropout_kind=self.dropout_kind,
-            recurrent_dropout=self.dropout if self.dropout_kind == 'variational' else 0.0,
-            cell_kwargs=cell_kwargs,
-            dtype=self.dtype,
-        )
+        self.rnn = deep_rnn_of(self)
         self.drop = SequenceDropout(self.dropout, self.dropout_kind)
         self.head = nn.Dense(self.num_outputs, dtype=self.dtype)
 

@@ -667,3 +667,22 @@ class DeepRNN(nn.Module):
         """The top layer's h from a step carry (the decoder state s of Bahdanau et al.)."""
         self._check_steppable()
         return self.layers[-1].hidden(carries[-1])
+
+
+def deep_rnn_of(model) -> DeepRNN:
+    """The DeepRNN of a model with the RNN LM's fields (cell, hidden_size, num_layers,
+    dropout, dropout_kind, forget_bias, dtype): RNNLM and SequenceRNN read a sequence
+    the same way. Variational dropout also drops each layer's h_{t-1} with the same
+    rate (Gal & Ghahramani 2016); forget_bias reaches the cells that have one."""
+    return DeepRNN(
+        features=model.hidden_size,
+        num_layers=model.num_layers,
+        cell=model.cell,
+        dropout=model.dropout,
+        dropout_kind=model.dropout_kind,
+        recurrent_dropout=model.dropout if model.dropout_kind == 'variational' else 0.0,
+        cell_kwargs=(
+            {'forget_bias': model.forget_bias} if cell_accepts(model.cell, 'forget_bias') else {}
+        ),
+        dtype=model.dtype,
+    )

@@ -105,28 +105,22 @@ class Above:
 
     value: str
     threshold: float
+    sign = '>'
 
     def __call__(self, measured) -> CheckResult:
         x = _value(measured, self.value)
-        text = f'{self.value} > {_fmt(self.threshold)}'
+        text = f'{self.value} {self.sign} {_fmt(self.threshold)}'
         if x is None:
             return CheckResult(f'{text} (not measured)', False)
-        return CheckResult(f'{text} (measured {_fmt(x)})', x > self.threshold)
+        passed = x > self.threshold if self.sign == '>' else x < self.threshold
+        return CheckResult(f'{text} (measured {_fmt(x)})', passed)
 
 
 @dataclasses.dataclass(frozen=True)
-class Below:
+class Below(Above):
     """measured[value] < threshold."""
 
-    value: str
-    threshold: float
-
-    def __call__(self, measured) -> CheckResult:
-        x = _value(measured, self.value)
-        text = f'{self.value} < {_fmt(self.threshold)}'
-        if x is None:
-            return CheckResult(f'{text} (not measured)', False)
-        return CheckResult(f'{text} (measured {_fmt(x)})', x < self.threshold)
+    sign = '<'
 
 
 @dataclasses.dataclass(frozen=True)

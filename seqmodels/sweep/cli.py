@@ -7,6 +7,7 @@ Importing this module defines the flags; only launchers import it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from absl import flags
@@ -51,6 +52,12 @@ SLURM_ARGS = flags.DEFINE_list(
     [],
     'slurm: more sbatch options as key=value, e.g. account=abc,qos=high,constraint=a100.',
 )
+
+
+def log(line: str) -> None:
+    """A launcher's terminal line: errors to stderr, the rest to stdout, unbuffered."""
+    stream = sys.stderr if line.startswith('error:') else sys.stdout
+    print(line, file=stream, flush=True)
 
 
 def make_executor(job_name: str, log: Callable[[str], None]):
