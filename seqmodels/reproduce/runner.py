@@ -4,9 +4,10 @@ numbers, the checks, and the outcome file.
     status, outcome = run_claim(claim, 'ci', workdir, results_dir, make_executor)
 
 Each of the claim's runs is a sweep in WORKDIR/<claim>/<scale>/<run>/ (so a rerun
-skips finished trials and resumes the others from their checkpoints); the outcome
-is RESULTS_DIR/<claim>.<scale>.json, written whether the claim passed, failed or could
-not be measured.
+skips finished trials and resumes the others from their checkpoints), on the executor
+given (here or SLURM); a run's evaluation mode (Run.evaluate) runs here, in this
+process's machine, after its trials. The outcome is RESULTS_DIR/<claim>.<scale>.json,
+written whether the claim passed, failed or could not be measured.
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ def run_claim(
         log(traceback.format_exc())
     extract_s = time.time() - started
 
-    if errors and not checks:
-        verdict = ERROR
+    if errors:
+        verdict = ERROR  # a run failed or a number could not be read: the checks say little
     else:
         verdict = PASS if checks and all(c['passed'] for c in checks) else FAIL
     runs = []
