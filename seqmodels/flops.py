@@ -48,13 +48,23 @@ def _get(m: Mapping, key: str, default=None):
     return default if value is None else value
 
 
-def _transformer_layer(d: int, d_ff: int, context: int, cross_context: int = 0) -> int:
-    """Forward FLOPs per token of one Transformer layer: Q, K, V, O projections, the
-    feed-forward, QK^T and AV over `context` keys, and cross-attention when
-    `cross_context` > 0."""
-    flops = 2 * (4 * d * d + 2 * d * d_ff) + 2 * 2 * context * d
+def _attention_width(m: Mapping) -> int:
+    """h · d_k, the width of the concatenated heads: d_model unless model.key_size sets
+    d_k (Vaswani et al. 2017, Table 3 row B)."""
+    key_size = _get(m, 'key_size', 0)
+    return m['num_heads'] * key_size if key_size else m['d_model']
+
+
+def _transformer_layer(
+    d: int, d_ff: int, context: int, cross_context: int = 0, width: int | None = None
+) -> int:
+    """Forward FLOPs per token of one Transformer layer: Q, K, V, O projections
+    (d x width each, width = h · d_k, d by default), the feed-forward, QK^T and AV over
+    `context` keys, and cross-attention when `cross_context` > 0."""
+    width = d if width is None else width
+    flops = 2 * (4 * d * width + 2 * d * d_ff) + 2 * 2 * context * width
     if cross_context:
-        flops += 2 * 4 * d * d + 2 * 2 * cross_context * d
+        flops += 2 * 4 * d * width + 2 * 2 * cross_context * width
     return flops
 
 
@@ -81,12 +91,15 @@ def bert_forward_flops(m: Mapping, batch: int, length: int, scored: int | None =
 def transformer_forward_flops(m: Mapping, batch: int, src_length: int, tgt_length: int) -> int:
     """Encoder over [batch, src_length], decoder over [batch, tgt_length] with
     cross-attention, and the output projection."""
-    d, d_ff = m['d_model'], m['d_ff']
+    d, d_ff, width = m['d_model'], m['d_ff'], _attention_width(m)
     encoder = (
-        src_length * _get(m, 'num_encoder_layers', 6) * _transformer_layer(d, d_ff, src_length)
+        src_length
+        * _get(m, 'num_encoder_layers', 6)
+        * _transformer_layer(d, d_ff, src_length, width=width)
     )
     decoder = tgt_length * (
-        _get(m, 'num_decoder_layers', 6) * _transformer_layer(d, d_ff, tgt_length, src_length)
+        _get(m, 'num_decoder_layers', 6)
+        * _transformer_layer(d, d_ff, tgt_length, src_length, width=width)
         + 2 * d * m['tgt_vocab_size']
     )
     return batch * (encoder + decoder)

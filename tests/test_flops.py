@@ -54,6 +54,11 @@ def test_hand_computed_forward_counts():
     # Transformer, B=2, S=3, T=2: encoder 256 + 48 = 304 per source token (x3); decoder
     # 256 + 4*2*4 = 288, cross-attention 2*4*16 + 4*3*4 = 176, head 2*4*5 = 40 -> 504 (x2).
     assert flops.transformer_forward_flops(TRANSFORMER, 2, 3, 2) == 2 * (3 * 304 + 2 * 504)
+    # With key_size d_k = 3 the h = 2 heads are h·d_k = 6 wide: projections 2 * 4*4*6 =
+    # 192 (+ FFN 128 = 320), QK^T and AV 2*2 * context * 6. Encoder 320 + 4*3*6 = 392;
+    # decoder 320 + 4*2*6 = 368, cross-attention 192 + 4*3*6 = 264, head 40 -> 672.
+    keyed = {**TRANSFORMER, 'key_size': 3}
+    assert flops.transformer_forward_flops(keyed, 2, 3, 2) == 2 * (3 * 392 + 2 * 672)
     # ViT, 4x4x1 images, 2x2 patches: 4 patches + [class] = 5 tokens. Patch embedding
     # 4 * 2*4*4 = 128; layer 5 * (256 + 4*5*4) = 1680; head 2*4*3 = 24 -> 1832 per image.
     assert flops.vit_forward_flops(VIT, 2, 4, 4, 1) == 2 * 1832
@@ -108,16 +113,18 @@ def test_gpt_count_is_two_flops_per_weight_per_token_plus_attention(config):
 
 def test_the_other_families_agree_with_their_parameters():
     d = 4
-    params = _params(TRANSFORMER)
     s, t = 3, 2
-    encoder = s * (2 * _kernels(params, ('encoder',)) + 4 * s * d)
-    decoder = t * (
-        2 * _kernels(params, ('decoder',))
-        + 4 * t * d
-        + 4 * s * d
-        + 2 * math.prod(params['tgt_embed']['embedding'].shape)
-    )
-    assert flops.transformer_forward_flops(TRANSFORMER, 1, s, t) == encoder + decoder
+    # QK^T and AV are h·d_k wide: d_model, or 2 heads of key_size 3.
+    for config, width in ((TRANSFORMER, d), ({**TRANSFORMER, 'key_size': 3}, 6)):
+        params = _params(config)
+        encoder = s * (2 * _kernels(params, ('encoder',)) + 4 * s * width)
+        decoder = t * (
+            2 * _kernels(params, ('decoder',))
+            + 4 * t * width
+            + 4 * s * width
+            + 2 * math.prod(params['tgt_embed']['embedding'].shape)
+        )
+        assert flops.transformer_forward_flops(config, 1, s, t) == encoder + decoder
 
     params = _params(VIT)
     tokens = 5

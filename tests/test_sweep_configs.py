@@ -68,18 +68,36 @@ def test_the_learning_rates_span_three_decades_evenly():
 
 def test_table3_rows():
     rows = translation.get_sweep('table3')
-    assert rows[0] == {}  # the base
-    assert [r['model.num_heads'] for r in rows if 'model.num_heads' in r] == [1, 4, 16, 32]
-    assert {'model.dropout': 0.0} in rows and {'label_smoothing': 0.2} in rows
+    assert rows == [
+        {},  # the base
+        *({'model.num_heads': h} for h in (1, 4, 16, 32)),  # (A)
+        {'model.key_size': 16},  # (B)
+        {'model.key_size': 8},
+        {'model.dropout': 0.0},  # (D)
+        {'model.dropout': 0.2},
+        {'label_smoothing': 0.0},
+        {'label_smoothing': 0.2},
+        {'model.position_embedding': 'learned'},  # (E)
+    ]
     model = translation.base_config().model
-    assert any('model.key_size' in r for r in rows) == ('key_size' in model)
-    assert any('model.position_embedding' in r for r in rows) == ('position_embedding' in model)
+    assert model.key_size == 0 and model.position_embedding == 'sinusoidal'
     # Rows (A) keep the computation constant: h x d_k = d_model, so the same parameters.
     configs = resolved(translation, 'multi30k_small', 'table3')
     base = num_params(configs[0].model)
     for config in configs[1:5]:
         assert config.model.d_model % config.model.num_heads == 0
         assert num_params(config.model) == base
+    # Rows (B) shrink every attention sublayer (one per encoder layer, two per decoder
+    # layer) from d_k = d_model / h = 32: 4 d_model h d_k weights and 3 h d_k + d_model
+    # biases each.
+    d, h = model.d_model, model.num_heads
+    sublayers = model.num_encoder_layers + 2 * model.num_decoder_layers
+    for config in configs[5:7]:
+        d_k = config.model.key_size
+        fewer = sublayers * (4 * d * h + 3 * h) * (d // h - d_k)
+        assert num_params(config.model) == base - fewer
+    # Row (E) adds a source and a target table of max_len x d_model.
+    assert num_params(configs[-1].model) == base + 2 * model.max_len * d
 
 
 def test_patch_sizes_tile_the_images():

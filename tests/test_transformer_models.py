@@ -1,6 +1,6 @@
 """Transformer blocks and the Transformer / GPT / BERT / ViT models on tiny sizes:
-causality, padding, cached decoding, scan-over-layers, tied heads, BERT masking, ViT
-patches and permutation symmetry."""
+causality, padding, cached decoding, scan-over-layers, tied heads, the Transformer's
+key_size and learned positions, BERT masking, ViT patches and permutation symmetry."""
 
 import functools
 
@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seqmodels import decoding, inference, models
+from seqmodels.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+from seqmodels.errors import ConfigError
 from seqmodels.models.bert import BERT, mask_tokens
 from seqmodels.models.gpt import GPT
 from seqmodels.models.transformer import Transformer
@@ -193,7 +196,7 @@ def test_transformer_shares_one_embedding_with_the_output_projection(transformer
 
     def decoder_states(m, src, tgt):
         memory = m.encode(src)
-        y = m.embed(m.target_table(), tgt, 0, deterministic=True)
+        y = m.embed('target', tgt, 0, deterministic=True)
         return m.decoder(y, memory, key_padding_mask(tgt != 0), key_padding_mask(src != 0))
 
     # Embeddings: E[token]·√d_model + PE(position) (§3.4, §3.5).
@@ -204,9 +207,7 @@ def test_transformer_shares_one_embedding_with_the_output_projection(transformer
             for p in range(T)
         ]
     )
-    embedded = model.apply(
-        variables, tgt, method=lambda m, t: m.embed(m.target_table(), t, 0, True)
-    )
+    embedded = model.apply(variables, tgt, method=lambda m, t: m.embed('target', t, 0, True))
     close(embedded, emb[np.asarray(tgt)] * 4.0 + pe, atol=1e-4)
 
     states = model.apply(variables, src, tgt, method=decoder_states)
@@ -234,23 +235,205 @@ def test_transformer_decoder_is_causal_and_ignores_source_padding(transformer):
     assert not np.allclose(train, logits)
 
 
+def assert_cached_decoding_equals_full_forward(model, variables, src, tgt, d_k):
+    full = model.apply(variables, src, tgt)
+    memory = model.apply(variables, src, method=Transformer.encode)
+    # jit: one compilation for all steps (an eager nn.scan recompiles at every call).
+    step = jax.jit(functools.partial(model.apply, method=Transformer.decode_step))
+    cache = model.init_cache(2, 12)
+    # [batch, layers, max_len, heads, d_k]
+    assert cache['k'].shape == (2, model.num_decoder_layers, 12, model.num_heads, d_k)
+    outs = []
+    for t in range(T):
+        logits, cache = step(variables, memory, src != 0, tgt[:, t : t + 1], cache, t)
+        outs.append(logits)
+    close(jnp.concatenate(outs, axis=1), full)
+
+
 @pytest.mark.parametrize('scan_layers', [False, True])
 def test_transformer_cached_decoding_equals_full_forward(transformer, scan_layers):
     model, variables, src, tgt = transformer
     if scan_layers:
         model = model.clone(scan_layers=True)
         variables = {'params': stack_layer_params(variables['params'])}
-    full = model.apply(variables, src, tgt)
-    memory = model.apply(variables, src, method=Transformer.encode)
-    # jit: one compilation for all steps (an eager nn.scan recompiles at every call).
-    step = jax.jit(functools.partial(model.apply, method=Transformer.decode_step))
-    cache = model.init_cache(2, 12)
-    assert cache['k'].shape == (2, 2, 12, 2, 8)  # [batch, layers, max_len, heads, d_k]
-    outs = []
-    for t in range(T):
-        logits, cache = step(variables, memory, src != 0, tgt[:, t : t + 1], cache, t)
-        outs.append(logits)
-    close(jnp.concatenate(outs, axis=1), full)
+    assert_cached_decoding_equals_full_forward(model, variables, src, tgt, d_k=8)
+
+
+# ------------------------------------------- Transformer: key_size and learned positions
+
+H, D_K = 3, 4  # h · d_k = 12 != d_model = 16, and 16 is not divisible by h
+
+
+@pytest.fixture(scope='module')
+def keyed():
+    """Both Table 3 keys at once: key_size (row B) and learned positions (row E)."""
+    model = Transformer(
+        src_vocab_size=VOCAB,
+        tgt_vocab_size=VOCAB,
+        d_model=16,
+        num_heads=H,
+        key_size=D_K,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dropout=0.0,
+        max_len=16,
+        position_embedding='learned',
+    )
+    src, tgt = tokens(0, (2, T), VOCAB), tokens(1, (2, T), VOCAB)
+    src = src.at[1, 5:].set(0)
+    return model, random_variables(model, src, tgt), src, tgt
+
+
+def param_shapes(model):
+    src = jnp.ones((1, T), jnp.int32)
+    return jax.eval_shape(model.init, KEY, src, src)['params']
+
+
+def size(tree):
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def test_key_size_sets_the_width_of_the_heads():
+    d, h, vocab, d_ff = 16, 2, VOCAB, 32
+    model = Transformer(
+        VOCAB, VOCAB, d_model=d, num_heads=h, d_ff=d_ff, num_encoder_layers=2, num_decoder_layers=2
+    )
+    # Per attention sublayer: W^Q, W^K, W^V (d x h·d_k) and W^O (h·d_k x d), the paper's
+    # 4 · d_model · h · d_k, plus biases h·d_k for each of Q, K, V and d for the output.
+    # 2 encoder layers have one, 2 decoder layers two (self and cross).
+    sublayers = 2 + 2 * 2
+    ffn, norm = 2 * d * d_ff + d_ff + d, 2 * d
+
+    def expected(d_k):
+        attention = 4 * d * h * d_k + 3 * h * d_k + d
+        return vocab * d + 2 * (ffn + 2 * norm) + 2 * (ffn + 3 * norm) + sublayers * attention
+
+    default = param_shapes(model)
+    assert size(default) == expected(d // h) == 11_648
+    # key_size=0 is d_model / num_heads: the same tree and shapes as before the key.
+    same = param_shapes(model.clone(key_size=d // h))
+    assert jax.tree.structure(same) == jax.tree.structure(default)
+    assert all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape, same, default)))
+    for d_k in (4, 12):
+        params = param_shapes(model.clone(key_size=d_k))
+        attention = params['decoder']['layers_1']['memory_attention']
+        assert attention['query']['kernel'].shape == (d, h, d_k)
+        assert attention['out']['kernel'].shape == (h, d_k, d)
+        assert size(params) == expected(d_k)
+
+
+def test_key_size_in_the_config_checks():
+    config = {'name': 'transformer', 'src_vocab_size': VOCAB, 'tgt_vocab_size': VOCAB}
+    config.update(d_model=16, num_heads=3, key_size=D_K)
+    models.check_config(config)  # d_model need not divide by h when d_k is given
+    with pytest.raises(ConfigError, match=r'model.key_size=-1: must be a non-negative'):
+        models.check_config({**config, 'key_size': -1})
+    with pytest.raises(ConfigError, match=r'model.d_model=16: .*num_heads=3 .*key_size'):
+        models.check_config({**config, 'key_size': 0})
+    with pytest.raises(ConfigError, match=r'model.position_embedding=.rope.'):
+        models.check_config({**config, 'position_embedding': 'rope'})
+
+
+def test_learned_positions_add_one_table_per_side():
+    model = Transformer(VOCAB, VOCAB, **TINY, num_encoder_layers=1, num_decoder_layers=1)
+    sinusoidal = param_shapes(model)
+    learned = param_shapes(model.clone(position_embedding='learned'))
+    for name in ('src_position_embed', 'tgt_position_embed'):
+        assert learned[name]['embedding'].shape == (model.max_len, 16)
+    assert size(learned) - size(sinusoidal) == 2 * model.max_len * 16
+
+
+def test_learned_positions_are_embedded_and_break_permutation_symmetry(keyed):
+    model, variables, src, tgt = keyed
+    p = jax.tree.map(np.asarray, variables['params'])
+    emb = p['shared_embed']['embedding']
+
+    # (E[token] + P[position])·√d_model, each side from its own table; the target's
+    # from its first position on, as a decoding step reads it.
+    def embed(v, tokens, side, first):
+        return model.apply(v, tokens, method=lambda m, t: m.embed(side, t, first, True))
+
+    close(
+        embed(variables, src, 'source', 0),
+        (emb[src] + p['src_position_embed']['embedding'][:T]) * 4,
+    )
+    close(
+        embed(variables, tgt[:, :2], 'target', 3),
+        (emb[tgt[:, :2]] + p['tgt_position_embed']['embedding'][3:5]) * 4,
+    )
+
+    # Self-attention alone is permutation-equivariant: without position information the
+    # encoder's output for a permuted source is the permuted output. The learned table
+    # is what breaks that.
+    encode = jax.jit(functools.partial(model.apply, method=Transformer.encode))
+    perm = jnp.array([3, 0, 7, 1, 6, 2, 5, 4])
+    full = tokens(2, (2, T), VOCAB)  # no padding
+    assert not np.allclose(
+        encode(variables, full[:, perm]), encode(variables, full)[:, perm], atol=1e-3
+    )
+    params = dict(variables['params'])
+    params['src_position_embed'] = jax.tree.map(jnp.zeros_like, params['src_position_embed'])
+    no_positions = {'params': params}
+    close(encode(no_positions, full[:, perm]), encode(no_positions, full)[:, perm], atol=1e-4)
+
+
+def test_key_size_and_learned_positions_decode_with_the_cache(keyed):
+    model, variables, src, tgt = keyed
+    assert_cached_decoding_equals_full_forward(model, variables, src, tgt, d_k=D_K)
+
+
+def test_greedy_and_beam_search_agree_with_the_full_forward(keyed):
+    """Through the translation adapter: greedy decoding is the teacher-forced argmax, and
+    a beam of 2 (whose caches are tiled and re-indexed between beams) scores each
+    hypothesis with its teacher-forced log-probability."""
+    model, variables, _, _ = keyed
+    rng = np.random.default_rng(1)
+    src_lengths = np.array([2, 5, 3, 6], np.int32)
+    src = np.zeros((4, 6), np.int32)
+    for row, n in enumerate(src_lengths):
+        src[row, : n - 1] = rng.integers(4, VOCAB, n - 1)
+        src[row, n - 1] = EOS_ID
+    extra, max_len, k = 3, 9, 2
+    limit = np.minimum(src_lengths + extra, max_len)
+
+    @jax.jit  # one compilation for everything
+    def run(p, s, n):
+        greedy = inference.decode(
+            model, p, s, n, search='greedy', max_decode_extra=extra, max_decode_len=max_len
+        )
+        adapter = inference.TransformerAdapter
+        beams, scores = decoding.beam_search(
+            functools.partial(adapter.step, model, p),
+            adapter.start(model, p, s, n, max_len),
+            jnp.full((len(s),), BOS_ID),
+            k,
+            jnp.minimum(n + extra, max_len),
+            EOS_ID,
+            alpha=0.0,
+            max_decode_len=max_len,
+            pad_id=PAD_ID,
+        )
+        # One teacher-forced pass over the greedy rows and the beams.
+        y = jnp.concatenate([greedy, beams.reshape(-1, max_len)])
+        tgt_in = jnp.concatenate([jnp.full((len(y), 1), BOS_ID), y[:, :-1]], axis=1)
+        logits = model.apply({'params': p}, jnp.concatenate([s, jnp.repeat(s, k, 0)]), tgt_in)
+        return y, scores.reshape(-1), jax.nn.log_softmax(logits)
+
+    y, scores, log_probs = map(np.asarray, run(variables['params'], src, src_lengths))
+    rows = len(src)
+    limits = np.concatenate([limit, np.repeat(limit, k)])
+    for i in range(len(y)):
+        # Generated tokens, EOS included (the decoders pad after EOS and after the limit).
+        eos = y[i, : limits[i]] == EOS_ID
+        n = int(eos.argmax()) + 1 if eos.any() else limits[i]
+        # The teacher-forced pass would mask a generated PAD.
+        assert not (y[i, :n] == PAD_ID).any()
+        if i < rows:
+            np.testing.assert_array_equal(log_probs[i, :n].argmax(-1), y[i, :n])
+        else:
+            score = log_probs[i, np.arange(n), y[i, :n]].sum()
+            np.testing.assert_allclose(score, scores[i - rows], atol=1e-4)
 
 
 # ---------------------------------------------------------------- GPT

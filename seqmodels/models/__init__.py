@@ -107,11 +107,20 @@ def check_config(model_config) -> None:
                 'must be a positive integer',
                 m[key],
             )
-    if 'num_heads' in m and 'd_model' in m:
+    if 'key_size' in m:
+        require(
+            isinstance(m['key_size'], int) and m['key_size'] >= 0,
+            'model.key_size',
+            'must be a non-negative integer (0: d_model // num_heads)',
+            m['key_size'],
+        )
+    # A key_size of its own frees each head's width from d_model / num_heads.
+    if 'num_heads' in m and 'd_model' in m and not m.get('key_size'):
         require(
             m['d_model'] % m['num_heads'] == 0,
             'model.d_model',
-            f'must be divisible by model.num_heads={m["num_heads"]}',
+            f'must be divisible by model.num_heads={m["num_heads"]}'
+            + (' (or set model.key_size, the width d_k of each head)' if 'key_size' in m else ''),
             m['d_model'],
         )
     if 'cell' in m:
@@ -146,6 +155,21 @@ def check_config(model_config) -> None:
             f'must be one of {", ".join(ACTIVATIONS)}',
             m['activation'],
         )
+    if name == 'transformer':
+        position = m.get('position_embedding', 'sinusoidal')
+        require(
+            position in transformer.POSITION_EMBEDDINGS,
+            'model.position_embedding',
+            f'must be one of {", ".join(transformer.POSITION_EMBEDDINGS)}',
+            position,
+        )
+        if position == 'sinusoidal' and isinstance(m.get('d_model'), int):
+            require(
+                m['d_model'] % 2 == 0,
+                'model.d_model',
+                'must be even for position_embedding=sinusoidal (sin and cos pairs)',
+                m['d_model'],
+            )
     if name == 'vit':
         require(
             m.get('pool', 'cls') in vit.POOLS,

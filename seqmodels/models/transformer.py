@@ -5,6 +5,11 @@ encodings (§3.4, §3.5); sublayers are post-norm; with `share_embeddings` one m
 serves as source embedding, target embedding and pre-softmax projection (§3.4), which
 needs a vocabulary shared by both languages.
 
+Two keys vary the model as Table 3 does: `key_size` is d_k = d_v, the width of each
+attention head (row B; 0 means d_model / num_heads), and `position_embedding='learned'`
+replaces the sinusoids with a trained table of max_len positions for the source and
+another for the target (row E).
+
 Token id 0 is padding (PAD_ID): padded source keys are masked in the encoder and in
 cross-attention, padded target keys in the decoder's self-attention.
 
@@ -28,12 +33,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from seqmodels.nn.attention import init_kv_cache
+from seqmodels.nn.attention import head_size, init_kv_cache
 from seqmodels.nn.masks import key_padding_mask
-from seqmodels.nn.position import SinusoidalPositionEncoding
+from seqmodels.nn.position import LearnedPositionEmbedding, SinusoidalPositionEncoding
 from seqmodels.nn.transformer import Decoder, Encoder
 
 PAD_ID = 0
+POSITION_EMBEDDINGS = ('sinusoidal', 'learned')
 
 
 class Transformer(nn.Module):
@@ -41,12 +47,14 @@ class Transformer(nn.Module):
     tgt_vocab_size: int
     d_model: int = 512
     num_heads: int = 8
+    key_size: int = 0  # d_k = d_v per head; 0: d_model // num_heads (Table 3, row B)
     d_ff: int = 2048
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     dropout: float = 0.1  # P_drop: sublayer outputs and embedding + PE sums
     attention_dropout: float = 0.0
     max_len: int = 256  # longest source or target sequence (size of the PE table)
+    position_embedding: str = 'sinusoidal'  # 'sinusoidal' | 'learned' (Table 3, row E)
     scan_layers: bool = False
     remat: str = 'none'  # 'none' | 'block' | 'dots', both stacks (seqmodels.nn.transformer)
     share_embeddings: bool = True
@@ -60,6 +68,11 @@ class Transformer(nn.Module):
                 'share_embeddings needs one vocabulary: src_vocab_size='
                 f'{self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}'
             )
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f'position_embedding must be one of {POSITION_EMBEDDINGS}, '
+                f'got {self.position_embedding!r}'
+            )
         # σ = d_model^-0.5, so that the embeddings scaled by √d_model have unit variance.
         embed_init = nn.initializers.normal(stddev=self.d_model**-0.5)
 
@@ -72,10 +85,23 @@ class Transformer(nn.Module):
             self.src_embed = embed(self.src_vocab_size)
             self.tgt_embed = embed(self.tgt_vocab_size)
             self.output_projection = nn.Dense(self.tgt_vocab_size, use_bias=False, dtype=self.dtype)
-        self.position_encoding = SinusoidalPositionEncoding(self.max_len, self.d_model)
+        if self.position_embedding == 'learned':
+            # Separate source and target tables (max_len x d_model each): the encoder
+            # reads source positions all at once and the decoder target positions
+            # causally, and one table would have to serve both roles; sharing the token
+            # table is a different matter (the same pieces in both languages).
+            # Initialised and scaled like the token embeddings (N(0, 1/d_model), times
+            # √d_model), so positions enter at unit scale as the sinusoids do.
+            def positions():
+                return LearnedPositionEmbedding(self.max_len, self.d_model, embed_init)
+
+            self.src_position_embed, self.tgt_position_embed = positions(), positions()
+        else:
+            self.position_encoding = SinusoidalPositionEncoding(self.max_len, self.d_model)
         self.embed_dropout = nn.Dropout(self.dropout)
         stack = {
             'num_heads': self.num_heads,
+            'key_size': self.key_size,
             'd_model': self.d_model,
             'd_ff': self.d_ff,
             'dropout': self.dropout,
@@ -97,13 +123,13 @@ class Transformer(nn.Module):
 
     def encode(self, src, deterministic: bool = True):
         """src [B, S] -> memory [B, S, d_model]."""
-        x = self.embed(self.source_table(), src, 0, deterministic)
+        x = self.embed('source', src, 0, deterministic)
         return self.encoder(x, key_padding_mask(src != PAD_ID), deterministic=deterministic)
 
     def decode(self, memory, src_mask, tgt_in, deterministic: bool = True):
         """memory [B, S, d_model], src_mask [B, S] bool (True = real source token),
         tgt_in [B, T] -> logits [B, T, tgt_vocab_size]."""
-        y = self.embed(self.target_table(), tgt_in, 0, deterministic)
+        y = self.embed('target', tgt_in, 0, deterministic)
         y = self.decoder(
             y,
             memory,
@@ -116,7 +142,7 @@ class Transformer(nn.Module):
     def decode_step(self, memory, src_mask, tgt_tokens, cache, cache_index):
         """Target positions cache_index .. cache_index + S - 1 (tgt_tokens [B, S],
         usually S = 1) -> (logits [B, S, tgt_vocab_size], updated cache)."""
-        y = self.embed(self.target_table(), tgt_tokens, cache_index, deterministic=True)
+        y = self.embed('target', tgt_tokens, cache_index, deterministic=True)
         y, cache = self.decoder.decode(y, cache, cache_index, memory, key_padding_mask(src_mask))
         return self.logits(y), cache
 
@@ -127,7 +153,7 @@ class Transformer(nn.Module):
             batch_size,
             max_len,
             self.num_heads,
-            self.d_model // self.num_heads,
+            head_size(self.d_model, self.num_heads, self.key_size),
             self.num_decoder_layers,
             dtype,
         )
@@ -138,11 +164,20 @@ class Transformer(nn.Module):
     def target_table(self) -> nn.Embed:
         return self.shared_embed if self.share_embeddings else self.tgt_embed
 
-    def embed(self, table, tokens, first_position, deterministic):
+    def embed(self, side: str, tokens, first_position, deterministic):
+        """Tokens [B, T] of `side` ('source' or 'target') at positions first_position..
+        -> [B, T, d_model]: E[token]·√d_model + PE(position), or with learned positions
+        (E[token] + P[position])·√d_model."""
         if tokens.shape[1] > self.max_len:
             raise ValueError(f'sequence length {tokens.shape[1]} > max_len={self.max_len}')
+        table = self.source_table() if side == 'source' else self.target_table()
         positions = first_position + jnp.arange(tokens.shape[1])
-        x = table(tokens) * math.sqrt(self.d_model) + self.position_encoding(positions)[None]
+        scale = math.sqrt(self.d_model)
+        if self.position_embedding == 'learned':
+            learned = self.src_position_embed if side == 'source' else self.tgt_position_embed
+            x = (table(tokens) + learned(positions)[None]) * scale
+        else:
+            x = table(tokens) * scale + self.position_encoding(positions)[None]
         return self.embed_dropout(x.astype(self.dtype), deterministic=deterministic)
 
     def logits(self, y):

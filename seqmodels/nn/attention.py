@@ -120,6 +120,20 @@ def fused_dot_product_attention(
     return out
 
 
+def head_size(d_model: int, num_heads: int, key_size: int = 0) -> int:
+    """d_k = d_v, the width of one head: key_size, or d_model / num_heads when it is 0."""
+    if key_size < 0:
+        raise ValueError(f'key_size must be >= 0 (0: d_model // num_heads), got {key_size}')
+    if key_size:
+        return key_size
+    if d_model % num_heads:
+        raise ValueError(
+            f'd_model={d_model} is not divisible by num_heads={num_heads} '
+            '(key_size=0 makes each head d_model / num_heads wide)'
+        )
+    return d_model // num_heads
+
+
 def init_kv_cache(
     batch_size: int,
     max_len: int,
@@ -141,6 +155,10 @@ class MultiHeadAttention(nn.Module):
     Self-attention when `kv` is None, cross-attention (queries from x, keys and values
     from kv) otherwise. The attention weights are also sown into the 'intermediates'
     collection (apply with mutable=['intermediates'] to plot them).
+
+    Each head is key_size wide (d_k = d_v): W_i^Q, W_i^K, W_i^V are d_model x d_k and
+    W^O is (num_heads · d_k) x d_model. key_size=0 means d_k = d_model / num_heads,
+    which keeps the cost of multi-head attention that of one full-width head (§3.2.2).
     """
 
     num_heads: int
@@ -153,17 +171,14 @@ class MultiHeadAttention(nn.Module):
     implementation: str = 'auto'  # one of IMPLEMENTATIONS
     # Of the projections (parameters stay float32); the softmax runs in float32.
     dtype: Any = jnp.float32
+    key_size: int = 0  # d_k = d_v; 0: d_model // num_heads
 
     def setup(self):
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f'implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}'
             )
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f'd_model={self.d_model} is not divisible by num_heads={self.num_heads}'
-            )
-        d_k = self.d_model // self.num_heads
+        d_k = self.d_k
 
         def projection():
             return nn.DenseGeneral(
@@ -185,7 +200,7 @@ class MultiHeadAttention(nn.Module):
 
     @property
     def d_k(self) -> int:
-        return self.d_model // self.num_heads
+        return head_size(self.d_model, self.num_heads, self.key_size)
 
     def _fused(self, deterministic: bool, return_weights: bool) -> bool:
         """Whether this call can skip the weights: nothing drops, returns or sows them."""

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqmodels.nn.attention import MultiHeadAttention, init_kv_cache
+from seqmodels.nn.attention import MultiHeadAttention, head_size, init_kv_cache
 
 Initializer = Callable[..., Any]
 
@@ -78,6 +78,7 @@ class LayerHyperparams(nn.Module):
     d_ff: int
     dropout: float = 0.0  # on each sublayer's output, before the residual add
     attention_dropout: float = 0.0  # on the attention weights
+    key_size: int = 0  # d_k = d_v of each head; 0: d_model // num_heads
     activation: str = 'relu'
     norm: str = 'post'  # 'post' | 'pre'
     layer_norm_epsilon: float = 1e-6
@@ -106,6 +107,7 @@ class LayerHyperparams(nn.Module):
             out_kernel_init=self.out_kernel_init,
             implementation=self.attention_implementation,
             dtype=self.dtype,
+            key_size=self.key_size,
         )
 
     def make_feed_forward(self) -> FeedForward:
@@ -367,7 +369,7 @@ class Decoder(_Stack):
             batch_size,
             max_len,
             self.num_heads,
-            self.d_model // self.num_heads,
+            head_size(self.d_model, self.num_heads, self.key_size),
             self.num_layers,
             dtype,
         )
