@@ -337,7 +337,7 @@ def test_slurm_job_parameters_map_the_flags_onto_submitit():
         parallel=4,
         signal_delay_s=90,
         partition='gpu',
-        gpus_per_trial=1,
+        gpus_per_node=1,
         extra_args=['account=abc', 'qos=high'],
     )
     assert params == {
@@ -354,3 +354,128 @@ def test_slurm_job_parameters_map_the_flags_onto_submitit():
     assert 'cpus_per_task' not in params  # 0: the cluster's default
     with pytest.raises(sw.SweepError, match="--slurm_args: 'qos' is not key=value"):
         job_parameters('x', time_min=1, parallel=1, signal_delay_s=1, extra_args=['qos'])
+
+
+def _fake_slurm_commands(tmp_path, monkeypatch):
+    """sbatch and srun on PATH, so that submitit builds its SLURM executor here."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name in ('sbatch', 'srun'):
+        (bin_dir / name).write_text('#!/bin/sh\nexit 1\n')
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+
+
+def test_slurm_multi_node_trial_is_one_job_of_nodes_x_tasks(tmp_path, monkeypatch):
+    pytest.importorskip('submitit')
+    from seqmodels.sweep.slurm import SubmititExecutor, job_parameters
+
+    common = dict(time_min=60, parallel=2, signal_delay_s=90)
+    params = job_parameters(
+        'lr', nodes=2, tasks_per_node=4, gpus_per_node=4, cpus_per_task=8, **common
+    )
+    assert {k: params[k] for k in ('nodes', 'tasks_per_node', 'gpus_per_node')} == {
+        'nodes': 2,
+        'tasks_per_node': 4,
+        'gpus_per_node': 4,
+    }
+    assert params['cpus_per_task'] == 8
+    # submitit's own translation into the sbatch script: one srun step of 2 x 4 tasks.
+    _fake_slurm_commands(tmp_path, monkeypatch)
+    executor = SubmititExecutor('slurm', 2, params)._executor(str(tmp_path / 'sweep'))
+    script = executor._executor._make_submission_file_text('python -m x', 'uid')
+    for line in (
+        '#SBATCH --nodes=2',
+        '#SBATCH --ntasks-per-node=4',
+        '#SBATCH --gpus-per-node=4',
+        '#SBATCH --cpus-per-task=8',
+        '#SBATCH --signal=USR2@90',
+    ):
+        assert line in script.splitlines()
+    assert any(line.startswith('srun ') for line in script.splitlines())
+
+    # Each process of the run takes the GPU at its SLURM_LOCALID: one task per GPU.
+    with pytest.raises(sw.SweepError, match='--slurm_tasks_per_node=8'):
+        job_parameters('lr', nodes=2, tasks_per_node=1, gpus_per_node=8, **common)
+    with pytest.raises(sw.SweepError, match='--slurm_nodes_per_trial must be >= 1'):
+        job_parameters('lr', nodes=0, **common)
+    with pytest.raises(sw.SweepError, match='--slurm_tasks_per_node must be >= 1'):
+        job_parameters('lr', tasks_per_node=0, **common)
+    # submitit's local executor sets no SLURM variables: its tasks could not join.
+    with pytest.raises(sw.SweepError, match='a trial of 8 tasks needs --executor=slurm'):
+        SubmititExecutor('local', 2, params)
+
+
+def test_slurm_task_rank_from_submitit_or_slurm(monkeypatch):
+    pytest.importorskip('submitit')
+    from seqmodels.sweep.slurm import _task_rank
+
+    for var in ('SUBMITIT_EXECUTOR', 'SLURM_PROCID', 'SUBMITIT_LOCAL_GLOBALID'):
+        monkeypatch.delenv(var, raising=False)
+    assert _task_rank() == 0  # not in a job
+    monkeypatch.setenv('SLURM_PROCID', '3')
+    assert _task_rank() == 3
+    monkeypatch.setenv('SUBMITIT_EXECUTOR', 'slurm')
+    assert _task_rank() == 3
+    monkeypatch.setenv('SUBMITIT_EXECUTOR', 'local')
+    monkeypatch.setenv('SUBMITIT_LOCAL_GLOBALID', '2')
+    assert _task_rank() == 2
+
+
+@pytest.fixture
+def slurm_task(tmp_path, monkeypatch):
+    """A one-trial sweep folder, and a function that runs TrialJob as task `rank` of
+    SLURM job 77 (a fake command that leaves a mark) and returns (result, mark)."""
+    pytest.importorskip('submitit')
+    import sys
+
+    from seqmodels.sweep.slurm import TrialJob
+
+    trial = records.Trial(index=0, name='0', directory=str(tmp_path / '0'), overrides={})
+    trial.save()
+    for var in ('SLURM_ARRAY_JOB_ID', 'SLURM_ARRAY_TASK_ID', 'SUBMITIT_LOCAL_JOB_ID'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('SUBMITIT_EXECUTOR', 'slurm')
+    monkeypatch.setenv('SLURM_JOB_ID', '77')
+    mark = tmp_path / 'mark'
+    command = [sys.executable, '-c', 'import sys; open(sys.argv[1], "w").write("ran")', str(mark)]
+
+    def run(rank):
+        monkeypatch.setenv('SLURM_PROCID', str(rank))
+        result = TrialJob(trial.directory, command, str(tmp_path), str(tmp_path))()
+        return result, mark.exists()
+
+    return trial, run
+
+
+def test_slurm_task_0_alone_records_the_trial(slurm_task):
+    trial, run = slurm_task
+    result, ran = run(0)
+    assert ran and result['status'] == records.DONE
+    status = trial.status()
+    assert status['status'] == records.DONE and status['job_id'] == '77'
+    assert status['attempts'] == 1
+    assert os.path.exists(os.path.join(trial.directory, records.STDOUT_FILE))
+
+
+def test_slurm_other_tasks_run_the_driver_and_record_nothing(slurm_task):
+    trial, run = slurm_task
+    # Task 0 has started its driver: the others start theirs and leave status.json be.
+    trial.update_status(status=records.RUNNING, job_id='77', attempts=1)
+    before = trial.status()
+    result, ran = run(1)
+    assert ran and result == {'task': 1, 'exit_code': 0}
+    assert trial.status() == before
+    assert not os.path.exists(os.path.join(trial.directory, records.STDOUT_FILE))
+    logs = os.path.join(trial.directory, 'tasks', '1')
+    assert os.path.exists(os.path.join(logs, records.STDOUT_FILE))
+    assert os.path.exists(os.path.join(logs, records.STDERR_FILE))
+
+
+def test_slurm_other_tasks_start_nothing_once_task_0_ended_the_job(slurm_task):
+    trial, run = slurm_task
+    trial.update_status(status=records.ERROR, job_id='77', error='boom')
+    before = trial.status()
+    result, ran = run(1)
+    assert not ran and result['task'] == 1
+    assert trial.status() == before

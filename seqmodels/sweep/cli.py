@@ -38,9 +38,27 @@ SLURM_TIME_MIN = flags.DEFINE_integer(
     240,
     'slurm: the time limit of a job, in minutes (a run past it is requeued and resumes).',
 )
-SLURM_GPUS = flags.DEFINE_integer('slurm_gpus_per_trial', 0, 'slurm: GPUs per run.')
+SLURM_NODES = flags.DEFINE_integer(
+    'slurm_nodes_per_trial',
+    1,
+    'slurm: nodes per run. A run of several tasks (nodes x --slurm_tasks_per_node) is '
+    'one job whose tasks each start the driver, which join one multi-process run.',
+)
+SLURM_TASKS_PER_NODE = flags.DEFINE_integer(
+    'slurm_tasks_per_node',
+    1,
+    'slurm: tasks (driver processes) per node of a run; with GPUs, one per GPU.',
+)
+SLURM_GPUS = flags.DEFINE_integer(
+    'slurm_gpus_per_trial',
+    0,
+    'slurm: GPUs per node of a run (all of a one-node run). With several tasks each '
+    'task uses one, so this must equal --slurm_tasks_per_node.',
+)
 SLURM_CPUS = flags.DEFINE_integer(
-    'slurm_cpus_per_trial', 0, 'slurm: CPUs per run (0: the cluster default).'
+    'slurm_cpus_per_trial',
+    0,
+    'slurm: CPUs per task of a run (all of a one-task run; 0: the cluster default).',
 )
 SLURM_SIGNAL_DELAY_S = flags.DEFINE_integer(
     'slurm_signal_delay_s',
@@ -74,8 +92,10 @@ def make_executor(job_name: str, log: Callable[[str], None]):
         parallel=PARALLEL.value,
         signal_delay_s=SLURM_SIGNAL_DELAY_S.value,
         partition=SLURM_PARTITION.value,
-        gpus_per_trial=SLURM_GPUS.value,
-        cpus_per_trial=SLURM_CPUS.value,
+        nodes=SLURM_NODES.value,
+        tasks_per_node=SLURM_TASKS_PER_NODE.value,
+        gpus_per_node=SLURM_GPUS.value,
+        cpus_per_task=SLURM_CPUS.value,
         extra_args=SLURM_ARGS.value,
     )
     cluster = 'slurm' if EXECUTOR.value == 'slurm' else 'local'

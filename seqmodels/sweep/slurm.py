@@ -13,6 +13,15 @@ Preemption reaches the driver one of two ways, and both end in a requeue:
   SIGTERMs the driver, waits for its checkpoint and exit, and hands back a fresh
   TrialJob for the requeued job.
 
+A trial of several tasks (`nodes` x `tasks_per_node`, one per GPU) is one job whose
+tasks each run TrialJob: every task starts the driver, and the drivers join one
+multi-process run from SLURM's variables (`training.join_cluster`). Task 0 alone keeps
+the trial's records (status.json, the driver's stdout.log and stderr.log, the data
+preparation turn, the requeue); task N > 0 writes its driver's output to
+tasks/N/stdout.log and stderr.log in the trial folder. Preemption stops task 0's
+driver as above; the engine's multi-process preemption (JAX's sync point,
+`seqmodels.training.loop`) has every driver save the same step and exit.
+
 With cluster='local' the same code runs under submitit's LocalExecutor (a process per
 job on this machine, requeued in place): the tests use it, since CI has no SLURM.
 """
@@ -25,6 +34,7 @@ import shutil
 import signal
 import socket
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 
 from seqmodels.sweep import records, runner
@@ -55,7 +65,8 @@ def _requeue_signal() -> int:
 
 
 class TrialJob:
-    """What one array task runs: the trial's driver, until it ends or is preempted."""
+    """What each task of a trial's job runs: the trial's driver, until it ends or is
+    preempted."""
 
     def __init__(
         self, directory: str, command: list[str], cwd: str, sweep_dir: str, executor: str = 'slurm'
@@ -82,6 +93,9 @@ class TrialJob:
         self.__init__(**state)
 
     def __call__(self) -> dict:
+        rank = _task_rank()
+        if rank:
+            return self._run_follower(rank)
         trial = records.Trial.load(self.directory)
         cores = sorted(os.sched_getaffinity(0))  # what SLURM gave this job
         env = runner.trial_env(cores, {})
@@ -110,6 +124,40 @@ class TrialJob:
             os.kill(os.getpid(), _requeue_signal())
             time.sleep(60)  # submitit's handler exits this process
         return status
+
+    def _run_follower(self, rank: int) -> dict:
+        """Task `rank` > 0 of a multi-task trial: its driver process of the run, once
+        task 0 has started its own; records nothing (task 0 does). submitit calls
+        `checkpoint` on task 0 only, whose driver's stop reaches this one through JAX."""
+        if not self._wait_for_first_task():
+            return {'task': rank, 'status': 'not started: task 0 ended this job'}
+        # runner.start writes stdout.log and stderr.log into the `directory` it is given.
+        logs = types.SimpleNamespace(directory=os.path.join(self.directory, 'tasks', str(rank)))
+        env = runner.trial_env(sorted(os.sched_getaffinity(0)), {})
+        self._process, _ = runner.start(logs, self.command, env, self.cwd)
+        while self._reap() is None:
+            time.sleep(_POLL_S)
+        return {'task': rank, 'exit_code': self._returncode}
+
+    def _wait_for_first_task(self) -> bool:
+        """Waits until task 0 of this job has started its driver (True) or has ended the
+        trial (False). Until some trial has prepared its data, task 0 may wait for its
+        turn (`_gate`), and a driver started before it would wait in
+        jax.distributed.initialize, which gives up after a few minutes."""
+        trial = records.Trial.load(self.directory)
+        job = _job_id()
+        while True:
+            status = trial.status()
+            if status.get('job_id') == job:
+                if status.get('status') == records.RUNNING:
+                    return True
+                # An attempt of this job that ended for good (a preempted one is the
+                # previous attempt of a requeued job).
+                if status.get('status') in (records.DONE, records.DIVERGED, records.ERROR):
+                    return False
+            if data_prepared(records.load_trials(self.sweep_dir)):
+                return True  # task 0 does not wait for a turn
+            time.sleep(_POLL_S)
 
     def checkpoint(self, *args, **kwargs):
         """submitit's hook on its requeue signal: stop the driver (which saves a
@@ -181,6 +229,17 @@ class TrialJob:
         return lock
 
 
+def _task_rank() -> int:
+    """This task's index among its job's tasks (0 in a job of one task): submitit's
+    global rank (SLURM_PROCID under SLURM), or SLURM_PROCID outside a submitit job."""
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().global_rank
+    except (ImportError, RuntimeError):  # RuntimeError: not in a submitit job
+        return int(os.environ.get('SLURM_PROCID') or 0)
+
+
 def _job_id() -> str | None:
     array, task = os.environ.get('SLURM_ARRAY_JOB_ID'), os.environ.get('SLURM_ARRAY_TASK_ID')
     if array and task:
@@ -195,26 +254,42 @@ def job_parameters(
     parallel: int,
     signal_delay_s: int,
     partition: str | None = None,
-    gpus_per_trial: int = 0,
-    cpus_per_trial: int = 0,
+    nodes: int = 1,
+    tasks_per_node: int = 1,
+    gpus_per_node: int = 0,
+    cpus_per_task: int = 0,
     extra_args: Sequence[str] = (),
 ) -> dict:
-    """submitit's parameters for one single-node trial per array task; `extra_args` are
-    more sbatch options as 'key=value' strings (SweepError naming a malformed one)."""
+    """submitit's parameters for one trial per array task, the trial a job of `nodes` x
+    `tasks_per_node` tasks; `extra_args` are more sbatch options as 'key=value' strings.
+
+    Raises SweepError naming the flag for a malformed option, a count below 1, or a run
+    of several tasks with other than one GPU per task: each process of a multi-process
+    run uses the one GPU at its SLURM_LOCALID (jax.distributed's SLURM detection).
+    """
+    for flag, value in (('nodes_per_trial', nodes), ('tasks_per_node', tasks_per_node)):
+        if value < 1:
+            raise SweepError(f'--slurm_{flag} must be >= 1, got {value}')
+    if nodes * tasks_per_node > 1 and gpus_per_node and gpus_per_node != tasks_per_node:
+        raise SweepError(
+            f'--slurm_gpus_per_trial={gpus_per_node} with --slurm_tasks_per_node='
+            f'{tasks_per_node}: a run of several tasks gives each task one GPU, so set '
+            f'--slurm_tasks_per_node={gpus_per_node}'
+        )
     params = {
         'name': f'sweep_{name}',
         'timeout_min': time_min,
-        'nodes': 1,
-        'tasks_per_node': 1,
+        'nodes': nodes,
+        'tasks_per_node': tasks_per_node,
         'slurm_array_parallelism': parallel,
         'slurm_signal_delay_s': signal_delay_s,
     }
     if partition:
         params['slurm_partition'] = partition
-    if gpus_per_trial:
-        params['gpus_per_node'] = gpus_per_trial
-    if cpus_per_trial:
-        params['cpus_per_task'] = cpus_per_trial
+    if gpus_per_node:
+        params['gpus_per_node'] = gpus_per_node
+    if cpus_per_task:
+        params['cpus_per_task'] = cpus_per_task
     extra = {}
     for item in extra_args:
         key, sep, value = item.partition('=')
@@ -247,6 +322,13 @@ class SubmititExecutor:
         self.name = 'slurm' if cluster == 'slurm' else f'submitit_{cluster}'
         self.parameters = dict(parameters or {})
         self.stopped_by: int | None = None
+        tasks = self.parameters.get('nodes', 1) * self.parameters.get('tasks_per_node', 1)
+        if cluster != 'slurm' and tasks > 1:
+            # Its tasks get no SLURM variables: each driver would train alone.
+            raise SweepError(
+                f'--executor={self.name} runs one task per trial; a trial of {tasks} '
+                'tasks needs --executor=slurm'
+            )
 
     def _executor(self, workdir: str):
         try:
