@@ -196,7 +196,7 @@ def _sst2(res):
         ('random_init', {'load_weights': False}),
         ('no_aux_lm', {'lm_coef': 0.0}),
     ):
-        out[f'{name}_accuracy'] = 100 * res.evaluation('finetune', where)['eval/accuracy']
+        out[f'{name}_accuracy'] = 100 * res.evaluation('finetune', where)['accuracy']
     return out
 
 
