@@ -13,8 +13,8 @@ Variants (the part after the colon; `lstm` when none is given):
   shakespeare_gpt
             nanoGPT's CPU recipe on Tiny Shakespeare (batch 12, 2,000 iterations,
             lr 1e-3 with cosine decay to 1e-4, no dropout). nanoGPT reports a
-            validation loss of about 1.88 nats; measured here: validation loss 1.89
-            (see the README).
+            validation loss of about 1.88 nats; ours is the claim
+            nanogpt_shakespeare of RESULTS.md.
   bench_lstm, bench_gpt
             the benchmark shapes (benchmarks/README.md), on a `text:` file.
 
