@@ -16,6 +16,7 @@ Full-scale budgets are for 2 CPU cores; each claim's `note` says what it costs a
 our setting differs from the paper's.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -41,9 +42,14 @@ MULTI30K = {
     'target_lang': 'en',
     'test_split': 'test_2016_flickr',
 }
-# ci: 20 steps, and decoding stops 2 pieces past the source length (an untrained model
-# never emits the end token, so the default 50 extra pieces make the test set crawl).
-MULTI30K_CI = {'num_train_steps': 20, 'max_decode_extra': 2}
+# ci: 20 steps, one evaluation, and decoding stops 2 pieces past the source length (an
+# untrained model never emits the end token: 50 extra pieces make the test set crawl).
+MULTI30K_CI = {
+    'num_train_steps': 20,
+    'eval_every_steps': 20,
+    'checkpoint_every_steps': 20,
+    'max_decode_extra': 2,
+}
 SST2 = {
     'dataset': 'labeled:../shared/data/sst2',
     'task_type': 'classification',
@@ -145,24 +151,43 @@ def _cells(res):
 
 
 # Table 3's rows as full settings of the three keys, so that each row is one trial.
+# Table 3's rows besides the base model (the `multi30k_small` config: 8 heads, dropout
+# 0.1, sinusoidal positions), each one change from it.
 TABLE3_ROWS = {
-    'base': {'model.num_heads': 8, 'model.dropout': 0.1, 'model.position_embedding': 'sinusoidal'},
-    'one_head': {
-        'model.num_heads': 1,
-        'model.dropout': 0.1,
-        'model.position_embedding': 'sinusoidal',
-    },
-    'no_dropout': {
-        'model.num_heads': 8,
-        'model.dropout': 0.0,
-        'model.position_embedding': 'sinusoidal',
-    },
-    'learned_positions': {
-        'model.num_heads': 8,
-        'model.dropout': 0.1,
-        'model.position_embedding': 'learned',
-    },
+    'one_head': {'model.num_heads': 1},
+    'no_dropout': {'model.dropout': 0.0},
+    'learned_positions': {'model.position_embedding': 'learned'},
 }
+# The small Transformer on Multi30k de-en with its test BLEU: multi30k_bleu's number and
+# Table 3's base row, trained once for both.
+MULTI30K_TRANSFORMER = Run(
+    'transformer',
+    'configs/translation.py:multi30k_small',
+    ci=MULTI30K_CI,
+    evaluate=('--split=test_2016_flickr', '--beam_size=4'),
+    shared='multi30k_transformer',
+)
+
+
+# The adding problem at T = 100 (an LSTM and a tanh RNN of 128 units), with the
+# gradient-flow measurement of each trained model: adding_problem reads the errors,
+# gradient_flow the gradients; trained once for both.
+ADDING_T100 = Run(
+    'adding',
+    'configs/synthetic.py:adding_lstm',
+    trials=({'model.cell': 'lstm'}, {'model.cell': 'rnn'}),
+    ci={
+        'seq_len': 10,
+        'num_train_steps': 300,
+        'eval_every_steps': 300,
+        'checkpoint_every_steps': 300,
+        'num_eval_examples': 200,
+        'learning_rate': 1e-2,
+    },
+    evaluate=('--num_examples=100',),
+    evaluate_mode='gradient_flow',
+    shared='adding_t100',
+)
 
 
 def _vit_trial(pool, position_embedding, use_position_embeddings=True):
@@ -211,21 +236,7 @@ CLAIMS = [
         paper='LSTM solves the adding problem with minimal time lags of 100 steps (their '
         'criterion: absolute error below 0.04 on held-out sequences); earlier recurrent '
         'nets fail at such lags',
-        runs=(
-            Run(
-                'adding',
-                'configs/synthetic.py:adding_lstm',
-                trials=({'model.cell': 'lstm'}, {'model.cell': 'rnn'}),
-                ci={
-                    'seq_len': 10,
-                    'num_train_steps': 300,
-                    'eval_every_steps': 300,
-                    'checkpoint_every_steps': 300,
-                    'num_eval_examples': 200,
-                    'learning_rate': 1e-2,
-                },
-            ),
-        ),
+        runs=(ADDING_T100,),
         extract=_adding,
         checks=(
             Below('lstm_abs_error', 0.04),
@@ -236,7 +247,7 @@ CLAIMS = [
         note='one marker in each half (Arjovsky et al. 2016), targets in [0, 2], 1,000 '
         'held-out sequences; 128-unit LSTM and tanh RNN, Adam 1e-3, batch 32, 3,000 '
         'steps. "Predict the mean" scores an MSE of 1/6; the RNN must stay within 10% of '
-        'it. Full: 2 runs of ~1-4 minutes.',
+        'it. Full: 2 runs of ~1-4 minutes (shared with gradient_flow).',
     ),
     Claim(
         name='gradient_flow',
@@ -246,21 +257,7 @@ CLAIMS = [
         paper='the norm of the gradient of a late loss with respect to h_t shrinks '
         "exponentially with the distance from t in a tanh RNN; the LSTM's memory cell "
         'carries it far back (Hochreiter & Schmidhuber 1997 §4)',
-        runs=(
-            Run(
-                'adding',
-                'configs/synthetic.py:adding_lstm',
-                trials=({'model.cell': 'lstm'}, {'model.cell': 'rnn'}),
-                ci={
-                    'num_train_steps': 20,
-                    'eval_every_steps': 20,
-                    'checkpoint_every_steps': 20,
-                    'num_eval_examples': 50,
-                },
-                evaluate=('--num_examples=100',),
-                evaluate_mode='gradient_flow',
-            ),
-        ),
+        runs=(ADDING_T100,),
         extract=_gradient_flow,
         checks=(Below('rnn_decay_rate', -0.2), Above('lstm_decay_rate', -0.05)),
         ci_checks=(Below('rnn_init_decay_rate', -0.05),),
@@ -268,8 +265,8 @@ CLAIMS = [
         '128 units, after 3,000 steps), averaged over 100 held-out sequences; the decay '
         'rate is the least-squares slope of ln ||dL/dh_t|| against T - t (exp(rate) is the '
         'factor per step). At initialisation both decay at similar rates (forget bias '
-        '1). The plots: gradient_flow.png in each run folder. Full: 2 runs of ~1-4 '
-        'minutes.',
+        '1). The plots: gradient_flow.png in each run folder. Full: the 2 runs of '
+        'adding_problem (shared), each measured in seconds.',
     ),
     Claim(
         name='gradient_clipping',
@@ -478,12 +475,7 @@ CLAIMS = [
         citation='bentrevett/pytorch-seq2seq, tutorial 6 ("Attention is All You Need")',
         paper='test BLEU 36.5 for a 3-layer, 256-wide Transformer on Multi30k de-en',
         runs=(
-            Run(
-                'transformer',
-                'configs/translation.py:multi30k_small',
-                ci=MULTI30K_CI,
-                evaluate=('--split=test_2016_flickr', '--beam_size=4'),
-            ),
+            MULTI30K_TRANSFORMER,
             Run(
                 'rnn',
                 'configs/translation.py:multi30k_rnn_attention',
@@ -500,7 +492,7 @@ CLAIMS = [
         # ci: 20 steps must take the loss below a uniform guess over the ~8k pieces.
         ci_checks=(Below('transformer_val_loss', math.log(8000)),),
         note='final checkpoints, sacreBLEU on test_2016_flickr with beam 4. Full: 2 runs of '
-        '~50 minutes.',
+        '~50 minutes, the Transformer shared with transformer_table3.',
     ),
     Claim(
         name='transformer_table3',
@@ -509,20 +501,18 @@ CLAIMS = [
         paper='newstest2013 BLEU of the base model 25.8; one head 24.9 (A); no dropout 24.6 '
         '(D); learned instead of sinusoidal positions 25.7 (E)',
         runs=(
-            Run(
-                'table3',
-                'configs/translation.py:multi30k_small',
-                trials=tuple(TABLE3_ROWS.values()),
-                ci={**MULTI30K_CI, 'eval_every_steps': 20, 'checkpoint_every_steps': 20},
-                evaluate=('--split=test_2016_flickr', '--beam_size=4'),
+            dataclasses.replace(MULTI30K_TRANSFORMER, name='base'),
+            dataclasses.replace(
+                MULTI30K_TRANSFORMER, name='rows', trials=tuple(TABLE3_ROWS.values()), shared=None
             ),
         ),
         extract=lambda res: {
+            'base_bleu': res.evaluation('base')['bleu'],
             **{
-                f'{row}_bleu': res.evaluation('table3', where)['bleu']
+                f'{row}_bleu': res.evaluation('rows', where)['bleu']
                 for row, where in TABLE3_ROWS.items()
             },
-            'base_val_loss': res.final('table3', 'eval/loss', TABLE3_ROWS['base']),
+            'base_val_loss': res.final('base', 'eval/loss'),
         },
         checks=(
             Lower('one_head_bleu', 'base_bleu', 0.3),
@@ -533,7 +523,7 @@ CLAIMS = [
         note='the small Transformer (3+3 layers, d_model 256, 8 heads) on Multi30k de-en, '
         'test_2016_flickr BLEU with beam 4 of the final checkpoints; directions with a '
         'margin of 0.3 BLEU for (A) and (D), within 1 BLEU for (E). Full: 4 runs of ~50 '
-        'minutes.',
+        'minutes, the base one shared with multi30k_bleu.',
     ),
     Claim(
         name='vit_pooling_positions',

@@ -42,7 +42,7 @@ from absl import app, flags
 from experiments import common
 from seqmodels import training
 from seqmodels.reproduce import report
-from seqmodels.reproduce.claim import SCALES
+from seqmodels.reproduce.claim import SCALES, check_registry
 from seqmodels.reproduce.runner import PASS, project_root, run_claim
 from seqmodels.sweep import cli, launcher, runner
 from seqmodels.sweep.cli import log
@@ -70,10 +70,10 @@ def load_claims(path: str) -> list:
     claims = getattr(launcher.config_module(path), 'CLAIMS', None)
     if not isinstance(claims, (list, tuple)):
         raise SweepError(f'{path} defines no CLAIMS list')
-    names = [c.name for c in claims]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise SweepError(f'{path}: claim names used twice: {", ".join(duplicated)}')
+    try:
+        check_registry(claims, path)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
     return list(claims)
 
 

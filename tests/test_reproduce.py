@@ -1,6 +1,7 @@
 """experiments.reproduce: the checks, reading runs, RESULTS.md, the registry, and the
 `ci` scale of real claims end to end (driver processes through the sweep launcher)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -17,13 +18,14 @@ from seqmodels.reproduce import (
     Claim,
     Lower,
     Results,
+    Run,
     RunDir,
     Within,
     steps_to_reach,
 )
 from seqmodels.reproduce import report
 from seqmodels.reproduce import runner as claim_runner
-from seqmodels.reproduce.claim import ResultError
+from seqmodels.reproduce.claim import ResultError, check_registry
 from seqmodels.sweep import records
 from seqmodels.sweep.launcher import config_module
 from seqmodels.sweep.overrides import apply_overrides
@@ -218,6 +220,26 @@ def test_registry_names_are_unique_and_every_run_resolves():
             earlier.add(run.name)
 
 
+def test_registry_refuses_reused_names_and_shared_runs_declared_twice():
+    run = Run('a', 'configs/char_lm.py', ci={'num_train_steps': 5}, shared='one')
+
+    def claim(name, *runs):
+        return Claim(name, 'title', 'citation', 'paper', runs, lambda res: {}, ())
+
+    check_registry([claim('x', run), claim('y', dataclasses.replace(run, name='b'))], 'reg')
+    with pytest.raises(ValueError, match='reg: claim names used twice: x'):
+        check_registry([claim('x', run), claim('x', run)], 'reg')
+    with pytest.raises(ValueError, match="'shared' is the folder of shared runs"):
+        check_registry([claim('shared', run)], 'reg')
+    other = dataclasses.replace(run, ci={'num_train_steps': 6}, evaluate=())
+    with pytest.raises(
+        ValueError,
+        match=r"'one' is declared differently by claims 'x' and 'y' "
+        r'\(they differ in ci, evaluate\)',
+    ):
+        check_registry([claim('x', run), claim('y', other)], 'reg')
+
+
 def test_list_and_bad_claim():
     listed = subprocess.run(
         [sys.executable, '-m', 'experiments.reproduce', '--list'],
@@ -268,6 +290,16 @@ def test_ci_scale_of_three_claims(tmp_path):
             r['status'] in ('done', 'evaluated') for r in outcome['runs']
         )
         assert all(r['command'].startswith('python -m experiments.') for r in outcome['runs'])
+    # adding_problem and gradient_flow share their runs: trained once, read by both.
+    shared = {
+        name: sorted(r['trial'] for r in json.load(open(results_dir / f'{name}.ci.json'))['runs'])
+        for name in ('adding_problem', 'gradient_flow')
+    }
+    assert shared['adding_problem'] == shared['gradient_flow']
+    assert all(
+        t.startswith(os.path.join('shared', 'ci', 'adding_t100')) for t in shared['gradient_flow']
+    )
+    assert '2 trials already finished' in done.stdout + done.stderr
     text = results_md.read_text()
     for claim in CLAIMS:
         assert claim.title in text

@@ -31,6 +31,7 @@ from seqmodels.sweep import records, results
 
 SCALES = ('ci', 'full')
 EVALUATION_FILE = 'reproduce_evaluation.json'
+SHARED = 'shared'  # WORKDIR/shared/<scale>/<name>: the runs that claims share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Run:
     # EVALUATION_FILE. None: no such step.
     evaluate: Sequence[str] | None = None
     evaluate_mode: str = 'evaluate'
+    # A name for a run that several claims need: its sweep lives in
+    # WORKDIR/shared/<scale>/<shared> and runs once for all of them. Every Run with
+    # that name must be the same but for `name` (check_registry says which differs).
+    shared: str | None = None
 
     def scale_overrides(self, scale: str) -> dict[str, Any]:
         return {**self.overrides, **(self.ci if scale == 'ci' else self.full)}
@@ -182,6 +187,36 @@ class Claim:
 
     def checks_for(self, scale: str) -> Sequence[Callable]:
         return self.checks if scale == 'full' or self.ci_checks is None else self.ci_checks
+
+
+def check_registry(claims: Sequence[Claim], where: str) -> None:
+    """Raises ValueError, naming `where`, for claim names used twice and for shared runs
+    declared differently by two claims (one folder cannot hold two sweeps)."""
+    names = [c.name for c in claims]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f'{where}: claim names used twice: {", ".join(duplicated)}')
+    if SHARED in names:
+        raise ValueError(f'{where}: {SHARED!r} is the folder of shared runs, not a claim name')
+    first: dict[str, tuple[str, Run]] = {}
+    for claim in claims:
+        for run in claim.runs:
+            if run.shared is None:
+                continue
+            if run.shared not in first:
+                first[run.shared] = (claim.name, run)
+                continue
+            other_claim, other = first[run.shared]
+            differs = [
+                f.name
+                for f in dataclasses.fields(Run)
+                if f.name != 'name' and getattr(run, f.name) != getattr(other, f.name)
+            ]
+            if differs:
+                raise ValueError(
+                    f'{where}: shared run {run.shared!r} is declared differently by claims '
+                    f'{other_claim!r} and {claim.name!r} (they differ in {", ".join(differs)})'
+                )
 
 
 # --------------------------------------------------------------------------- #

@@ -3,8 +3,9 @@ numbers, the checks, and the outcome file.
 
     status, outcome = run_claim(claim, 'ci', workdir, results_dir, make_executor)
 
-Each of the claim's runs is a sweep in WORKDIR/<claim>/<scale>/<run>/ (so a rerun
-skips finished trials and resumes the others from their checkpoints), on the executor
+Each of the claim's runs is a sweep in WORKDIR/<claim>/<scale>/<run>/, or
+WORKDIR/shared/<scale>/<name>/ for a run that claims share (Run.shared), so a rerun
+skips finished trials and resumes the others from their checkpoints, on the executor
 given (here or SLURM); a run's evaluation mode (Run.evaluate) runs here, in this
 process's machine, after its trials. The outcome is RESULTS_DIR/<claim>.<scale>.json,
 written whether the claim passed, failed or could not be measured.
@@ -25,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from seqmodels.reproduce.claim import EVALUATION_FILE, SCALES, Claim, Results, RunDir
+from seqmodels.reproduce.claim import EVALUATION_FILE, SCALES, SHARED, Claim, Results, RunDir
 from seqmodels.sweep import launcher, records, runner
 from seqmodels.sweep.declare import SweepError
 
@@ -98,7 +99,14 @@ def _resolve(value: Any, folders: dict[str, str]) -> Any:
     return trials[0].directory
 
 
-def _request(claim: Claim, run, scale: str, folder: str, folders: dict, root: str):
+def _sweep_folder(workdir: str, claim: Claim, run, scale: str) -> tuple[str, str]:
+    """The sweep's name and folder: WORKDIR/<claim>/<scale>/<run>, or for a run that
+    claims share, WORKDIR/shared/<scale>/<shared>."""
+    owner, name = (SHARED, run.shared) if run.shared else (claim.name, run.name)
+    return f'{owner}/{name}', os.path.join(workdir, owner, scale, name)
+
+
+def _request(sweep: str, run, scale: str, folder: str, folders: dict, root: str):
     config_path, _, variant = run.config.partition(':')
     config_path = os.path.join(root, config_path)
     module = launcher.config_module(config_path)
@@ -110,7 +118,7 @@ def _request(claim: Claim, run, scale: str, folder: str, folders: dict, root: st
         config_path=config_path,
         variant=variant or None,
         driver=run.driver or launcher.default_driver(config_path),
-        sweep=f'{claim.name}/{run.name}',
+        sweep=sweep,
         base_config=base_config,
         base_overrides=overrides,
         declared=trials,
@@ -185,15 +193,18 @@ def run_claim(
         raise SweepError(f'--scale={scale}: choose one of {", ".join(SCALES)}')
     root = root or project_root()
     load_before = os.getloadavg()[0]
-    claim_dir = os.path.join(workdir, claim.name, scale)
     folders: dict[str, str] = {}
     errors: list[str] = []
     for run in claim.runs:
-        folder = os.path.join(claim_dir, run.name)
-        log(f'{claim.name} [{scale}]: run {run.name} ({run.config}, {len(run.trials)} trials)')
+        sweep, folder = _sweep_folder(workdir, claim, run, scale)
+        shared = f', shared as {run.shared!r}' if run.shared else ''
+        log(
+            f'{claim.name} [{scale}]: run {run.name} ({run.config}, {len(run.trials)} '
+            f'trials{shared})'
+        )
         try:
-            request = _request(claim, run, scale, folder, folders, root)
-            status = launcher.run(request, make_executor(f'{claim.name}-{run.name}'), log=log)
+            request = _request(sweep, run, scale, folder, folders, root)
+            status = launcher.run(request, make_executor(sweep.replace('/', '-')), log=log)
         except SweepError as e:
             errors.append(f'run {run.name}: {e}')
             log(f'error: {claim.name}: run {run.name}: {e}')
