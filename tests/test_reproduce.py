@@ -192,6 +192,10 @@ def test_results_md_from_every_stored_outcome(tmp_path):
     text = report.write_results_md(path, _TOY, str(results_dir))
     assert 'PASS (2026-12-06)' in text.split('Gamma holds')[1].splitlines()[0]
     assert '- FAIL: y <= z - 0.1' in text
+    # The totals per scale: alpha and gamma name the same run, which counts once.
+    assert '- **full**: 2 of 3 claims run (2 PASS, 0 FAIL, 0 ERROR); their 1 distinct runs' in text
+    assert 'took 1m01s' in text.split('- **full**')[1].splitlines()[0]
+    assert '- **ci**: 1 of 3 claims run (0 PASS, 1 FAIL, 0 ERROR)' in text
 
 
 # --------------------------------------------------------------------------- #

@@ -54,6 +54,21 @@ def _command_line(run: dict) -> str:
     return f'{run["command"]}  # {run["status"]}, {duration(run["wall_time_s"])}'
 
 
+def totals(claims: Sequence[Claim], outcomes: dict, scale: str) -> str:
+    """One line per scale: how many claims ran and passed, and the run time of their
+    distinct runs (a run that claims share counts once): the cost of `--claim=all`."""
+    found = [outcomes[c.name, scale] for c in claims if (c.name, scale) in outcomes]
+    if not found:
+        return f'- **{scale}**: no claim run yet.'
+    verdicts = [o['verdict'] for o in found]
+    counts = ', '.join(f'{verdicts.count(v)} {v}' for v in ('PASS', 'FAIL', 'ERROR'))
+    runs = {(r['trial'], r['status']): r['wall_time_s'] for o in found for r in o['runs']}
+    return (
+        f'- **{scale}**: {len(found)} of {len(claims)} claims run ({counts}); their '
+        f'{len(runs)} distinct runs and evaluations took {duration(sum(runs.values()))}.'
+    )
+
+
 def claim_section(index: int, claim: Claim, outcomes: dict) -> list[str]:
     lines = [
         f'<a id="{claim.name}"></a>',
@@ -100,7 +115,7 @@ def write_results_md(path: str, claims: Sequence[Claim], results_dir: str) -> st
             f'{_cell(outcomes.get((claim.name, "full")))} | '
             f'{_cell(outcomes.get((claim.name, "ci")))} |'
         )
-    lines.append('')
+    lines += ['', *[totals(claims, outcomes, scale) for scale in reversed(SCALES)], '']
     for i, claim in enumerate(claims, 1):
         lines += claim_section(i, claim, outcomes)
     text = '\n'.join(lines).rstrip('\n') + '\n'
