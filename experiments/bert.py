@@ -201,22 +201,7 @@ def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>
 
 
 def evaluate_mode(workdir):
-    result = evaluate(workdir, common.STEP.value)
-    if 'accuracy' not in result:
-        print(json.dumps({f'eval/{k}': v for k, v in result.items()}, sort_keys=True))
-        return
-    print(
-        json.dumps(
-            {
-                'split': result['split'],
-                'eval/accuracy': result['accuracy'],
-                'eval/loss': result['loss'],
-                'eval/per_class_accuracy': result['per_class_accuracy'],
-            },
-            sort_keys=True,
-        )
-    )
-    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
+    common.print_evaluation(evaluate(workdir, common.STEP.value))
 
 
 def predict_mode(workdir):

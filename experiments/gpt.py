@@ -22,7 +22,6 @@ they need no --config.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -166,23 +165,7 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
 
 
 def evaluate_mode(workdir):
-    result = evaluate(workdir, common.STEP.value)
-    if 'split' not in result:
-        print(json.dumps({f'eval/{k}': float(v) for k, v in result.items()}, sort_keys=True))
-        return
-    print(
-        json.dumps(
-            {
-                'split': result['split'],
-                'examples': result['count'],
-                'accuracy': result['accuracy'],
-                'loss': result['loss'],
-                'per_class_accuracy': result['per_class_accuracy'],
-            },
-            sort_keys=True,
-        )
-    )
-    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
+    common.print_evaluation(evaluate(workdir, common.STEP.value))
 
 
 def predict(workdir: str, lines: list[str], source: str, step: int | None = None) -> list[str]:

@@ -196,13 +196,7 @@ def draw_attention(
 
 
 def evaluate_mode(workdir):
-    result = evaluate(workdir, common.STEP.value)
-    print(
-        json.dumps(
-            {'eval/accuracy': result['accuracy'], 'eval/loss': result['loss']}, sort_keys=True
-        )
-    )
-    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')
+    common.print_evaluation(evaluate(workdir, common.STEP.value), split='test')
 
 
 def attention_mode(workdir):

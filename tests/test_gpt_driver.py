@@ -15,6 +15,7 @@ from absl.testing import flagsaver
 from configs import gpt as gpt_config
 from experiments import common, gpt
 from seqmodels import training
+from seqmodels.reproduce import runner as claim_runner
 from seqmodels.training import ConfigError
 
 # A trivially separable task: every word but the shared ones tells the class.
@@ -155,6 +156,18 @@ def test_a_tiny_gpt_fine_tunes_to_a_separable_task(finetuned, capsys):
     assert rows[0] == ['true\\predicted', 'neg', 'pos']
     assert [[int(x) for x in r[1:]] for r in rows[1:]] == expected.tolist()
     assert result['per_class_accuracy']['pos'] == expected[1, 1] / expected[1].sum()
+    # --mode=evaluate (and every classifier driver's) prints it as the JSON line that
+    # experiments.reproduce reads.
+    capsys.readouterr()
+    common.print_evaluation(result)
+    printed = claim_runner._last_json_line(capsys.readouterr().out)
+    assert printed == {
+        'split': 'test',
+        'examples': 64,
+        'accuracy': result['accuracy'],
+        'loss': result['loss'],
+        'per_class_accuracy': result['per_class_accuracy'],
+    }
 
 
 def test_predict_writes_one_label_per_line(finetuned, runs, tmp_path):
