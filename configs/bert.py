@@ -17,10 +17,11 @@ Variants (`mini` when none is given):
             vocabulary) pre-trained on the embedded `python_docs` corpus: sequences of
             128 tokens, batch 32, 1,600 steps of AdamW at lr 5e-4 with warmup then
             linear decay, a SentencePiece BPE vocabulary of 8,000 trained on the corpus.
-            Sized for an hour on 2 CPU cores: a step takes 3.0 CPU-seconds (measured;
-            about 1.5-2 s of wall time on 2 otherwise idle cores, 7.6 s on 2 cores
-            shared with 10 other busy processes). The progress line shows the ETA;
-            --config.num_train_steps sets the length.
+            Sized for under an hour on 2 CPU cores: 1.3 s of wall time a step on 2
+            otherwise idle cores (0.76 steps/s measured on War and Peace: 35 minutes
+            for the 1,600 steps), 7.6 s on 2 cores shared with 10 other busy
+            processes. The progress line shows the ETA; --config.num_train_steps sets
+            the length.
   warpeace  `mini` pre-trained on War and Peace (the CPU-scale corpus,
             ../shared/data/warpeace, relative to the repository root), lower-cased for
             SST-2. Same step time.
@@ -29,8 +30,7 @@ Variants (`mini` when none is given):
   sst2      fine-tunes `warpeace` on SST-2 (../shared/data/sst2: stsa.binary.{train,
             dev,test}), lower-cased, sequences of 64 tokens: set init_from (and
             load_weights=False for the random-init baseline). 864 steps of batch 32 (4
-            epochs) at 1.2 CPU-seconds a step (measured): about 10-13 minutes on 2 idle
-            cores.
+            epochs): 7 minutes on 2 cores (measured at load average ~2).
   base      BERT-BASE: L=12, H=768, A=12; 110M parameters.
   large     BERT-LARGE: L=24, H=1024, A=16; 340M.
 The published sizes: a WordPiece vocabulary of 30,522 tokens (here a SentencePiece
