@@ -150,7 +150,6 @@ def _cells(res):
     }
 
 
-# Table 3's rows as full settings of the three keys, so that each row is one trial.
 # Table 3's rows besides the base model (the `multi30k_small` config: 8 heads, dropout
 # 0.1, sinusoidal positions), each one change from it.
 TABLE3_ROWS = {
