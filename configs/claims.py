@@ -356,7 +356,7 @@ CLAIMS = [
         ci_checks=(Below('variational_loss', 4.0),),
         note='a 2-layer, 512-wide char-level LSTM on the first 100,000 characters of Tiny '
         'Shakespeare (90% train), 1,500 steps: final validation loss with dropout 0 / '
-        'standard 0.25 / variational 0.25. Full: 3 runs of ~12 minutes.',
+        'standard 0.25 / variational 0.25. Full: 3 runs of ~21 minutes.',
     ),
     Claim(
         name='scheduled_sampling',
