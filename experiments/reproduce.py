@@ -43,7 +43,7 @@ from experiments import common
 from seqmodels import training
 from seqmodels.reproduce import report
 from seqmodels.reproduce.claim import SCALES, check_registry
-from seqmodels.reproduce.runner import PASS, project_root, run_claim
+from seqmodels.reproduce.runner import ERROR, PASS, project_root, run_claim
 from seqmodels.sweep import cli, launcher, runner
 from seqmodels.sweep.cli import log
 from seqmodels.sweep.declare import SweepError
@@ -141,7 +141,7 @@ def _main(argv):
             )
         except SweepError as e:
             log(f'error: {claim.name}: {e}')
-            verdicts[claim.name] = 'ERROR'
+            verdicts[claim.name] = ERROR
             continue
         if status == runner.EXIT_PREEMPTED:
             break

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 from seqmodels.reproduce.claim import SCALES, Claim
+from seqmodels.reproduce.runner import VERDICTS
 from seqmodels.sweep import records
 from seqmodels.sweep.results import duration
 
@@ -61,7 +62,7 @@ def totals(claims: Sequence[Claim], outcomes: dict, scale: str) -> str:
     if not found:
         return f'- **{scale}**: no claim run yet.'
     verdicts = [o['verdict'] for o in found]
-    counts = ', '.join(f'{verdicts.count(v)} {v}' for v in ('PASS', 'FAIL', 'ERROR'))
+    counts = ', '.join(f'{verdicts.count(v)} {v}' for v in VERDICTS)
     runs = {(r['trial'], r['status']): r['wall_time_s'] for o in found for r in o['runs']}
     return (
         f'- **{scale}**: {len(found)} of {len(claims)} claims run ({counts}); their '

@@ -31,6 +31,7 @@ from seqmodels.sweep import launcher, records, runner
 from seqmodels.sweep.declare import SweepError
 
 PASS, FAIL, ERROR = 'PASS', 'FAIL', 'ERROR'
+VERDICTS = (PASS, FAIL, ERROR)
 
 
 def project_root() -> str:
