@@ -201,7 +201,7 @@ def predict(workdir: str, lines, step: int | None = None, source: str = '<stdin>
 
 
 def evaluate_mode(workdir):
-    common.print_evaluation(evaluate(workdir, common.STEP.value))
+    evaluation.print_evaluation(evaluate(workdir, common.STEP.value))
 
 
 def predict_mode(workdir):

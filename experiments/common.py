@@ -15,7 +15,6 @@ task (SLURM_NTASKS=1, as one array trial is) joins nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -261,22 +260,3 @@ def print_run_summary(workdir: str, experiment: str, next_mode: str) -> None:
         f'{next_mode + ":":<12} python -m experiments.{experiment} --mode={next_mode} '
         f'--workdir={workdir}'
     )
-
-
-def print_evaluation(result: dict, split: str | None = None) -> None:
-    """Prints an evaluation as one JSON line (experiments.reproduce reads the last such
-    line): a classifier's report (`split`, `examples`, `accuracy`, `loss`,
-    `per_class_accuracy`), then where its confusion matrix went; any other metrics as
-    eval/<name>."""
-    if 'per_class_accuracy' not in result:
-        print(json.dumps({f'eval/{k}': float(v) for k, v in result.items()}, sort_keys=True))
-        return
-    shown = {
-        'split': split or result.get('split'),
-        'examples': result['count'],
-        'accuracy': result['accuracy'],
-        'loss': result['loss'],
-        'per_class_accuracy': result['per_class_accuracy'],
-    }
-    print(json.dumps(shown, sort_keys=True))
-    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')

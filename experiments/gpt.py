@@ -165,7 +165,7 @@ def evaluate(workdir: str, step: int | None = None) -> dict:
 
 
 def evaluate_mode(workdir):
-    common.print_evaluation(evaluate(workdir, common.STEP.value))
+    evaluation.print_evaluation(evaluate(workdir, common.STEP.value))
 
 
 def predict(workdir: str, lines: list[str], source: str, step: int | None = None) -> list[str]:

@@ -196,7 +196,7 @@ def draw_attention(
 
 
 def evaluate_mode(workdir):
-    common.print_evaluation(evaluate(workdir, common.STEP.value), split='test')
+    evaluation.print_evaluation(evaluate(workdir, common.STEP.value), split='test')
 
 
 def attention_mode(workdir):

@@ -6,6 +6,7 @@ reproduction claims and notebooks score outputs the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,3 +89,22 @@ def classification_report(logits, labels, class_names, directory: str, title: st
         'png': png,
         'csv': csv_path,
     }
+
+
+def print_evaluation(result: dict, split: str | None = None) -> None:
+    """Prints a driver's --mode=evaluate result as one JSON line (experiments.reproduce
+    reads the last such line). For classification_report's result: `split`,
+    `examples`, `accuracy`, `loss`, `per_class_accuracy`, then where the confusion
+    matrix went; any other metrics as eval/<name>."""
+    if 'per_class_accuracy' not in result:
+        print(json.dumps({f'eval/{k}': float(v) for k, v in result.items()}, sort_keys=True))
+        return
+    shown = {
+        'split': split or result.get('split'),
+        'examples': result['count'],
+        'accuracy': result['accuracy'],
+        'loss': result['loss'],
+        'per_class_accuracy': result['per_class_accuracy'],
+    }
+    print(json.dumps(shown, sort_keys=True))
+    print(f'confusion matrix: {result["png"]} (counts: {result["csv"]})')

@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 
 from configs import gpt as gpt_config
 from experiments import common, gpt
-from seqmodels import training
+from seqmodels import evaluation, training
 from seqmodels.reproduce import runner as claim_runner
 from seqmodels.training import ConfigError
 
@@ -159,7 +159,7 @@ def test_a_tiny_gpt_fine_tunes_to_a_separable_task(finetuned, capsys):
     # --mode=evaluate (and every classifier driver's) prints it as the JSON line that
     # experiments.reproduce reads.
     capsys.readouterr()
-    common.print_evaluation(result)
+    evaluation.print_evaluation(result)
     printed = claim_runner._last_json_line(capsys.readouterr().out)
     assert printed == {
         'split': 'test',
