@@ -44,6 +44,14 @@ MULTI30K_CI = {
     'checkpoint_every_steps': 20,
     'max_decode_extra': 2,
 }
+# ci for the pre-training claims: 20 steps of a 1-layer model (the fine-tunings keep the
+# pre-trained run's architecture: fine-tuning refuses another).
+ONE_LAYER_CI = {
+    'num_train_steps': 20,
+    'eval_every_steps': 20,
+    'warmup_steps': 2,
+    'model.num_layers': 1,
+}
 SST2 = {
     'dataset': 'labeled:../shared/data/sst2',
     'task_type': 'classification',
@@ -634,12 +642,7 @@ CLAIMS = [
                 'pretrain',
                 'configs/gpt.py:cpu',
                 overrides={'dataset': WAR_AND_PEACE, 'normalize': 'lower'},
-                ci={
-                    'num_train_steps': 20,
-                    'eval_every_steps': 20,
-                    'warmup_steps': 2,
-                    'model.num_layers': 1,
-                },
+                ci=ONE_LAYER_CI,
             ),
             Run(
                 'finetune',
@@ -682,26 +685,14 @@ CLAIMS = [
             Run(
                 'pretrain',
                 'configs/bert.py:warpeace',
-                ci={
-                    'num_train_steps': 20,
-                    'eval_every_steps': 20,
-                    'warmup_steps': 2,
-                    'num_eval_batches': 2,
-                    'model.num_layers': 1,
-                },
+                ci={**ONE_LAYER_CI, 'num_eval_batches': 2},
             ),
             Run(
                 'finetune',
                 'configs/bert.py:sst2',
                 trials=tuple(BERT_FINETUNES.values()),
                 overrides={'init_from': RunDir('pretrain')},
-                # ci: the pre-trained run's architecture (fine-tuning refuses another).
-                ci={
-                    'num_train_steps': 20,
-                    'eval_every_steps': 20,
-                    'warmup_steps': 2,
-                    'model.num_layers': 1,
-                },
+                ci=ONE_LAYER_CI,
                 evaluate=(),
             ),
         ),
