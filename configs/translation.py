@@ -32,7 +32,7 @@ Variants (the part after the colon; `small` when none is given):
                  of Adadelta; gradient norm clipped at 1 as in the paper.
   multi30k_rnn_attention
                  `rnn_attention` on Multi30k de->en, data keys as in multi30k_small.
-                 5,400 steps, ~53 minutes on 2 CPU cores. It has no dropout and
+                 5,400 steps, ~50 minutes on 2 CPU cores. It has no dropout and
                  overfits Multi30k's 29k pairs within the hour: pick a checkpoint by
                  validation BLEU (eval/bleu; --mode=evaluate --step=N). Test BLEU of the
                  final checkpoint: `multi30k_bleu` in RESULTS.md; of 1,800 steps, with
