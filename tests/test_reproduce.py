@@ -173,7 +173,7 @@ def test_results_md_from_every_stored_outcome(tmp_path):
     )
     records.write_json(
         str(results_dir / 'beta.ci.json'),
-        _outcome('beta', 'ci', 'FAIL', {'y': 1.0, 'z': 1.05}, [failed]),
+        _outcome('beta', 'ci', 'FAIL', {'y': 1.0, 'z': 1.05, 'y_600': 2, 'y_1200': 3}, [failed]),
     )
     path = str(tmp_path / 'out' / 'RESULTS.md')
     text = report.write_results_md(path, _TOY, str(results_dir))
@@ -185,6 +185,8 @@ def test_results_md_from_every_stored_outcome(tmp_path):
     assert rows[2].count('not run') == 2
     assert '- FAIL: y <= z - 0.1' in text and '- pass: 0.9 <= x <= 1.1' in text
     assert 'Test CPU, 2 cores' in text and '1m01s' in text
+    # Numbers inside names sort by value, not as text.
+    assert 'Ours: y = 1, y_600 = 2, y_1200 = 3, z = 1.05.' in text
     # Another claim's outcome joins without dropping the others.
     records.write_json(
         str(results_dir / 'gamma.full.json'), _outcome('gamma', 'full', 'PASS', {'w': 1.0}, [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 
 from seqmodels.reproduce.claim import SCALES, Claim
@@ -47,8 +48,15 @@ def _machine(m: dict) -> str:
     return f'{where}; jax {m.get("jax")}{load}'
 
 
+def _natural(name: str) -> list:
+    """Sort key that orders the numbers inside names by value: val_bleu_600 before
+    val_bleu_1200 (outcome files store their keys in plain text order)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
 def _measured(outcome: dict) -> str:
-    return ', '.join(f'{k} = {v:.4g}' for k, v in outcome['measured'].items()) or 'none'
+    measured = outcome['measured']
+    return ', '.join(f'{k} = {measured[k]:.4g}' for k in sorted(measured, key=_natural)) or 'none'
 
 
 def _command_line(run: dict) -> str:
