@@ -71,6 +71,8 @@ def test_direction_with_margin():
     assert not Lower('a', 'b', 0.0)({'a': 1.3, 'b': 1.2}).passed
     # A diverged run's loss counts as infinitely bad: the other side wins by any margin.
     assert Lower('a', 'b', 5.0)({'a': 4.0, 'b': math.inf}).passed
+    # ... but two diverged runs show no direction.
+    assert not Lower('a', 'b', 0.1)({'a': math.inf, 'b': math.inf}).passed
     assert Within('a', 'b', 0.5)({'a': 1.0, 'b': 1.4}).passed
     assert not Within('a', 'b', 0.5)({'a': 1.0, 'b': 1.6}).passed
 

@@ -131,7 +131,8 @@ class Below(Above):
 @dataclasses.dataclass(frozen=True)
 class Lower:
     """A direction with a margin: measured[lower] <= measured[higher] - margin (say, the
-    better model's loss below the other's by at least `margin`)."""
+    better model's loss below the other's by at least `margin`). An infinite `lower`
+    (a diverged run's loss) never passes, even against another infinity."""
 
     lower: str
     higher: str
@@ -145,7 +146,7 @@ class Lower:
             return CheckResult(f'{text} ({", ".join(missing)} not measured)', False)
         return CheckResult(
             f'{text} (measured {_fmt(a)} vs {_fmt(b)}: difference {_fmt(b - a)})',
-            a <= b - self.margin,
+            math.isfinite(a) and a <= b - self.margin,
         )
 
 
