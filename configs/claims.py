@@ -517,6 +517,8 @@ CLAIMS = [
             Lower('pre_norm_loss', 'post_norm_loss', 0.1),
             Lower('unclipped_pre_norm_loss', 'unclipped_post_norm_loss', 0.1),
         ),
+        # ci: 60 steps must take both below a uniform guess over Shakespeare's 65 chars.
+        ci_checks=(Below('pre_norm_loss', math.log(65)), Below('post_norm_loss', math.log(65))),
         note="nanoGPT's Tiny Shakespeare recipe with 12 layers (128 wide), Adam at 1e-3 "
         "from step 0 (cosine decay), 1,000 steps, with the recipe's gradient clipping "
         '(norm 1) and without it; a diverged run counts as an infinite loss. Full: 4 runs '
